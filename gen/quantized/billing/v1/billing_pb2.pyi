@@ -1,0 +1,219 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from quantized.common.v1 import images_pb2 as _images_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AuthenticateRequest(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class AuthenticateResponse(_message.Message):
+    __slots__ = ("account_id", "unlimited", "key_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    UNLIMITED_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    unlimited: bool
+    key_id: str
+    def __init__(self, account_id: _Optional[str] = ..., unlimited: _Optional[bool] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class ReserveRequest(_message.Message):
+    __slots__ = ("account_id", "amount_micro_credits", "request_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    amount_micro_credits: int
+    request_id: str
+    def __init__(self, account_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ReserveResponse(_message.Message):
+    __slots__ = ("hold_id", "expires_at")
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, hold_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class UsageRecord(_message.Message):
+    __slots__ = ("model_id", "provider", "images", "usage", "user")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    provider: str
+    images: int
+    usage: _images_pb2.UpstreamUsage
+    user: str
+    def __init__(self, model_id: _Optional[str] = ..., provider: _Optional[str] = ..., images: _Optional[int] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ..., user: _Optional[str] = ...) -> None: ...
+
+class SettleRequest(_message.Message):
+    __slots__ = ("hold_id", "amount_micro_credits", "usage")
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    amount_micro_credits: int
+    usage: UsageRecord
+    def __init__(self, hold_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ...) -> None: ...
+
+class SettleResponse(_message.Message):
+    __slots__ = ("charged_micro_credits", "balance_micro_credits")
+    CHARGED_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    charged_micro_credits: int
+    balance_micro_credits: int
+    def __init__(self, charged_micro_credits: _Optional[int] = ..., balance_micro_credits: _Optional[int] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("hold_id",)
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    def __init__(self, hold_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ("balance_micro_credits",)
+    BALANCE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    balance_micro_credits: int
+    def __init__(self, balance_micro_credits: _Optional[int] = ...) -> None: ...
+
+class Account(_message.Message):
+    __slots__ = ("account_id", "name", "unlimited", "balance_micro_credits", "held_micro_credits", "created_at")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UNLIMITED_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    HELD_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    name: str
+    unlimited: bool
+    balance_micro_credits: int
+    held_micro_credits: int
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, account_id: _Optional[str] = ..., name: _Optional[str] = ..., unlimited: _Optional[bool] = ..., balance_micro_credits: _Optional[int] = ..., held_micro_credits: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ApiKey(_message.Message):
+    __slots__ = ("key_id", "prefix", "revoked", "created_at")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    prefix: str
+    revoked: bool
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, key_id: _Optional[str] = ..., prefix: _Optional[str] = ..., revoked: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Hold(_message.Message):
+    __slots__ = ("hold_id", "amount_micro_credits", "request_id", "expires_at")
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    amount_micro_credits: int
+    request_id: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, hold_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., request_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class UsageEntry(_message.Message):
+    __slots__ = ("time", "request_id", "usage", "micro_credits")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    request_id: str
+    usage: UsageRecord
+    micro_credits: int
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ..., micro_credits: _Optional[int] = ...) -> None: ...
+
+class CreateAccountRequest(_message.Message):
+    __slots__ = ("name", "credits_micro_credits", "unlimited")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    UNLIMITED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    credits_micro_credits: int
+    unlimited: bool
+    def __init__(self, name: _Optional[str] = ..., credits_micro_credits: _Optional[int] = ..., unlimited: _Optional[bool] = ...) -> None: ...
+
+class CreateAccountResponse(_message.Message):
+    __slots__ = ("account", "api_key", "key")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    api_key: str
+    key: ApiKey
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., api_key: _Optional[str] = ..., key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
+
+class CreateApiKeyRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class CreateApiKeyResponse(_message.Message):
+    __slots__ = ("api_key", "key")
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    api_key: str
+    key: ApiKey
+    def __init__(self, api_key: _Optional[str] = ..., key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
+
+class RevokeApiKeyRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class RevokeApiKeyResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: ApiKey
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
+
+class GrantCreditsRequest(_message.Message):
+    __slots__ = ("account_id", "amount_micro_credits")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    amount_micro_credits: int
+    def __init__(self, account_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ...) -> None: ...
+
+class GrantCreditsResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class GetAccountRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class GetAccountResponse(_message.Message):
+    __slots__ = ("account", "keys", "holds", "recent_usage")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_USAGE_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    keys: _containers.RepeatedCompositeFieldContainer[ApiKey]
+    holds: _containers.RepeatedCompositeFieldContainer[Hold]
+    recent_usage: _containers.RepeatedCompositeFieldContainer[UsageEntry]
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ..., holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ..., recent_usage: _Optional[_Iterable[_Union[UsageEntry, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,38 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_REQUEST: _ClassVar[ErrorReason]
+    ERROR_REASON_MODEL_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_MODALITY_MISMATCH: _ClassVar[ErrorReason]
+    ERROR_REASON_PROVIDER_NOT_OFFERED: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_ACTIVE_PROVIDERS: _ClassVar[ErrorReason]
+    ERROR_REASON_UNAUTHENTICATED: _ClassVar[ErrorReason]
+    ERROR_REASON_INSUFFICIENT_CREDITS: _ClassVar[ErrorReason]
+    ERROR_REASON_UPSTREAM_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_UPSTREAM_REJECTED: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_HOLD_CLOSED: _ClassVar[ErrorReason]
+    ERROR_REASON_PERMISSION_DENIED: _ClassVar[ErrorReason]
+    ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
+    ERROR_REASON_ROUTE_NOT_FOUND: _ClassVar[ErrorReason]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+ERROR_REASON_INVALID_REQUEST: ErrorReason
+ERROR_REASON_MODEL_NOT_FOUND: ErrorReason
+ERROR_REASON_MODALITY_MISMATCH: ErrorReason
+ERROR_REASON_PROVIDER_NOT_OFFERED: ErrorReason
+ERROR_REASON_NO_ACTIVE_PROVIDERS: ErrorReason
+ERROR_REASON_UNAUTHENTICATED: ErrorReason
+ERROR_REASON_INSUFFICIENT_CREDITS: ErrorReason
+ERROR_REASON_UPSTREAM_UNAVAILABLE: ErrorReason
+ERROR_REASON_UPSTREAM_REJECTED: ErrorReason
+ERROR_REASON_NOT_FOUND: ErrorReason
+ERROR_REASON_HOLD_CLOSED: ErrorReason
+ERROR_REASON_PERMISSION_DENIED: ErrorReason
+ERROR_REASON_INTERNAL: ErrorReason
+ERROR_REASON_ROUTE_NOT_FOUND: ErrorReason

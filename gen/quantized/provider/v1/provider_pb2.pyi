@@ -1,0 +1,34 @@
+from quantized.common.v1 import images_pb2 as _images_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "params", "request_id")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model_id: str
+    upstream_model_id: str
+    region: str
+    params: _images_pb2.GenerationParams
+    request_id: str
+    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., params: _Optional[_Union[_images_pb2.GenerationParams, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GenerateResponse(_message.Message):
+    __slots__ = ("created", "images", "usage")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    created: int
+    images: _containers.RepeatedCompositeFieldContainer[_images_pb2.GeneratedImage]
+    usage: _images_pb2.UpstreamUsage
+    def __init__(self, created: _Optional[int] = ..., images: _Optional[_Iterable[_Union[_images_pb2.GeneratedImage, _Mapping]]] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,21 @@
+"""Calling a peer: deadline on every call, request id forwarded, typed errors back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from quantized_runtime.grpc_errors import from_rpc_error
+from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id
+
+
+async def call(method: Any, request: Any, *, timeout: float,
+               metadata: Sequence[tuple[str, str]] = ()) -> Any:
+    """Invoke a unary stub method; a failure raises ServiceError, never grpc.RpcError."""
+    full_metadata = (*metadata, (REQUEST_ID_METADATA_KEY, current_request_id.get()))
+    try:
+        return await method(request, timeout=timeout, metadata=full_metadata)
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from None

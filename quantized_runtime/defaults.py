@@ -1,0 +1,22 @@
+"""Default loopback addresses and paths, shared so that a service, its peers and the
+CLI agree without importing one another."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+EDGE_HTTP_PORT = 8080
+EDGE_GRPC_ADDR = "127.0.0.1:50050"
+CATALOG_ADDR = "127.0.0.1:50051"
+BILLING_ADDR = "127.0.0.1:50052"
+PROVIDER_ADDR = "127.0.0.1:50053"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "quantized"
+
+
+def sqlite_url(data_dir: Path | str, name: str) -> str:
+    return f"sqlite+aiosqlite:///{Path(data_dir) / name}"

@@ -1,0 +1,43 @@
+"""The error model shared by every service, free of gRPC so domain code can raise it.
+
+A ServiceError carries a reason from the proto enum quantized.common.v1.ErrorReason
+(without its ERROR_REASON_ prefix). quantized_runtime.grpc_errors turns it into a
+google.rpc.Status on the wire and back into a ServiceError at the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from quantized.common.v1 import errors_pb2
+
+_PREFIX = "ERROR_REASON_"
+
+Reason = enum.StrEnum(  # type: ignore[misc]
+    "Reason",
+    {
+        name.removeprefix(_PREFIX): name.removeprefix(_PREFIX)
+        for name in errors_pb2.ErrorReason.keys()
+        if name != "ERROR_REASON_UNSPECIFIED"
+    },
+)
+"""Error reasons, derived from the proto enum so the two cannot drift."""
+
+
+class ServiceError(Exception):
+    """A failure with a documented reason and a message safe to show the caller.
+
+    The message must never contain a secret: it crosses service boundaries and
+    reaches end users.
+    """
+
+    def __init__(self, reason: str, message: str, *, field: str | None = None,
+                 metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reason = Reason(reason)
+        self.message = message
+        self.field = field
+        self.metadata = dict(metadata or {})
+
+    def __repr__(self) -> str:
+        return f"ServiceError({self.reason.value!r}, {self.message!r}, field={self.field!r})"

@@ -1,0 +1,69 @@
+"""Server interceptor: request id, one log line per call, exceptions to google.rpc.Status."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from quantized_runtime.errors import Reason, ServiceError
+from quantized_runtime.grpc_errors import to_rpc_status
+from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id
+
+log = logging.getLogger("quantized.rpc")
+
+# Health and reflection calls are polled constantly; logging them is noise.
+_QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or method.startswith(_QUIET_PREFIXES):
+            return handler
+        inner = handler.unary_unary
+        request_id = _request_id(handler_call_details.invocation_metadata)
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = current_request_id.set(request_id)
+            started = time.perf_counter()
+            outcome = "OK"
+            try:
+                return await inner(request, context)
+            except ServiceError as error:
+                outcome = error.reason.value
+                await context.abort_with_status(to_rpc_status(error))
+            except grpc.aio.AbortError:
+                outcome = "ABORTED"
+                raise
+            except Exception:
+                outcome = Reason.INTERNAL.value
+                log.exception("unhandled error in %s", method)
+                await context.abort_with_status(to_rpc_status(
+                    ServiceError(Reason.INTERNAL, f"internal error (request id {request_id})")))
+            finally:
+                log.info("rpc", extra={"fields": {
+                    "method": method, "outcome": outcome,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
+                current_request_id.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _request_id(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == REQUEST_ID_METADATA_KEY:
+            return str(value)
+    return "-"

@@ -1,0 +1,70 @@
+"""Fixtures shared by every test package.
+
+PostgreSQL tests use the server at QUANTIZED_TEST_POSTGRES_URL (default: the local
+trust-auth server). Each test gets a database of its own, dropped afterwards.
+Outside CI an unreachable server skips those tests with the reason; in CI
+(CI=true) it fails them, so they can never be skipped silently there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "QUANTIZED_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+async def _postgres_reachable() -> str | None:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=3)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database as an SQLAlchemy asyncpg URL."""
+    import asyncpg
+
+    problem = await _postgres_reachable()
+    if problem is not None:
+        message = f"PostgreSQL not reachable at {POSTGRES_ADMIN_DSN} ({problem})"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"quantized_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Iterator[str]:
+    path = tmp_path / "data"
+    path.mkdir()
+    yield str(path)
