@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from quantized.common.v1 import images_pb2 as quantized_dot_common_dot_v1_dot_images__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$quantized/provider/v1/provider.proto\x12\x15quantized.provider.v1\x1a quantized/common/v1/images.proto\"\xab\x01\n\x0fGenerateRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x19\n\x11upstream_model_id\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x35\n\x06params\x18\x05 \x01(\x0b\x32%.quantized.common.v1.GenerationParams\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\x8b\x01\n\x10GenerateResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x03\x12\x33\n\x06images\x18\x02 \x03(\x0b\x32#.quantized.common.v1.GeneratedImage\x12\x31\n\x05usage\x18\x03 \x01(\x0b\x32\".quantized.common.v1.UpstreamUsage2n\n\x0fProviderService\x12[\n\x08Generate\x12&.quantized.provider.v1.GenerateRequest\x1a\'.quantized.provider.v1.GenerateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$quantized/provider/v1/provider.proto\x12\x15quantized.provider.v1\x1a quantized/common/v1/images.proto\"\xde\x01\n\x0fGenerateRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x19\n\x11upstream_model_id\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x35\n\x06params\x18\x05 \x01(\x0b\x32%.quantized.common.v1.GenerationParams\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x31\n\twatermark\x18\x07 \x01(\x0e\x32\x1e.quantized.common.v1.Watermark\"\x8b\x01\n\x10GenerateResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x03\x12\x33\n\x06images\x18\x02 \x03(\x0b\x32#.quantized.common.v1.GeneratedImage\x12\x31\n\x05usage\x18\x03 \x01(\x0b\x32\".quantized.common.v1.UpstreamUsage2n\n\x0fProviderService\x12[\n\x08Generate\x12&.quantized.provider.v1.GenerateRequest\x1a\'.quantized.provider.v1.GenerateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quantized.provider.v1.provi
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATEREQUEST']._serialized_start=98
-  _globals['_GENERATEREQUEST']._serialized_end=269
-  _globals['_GENERATERESPONSE']._serialized_start=272
-  _globals['_GENERATERESPONSE']._serialized_end=411
-  _globals['_PROVIDERSERVICE']._serialized_start=413
-  _globals['_PROVIDERSERVICE']._serialized_end=523
+  _globals['_GENERATEREQUEST']._serialized_end=320
+  _globals['_GENERATERESPONSE']._serialized_start=323
+  _globals['_GENERATERESPONSE']._serialized_end=462
+  _globals['_PROVIDERSERVICE']._serialized_start=464
+  _globals['_PROVIDERSERVICE']._serialized_end=574
 # @@protoc_insertion_point(module_scope)

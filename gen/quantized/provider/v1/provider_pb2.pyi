@@ -8,20 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "params", "request_id")
+    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "params", "request_id", "watermark")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    WATERMARK_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model_id: str
     upstream_model_id: str
     region: str
     params: _images_pb2.GenerationParams
     request_id: str
-    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., params: _Optional[_Union[_images_pb2.GenerationParams, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    watermark: _images_pb2.Watermark
+    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., params: _Optional[_Union[_images_pb2.GenerationParams, _Mapping]] = ..., request_id: _Optional[str] = ..., watermark: _Optional[_Union[_images_pb2.Watermark, str]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("created", "images", "usage")
