@@ -60,7 +60,8 @@ def to_rpc_status(error: ServiceError) -> grpc.Status:
 
 def from_rpc_error(exc: grpc.RpcError) -> ServiceError:
     """Read the ServiceError a peer sent; transport failures become typed errors too."""
-    status = rpc_status.from_call(exc) if isinstance(exc, grpc.Call) else None
+    # AioRpcError and sync grpc.Call both expose code/details/trailing_metadata.
+    status = rpc_status.from_call(exc) if hasattr(exc, "trailing_metadata") else None
     if status is not None:
         reason: Reason | None = None
         field: str | None = None
@@ -79,7 +80,7 @@ def from_rpc_error(exc: grpc.RpcError) -> ServiceError:
                     field = bad.field_violations[0].field
         if reason is not None:
             return ServiceError(reason, status.message, field=field, metadata=metadata)
-    code = exc.code() if isinstance(exc, grpc.Call) else None
+    code = exc.code() if hasattr(exc, "code") else None
     if code in _REASON_BY_GRPC_CODE:
         return ServiceError(_REASON_BY_GRPC_CODE[code], exc.details() or code.name.lower())
     # A peer that is down, slow past the deadline, or failed without a typed

@@ -1,0 +1,1 @@
+"""The `quantized` command: serve one service, run the dev stack, administer a deployment."""

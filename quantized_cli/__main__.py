@@ -1,0 +1,3 @@
+from quantized_cli.main import main
+
+main()

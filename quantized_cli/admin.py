@@ -1,0 +1,219 @@
+"""`quantized admin ...`: operations through the admin RPCs of billing and catalog.
+
+Where to connect: QUANTIZED_BILLING_ADDR / QUANTIZED_CATALOG_ADDR (or --billing-addr /
+--catalog-addr), else the running dev stack's state file, else the default loopback
+addresses. The admin token: QUANTIZED_ADMIN_TOKEN, else the dev stack's state file.
+The token is never taken as a flag, so it does not show in process listings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+
+from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
+from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from quantized_cli.state_file import read_state
+from quantized_runtime import defaults
+from quantized_runtime.channels import open_channel
+from quantized_runtime.client import call
+from quantized_runtime.errors import ServiceError
+
+ADMIN_CALL_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Target:
+    billing_addr: str
+    catalog_addr: str
+    admin_token: str
+
+
+class AdminSetupError(Exception):
+    pass
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    state = read_state()
+    billing = (args.billing_addr or os.environ.get("QUANTIZED_BILLING_ADDR")
+               or (state.billing_addr if state else defaults.BILLING_ADDR))
+    catalog = (args.catalog_addr or os.environ.get("QUANTIZED_CATALOG_ADDR")
+               or (state.catalog_addr if state else defaults.CATALOG_ADDR))
+    token = os.environ.get("QUANTIZED_ADMIN_TOKEN") or (state.admin_token if state else "")
+    if not token:
+        raise AdminSetupError("no admin token: set QUANTIZED_ADMIN_TOKEN, or start a dev stack "
+                              "with `quantized dev` as this user")
+    return Target(billing, catalog, token)
+
+
+def _actor() -> str:
+    return f"{getpass.getuser()}@cli"
+
+
+def _message_dict(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+Handler = Callable[[argparse.Namespace, Target, Any, Any], Awaitable[dict[str, Any]]]
+
+
+async def _run_with_stubs(handler: Handler, args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    billing_channel = open_channel(target.billing_addr)
+    catalog_channel = open_channel(target.catalog_addr)
+    try:
+        return await handler(args, target,
+                             billing_pb2_grpc.BillingAdminServiceStub(billing_channel),
+                             catalog_pb2_grpc.CatalogAdminServiceStub(catalog_channel))
+    finally:
+        await billing_channel.close()
+        await catalog_channel.close()
+
+
+async def _admin_call(method: Any, request: Any, target: Target) -> Any:
+    return await call(method, request, timeout=ADMIN_CALL_TIMEOUT_SECONDS,
+                      metadata=[("authorization", f"Bearer {target.admin_token}")])
+
+
+async def account_create(args, target, billing, _catalog) -> dict[str, Any]:
+    reply = await _admin_call(billing.CreateAccount, billing_pb2.CreateAccountRequest(
+        name=args.name, credits_micro_credits=args.credits or 0, unlimited=args.unlimited), target)
+    return {"account_id": reply.account.account_id, "api_key": reply.api_key,
+            "key_id": reply.key.key_id, "unlimited": reply.account.unlimited,
+            "balance_micro_credits": reply.account.balance_micro_credits}
+
+
+async def account_show(args, target, billing, _catalog) -> dict[str, Any]:
+    reply = await _admin_call(billing.GetAccount,
+                              billing_pb2.GetAccountRequest(account_id=args.account_id), target)
+    return _message_dict(reply)
+
+
+async def key_create(args, target, billing, _catalog) -> dict[str, Any]:
+    reply = await _admin_call(billing.CreateApiKey,
+                              billing_pb2.CreateApiKeyRequest(account_id=args.account), target)
+    return {"api_key": reply.api_key, "key_id": reply.key.key_id, "prefix": reply.key.prefix}
+
+
+async def key_revoke(args, target, billing, _catalog) -> dict[str, Any]:
+    reply = await _admin_call(billing.RevokeApiKey,
+                              billing_pb2.RevokeApiKeyRequest(key_id=args.key_id), target)
+    return _message_dict(reply.key)
+
+
+async def credits_grant(args, target, billing, _catalog) -> dict[str, Any]:
+    reply = await _admin_call(billing.GrantCredits, billing_pb2.GrantCreditsRequest(
+        account_id=args.account, amount_micro_credits=args.amount), target)
+    return _message_dict(reply.account)
+
+
+async def provider_model_set(args, target, _billing, catalog) -> dict[str, Any]:
+    reply = await _admin_call(catalog.SetProviderModelActive, catalog_pb2.SetProviderModelActiveRequest(
+        provider=args.provider, model_id=args.model, is_active=args.action == "enable",
+        actor=_actor()), target)
+    return _message_dict(reply.provider_model)
+
+
+async def catalog_list(_args, target, _billing, catalog) -> dict[str, Any]:
+    return _message_dict(await _admin_call(catalog.ListCatalog, catalog_pb2.ListCatalogRequest(), target))
+
+
+async def catalog_reload(_args, target, _billing, catalog) -> dict[str, Any]:
+    return _message_dict(await _admin_call(
+        catalog.ReloadCatalog, catalog_pb2.ReloadCatalogRequest(actor=_actor()), target))
+
+
+async def catalog_audit(args, target, _billing, catalog) -> dict[str, Any]:
+    return _message_dict(await _admin_call(
+        catalog.ListAuditEvents, catalog_pb2.ListAuditEventsRequest(limit=args.limit), target))
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return
+    for key, value in result.items():
+        rendered = json.dumps(value, indent=2) if isinstance(value, dict | list) else value
+        print(f"{key}: {rendered}")
+
+
+def _execute(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            target = resolve_target(args)
+            result = asyncio.run(_run_with_stubs(handler, args, target))
+        except AdminSetupError as exc:
+            print(f"quantized admin: {exc}", file=sys.stderr)
+            return 2
+        except ServiceError as exc:
+            print(f"quantized admin: {exc.reason.value}: {exc.message}", file=sys.stderr)
+            return 1
+        _print_result(result, args.json)
+        return 0
+    return run
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive whole number of micro-credits")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero or a positive whole number of micro-credits")
+    return value
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    admin = commands.add_parser("admin", help="administer a running deployment or dev stack")
+    admin.add_argument("--billing-addr", default=None, help="billing gRPC address")
+    admin.add_argument("--catalog-addr", default=None, help="catalog gRPC address")
+    groups = admin.add_subparsers(dest="group", required=True)
+
+    def leaf(parent: argparse._SubParsersAction, name: str, handler: Handler, help_text: str):
+        parser = parent.add_parser(name, help=help_text)
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.set_defaults(handler=_execute(handler))
+        return parser
+
+    account = groups.add_parser("account", help="accounts").add_subparsers(dest="action", required=True)
+    create = leaf(account, "create", account_create, "create an account and its first API key")
+    create.add_argument("--name", required=True)
+    amount = create.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--credits", type=_non_negative_int, help="opening balance in micro-credits")
+    amount.add_argument("--unlimited", action="store_true", help="no balance limit")
+    show = leaf(account, "show", account_show, "balance, holds and recent usage")
+    show.add_argument("account_id")
+
+    key = groups.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
+    leaf(key, "create", key_create, "create another key for an account").add_argument("--account", required=True)
+    leaf(key, "revoke", key_revoke, "revoke a key by id").add_argument("key_id")
+
+    credit = groups.add_parser("credits", help="credits").add_subparsers(dest="action", required=True)
+    grant = leaf(credit, "grant", credits_grant, "add micro-credits to an account")
+    grant.add_argument("--account", required=True)
+    grant.add_argument("--amount", type=_positive_int, required=True)
+
+    provider_model = groups.add_parser("provider-model", help="provider-model rows").add_subparsers(
+        dest="action", required=True)
+    for action in ("enable", "disable"):
+        parser = leaf(provider_model, action, provider_model_set, f"{action} a provider-model row")
+        parser.add_argument("--provider", required=True)
+        parser.add_argument("--model", required=True)
+
+    catalog = groups.add_parser("catalog", help="the model catalog").add_subparsers(dest="action", required=True)
+    leaf(catalog, "list", catalog_list, "models and provider-model rows")
+    leaf(catalog, "reload", catalog_reload, "re-read the catalog file without a restart")
+    leaf(catalog, "audit", catalog_audit, "recent catalog changes").add_argument("--limit", type=int, default=50)

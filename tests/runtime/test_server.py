@@ -1,0 +1,145 @@
+"""The runtime's server bootstrap: health, reflection, error translation, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime.errors import Reason, ServiceError
+from quantized_runtime.grpc_errors import from_rpc_error
+from quantized_runtime.server import create_server
+
+PROVIDER_SERVICE = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
+
+
+class ScriptedProvider(provider_pb2_grpc.ProviderServiceServicer):
+    def __init__(self, failure: Exception | None) -> None:
+        self.failure = failure
+
+    async def Generate(self, request, context):
+        if self.failure is not None:
+            raise self.failure
+        return provider_pb2.GenerateResponse(created=7)
+
+
+async def _start(failure: Exception | None = None):
+    servicer = ScriptedProvider(failure)
+    return await create_server(
+        "127.0.0.1:0",
+        [lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(servicer, server)],
+        [PROVIDER_SERVICE],
+        max_message_bytes=4 * 1024 * 1024,
+    )
+
+
+async def test_health_reports_serving_for_the_server_and_each_service():
+    running = await _start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", PROVIDER_SERVICE):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await running.stop(0)
+
+
+async def test_stop_turns_health_not_serving_before_closing():
+    running = await _start()
+    await running.health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await running.stop(0)
+    reply = await running.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+    assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_reflection_lists_the_service_health_and_reflection():
+    async def start():
+        return await _start()
+
+    loop = asyncio.new_event_loop()
+    running = loop.run_until_complete(start())
+    try:
+        # The reflection client is synchronous; run it while the aio server's loop is driven
+        # from a helper thread.
+        import threading
+
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            database = ProtoReflectionDescriptorDatabase(channel)
+            services = set(database.get_services())
+            pool = descriptor_pool.DescriptorPool(database)
+            method = pool.FindServiceByName(PROVIDER_SERVICE).FindMethodByName("Generate")
+        assert {PROVIDER_SERVICE, "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection"} <= services
+        assert method.input_type.full_name == "quantized.provider.v1.GenerateRequest"
+    finally:
+        asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+async def test_service_error_travels_as_status_with_reason_and_field():
+    running = await _start(ServiceError(Reason.UPSTREAM_REJECTED, "size is not supported", field="size"))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await provider_pb2_grpc.ProviderServiceStub(channel).Generate(
+                    provider_pb2.GenerateRequest(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        error = from_rpc_error(caught.value)
+        assert (error.reason, error.message, error.field) == (
+            Reason.UPSTREAM_REJECTED, "size is not supported", "size")
+    finally:
+        await running.stop(0)
+
+
+async def test_unexpected_exception_becomes_generic_internal_without_details():
+    running = await _start(RuntimeError("database password is hunter2"))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await provider_pb2_grpc.ProviderServiceStub(channel).Generate(
+                    provider_pb2.GenerateRequest(), timeout=5,
+                    metadata=[("x-request-id", "req_test123")])
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert "hunter2" not in (caught.value.details() or "")
+        error = from_rpc_error(caught.value)
+        assert error.reason == Reason.INTERNAL
+        assert "req_test123" in error.message
+    finally:
+        await running.stop(0)
+
+
+async def test_sigterm_lets_the_in_flight_call_finish():
+    script = Path(__file__).with_name("slow_server.py")
+    process = subprocess.Popen([sys.executable, str(script), "1.5"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(process.stdout.readline())
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = provider_pb2_grpc.ProviderServiceStub(channel).Generate(
+                provider_pb2.GenerateRequest(), timeout=20)
+            await asyncio.sleep(0.5)  # the call is now in flight on the server
+            os.kill(process.pid, signal.SIGTERM)
+            reply = await call
+        assert reply.created == 42
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
