@@ -31,3 +31,16 @@ async def wait_until_serving(address: str, deadline_seconds: float,
             return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"the service at {address} was not healthy within {deadline_seconds:.0f} s")
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("health", help="exit 0 when the gRPC service at ADDR is SERVING")
+    parser.add_argument("address", help="host:port of a service's gRPC listener")
+    parser.add_argument("--timeout", type=float, default=3.0)
+    parser.set_defaults(handler=_run_probe)
+
+
+def _run_probe(args) -> int:
+    serving = asyncio.run(is_serving(args.address, timeout=args.timeout))
+    print("SERVING" if serving else "NOT_SERVING")
+    return 0 if serving else 1

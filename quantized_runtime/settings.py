@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from quantized_runtime.channels import DEFAULT_MAX_MESSAGE_BYTES
@@ -26,17 +26,29 @@ class SettingsError(SystemExit):
     """Raised at start when a required setting is missing or invalid."""
 
 
+def env_names(cls: type[BaseSettings]) -> dict[str, str]:
+    """Environment variable name of each settings field (documentation and checks use it)."""
+    prefix = cls.model_config.get("env_prefix", "")
+    names = {}
+    for field, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            names[field] = alias
+        elif isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            names[field] = alias.choices[0]
+        else:
+            names[field] = f"{prefix}{field}".upper()
+    return names
+
+
 def load_settings(cls: type[SettingsT]) -> SettingsT:
     """Read settings from the environment, or stop with a message naming each variable."""
     try:
         return cls()
     except ValidationError as exc:
-        prefix = cls.model_config.get("env_prefix", "")
+        names = env_names(cls)
         problems = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
-            info = cls.model_fields.get(field)
-            alias = info.validation_alias if info is not None else None
-            name = alias if isinstance(alias, str) else f"{prefix}{field}".upper()
-            problems.append(f"{name}: {error['msg']}")
+            problems.append(f"{names.get(field, field)}: {error['msg']}")
         raise SettingsError("configuration error: " + "; ".join(problems)) from None

@@ -1,0 +1,3 @@
+-- Catalog and billing own separate databases; no table is shared between services.
+CREATE DATABASE catalog;
+CREATE DATABASE billing;
