@@ -1,0 +1,114 @@
+"""`quantized dev` end to end: the one-command stack a new user runs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import openai
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from PIL import Image
+
+from tests.e2e.dev_stack import child_pids, pid_alive, start_dev_stack
+
+pytestmark = pytest.mark.slow
+
+SERVICE_BY_STATE_KEY = {
+    "edge_grpc_addr": "quantized.images.v1.ImagesService",
+    "catalog_addr": "quantized.catalog.v1.CatalogService",
+    "billing_addr": "quantized.billing.v1.BillingService",
+    "provider_addr": "quantized.provider.v1.ProviderService",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    running = start_dev_stack(tmp_path_factory.mktemp("dev"))
+    yield running
+    running.stop()
+
+
+def test_prints_base_url_and_key(stack):
+    assert stack.base_url.startswith("http://127.0.0.1:") and stack.base_url.endswith("/v1")
+    assert stack.api_key.startswith("sk-quantized-")
+
+
+def test_openai_sdk_generates_a_sandbox_image_of_the_requested_size(stack):
+    client = openai.OpenAI(api_key=stack.api_key, base_url=stack.base_url, max_retries=0)
+    result = client.images.generate(model="sandbox-image-1", prompt="a sleepy hedgehog", size="512x256")
+    image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json)))
+    image.verify()
+    assert image.size == (512, 256)
+    assert result.data[0].model_extra["watermark"] == "none"
+    assert result.usage.model_extra["credits_used"] > 0
+
+
+def test_state_file_is_private(stack):
+    path = Path(stack.env["XDG_STATE_HOME"]) / "quantized" / "dev-stack.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("state_key", sorted(SERVICE_BY_STATE_KEY))
+def test_each_service_answers_health_and_reflection(stack, state_key):
+    address = stack.state[state_key]
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert SERVICE_BY_STATE_KEY[state_key] in services
+    assert "grpc.health.v1.Health" in services
+
+
+def test_admin_cli_finds_the_stack_through_the_state_file(stack):
+    assert not any(key.startswith("QUANTIZED_") for key in stack.env)
+    created = stack.admin("account", "create", "--name", "school", "--credits", "5000000", "--json")
+    assert created.returncode == 0, created.stderr
+    account = json.loads(created.stdout)
+    assert account["api_key"].startswith("sk-quantized-")
+    shown = stack.admin("account", "show", account["account_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["account"]["balance_micro_credits"] in (5000000, "5000000")
+
+
+def test_admin_cli_reports_a_wrong_token_clearly(stack):
+    env = dict(stack.env, QUANTIZED_ADMIN_TOKEN="not-the-token")
+    result = subprocess.run(
+        [sys.executable, "-m", "quantized_cli", "admin", "catalog", "list"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "PERMISSION_DENIED" in result.stderr
+    assert "not-the-token" not in result.stderr
+
+
+def test_sigterm_stops_every_child(tmp_path):
+    running = start_dev_stack(tmp_path)
+    children = child_pids(running.process.pid)
+    assert len(children) == 4
+    assert running.stop(signal.SIGTERM) == 0
+    assert not [pid for pid in children if pid_alive(pid)]
+    assert not (tmp_path / "state" / "quantized" / "dev-stack.json").exists()
+
+
+def test_a_child_that_dies_is_reported_and_the_stack_stops(tmp_path):
+    running = start_dev_stack(tmp_path)
+    children = child_pids(running.process.pid)
+    victim = next(pid for pid in children
+                  if "provider" in Path(f"/proc/{pid}/cmdline").read_text())
+    os.kill(victim, signal.SIGKILL)
+    assert running.process.wait(timeout=60) == 1
+    time.sleep(0.2)
+    assert any("provider exited unexpectedly" in line for line in running.stderr_lines)
+    assert not [pid for pid in children if pid_alive(pid)]
