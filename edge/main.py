@@ -1,0 +1,128 @@
+"""Run the edge: uvicorn (HTTP) and the grpc.aio ImagesService in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from quantized.images.v1 import images_pb2, images_pb2_grpc
+from quantized_runtime.logging import configure_logging
+from quantized_runtime.server import RunningServer, create_server, wait_for_shutdown_signal
+from quantized_runtime.settings import load_settings
+
+from edge.flow import ImagesFlow
+from edge.http_app import create_app
+from edge.peers import Peers
+from edge.servicer import ImagesServicer
+from edge.settings import EdgeSettings
+from edge.validation import RequestValidator
+
+log = logging.getLogger("quantized.edge")
+
+IMAGES_SERVICE_NAME = images_pb2.DESCRIPTOR.services_by_name["ImagesService"].full_name
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the edge decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class RunningEdge:
+    http_port: int
+    grpc_port: int
+    _http: _EmbeddedUvicorn
+    _http_task: asyncio.Task[None]
+    _grpc: RunningServer
+    _peers: Peers
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        return self.http_port, self.grpc_port
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop accepting, let in-flight requests finish within the grace period, close channels."""
+        self._http.should_exit = True
+        await asyncio.gather(self._grpc.stop(grace_seconds), self._wait_http(grace_seconds))
+        await self._peers.close()
+
+    async def _wait_http(self, grace_seconds: float) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._http_task), grace_seconds + 1)
+        except TimeoutError:
+            self._http.force_exit = True
+            await self._http_task
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def start(settings: EdgeSettings) -> RunningEdge:
+    """Open the peer channels on the running loop, then serve HTTP and gRPC."""
+    peers = Peers.open(settings.catalog_addr, settings.billing_addr, settings.provider_addr,
+                       settings.max_message_bytes)
+    flow = ImagesFlow(peers, settings)
+    validator = RequestValidator()
+    servicer = ImagesServicer(flow, validator)
+    try:
+        grpc_server = await create_server(
+            settings.listen,
+            [lambda server: images_pb2_grpc.add_ImagesServiceServicer_to_server(servicer, server)],
+            [IMAGES_SERVICE_NAME],
+            settings.max_message_bytes,
+        )
+    except BaseException:
+        await peers.close()
+        raise
+    sock = _bind(settings.host, settings.port)
+    config = uvicorn.Config(
+        create_app(flow, validator, settings.max_body_bytes),
+        lifespan="off", access_log=False, log_config=None, server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
+    )
+    http = _EmbeddedUvicorn(config)
+    http_task = asyncio.get_running_loop().create_task(http.serve(sockets=[sock]))
+    while not http.started:
+        if http_task.done():
+            await grpc_server.stop(0)
+            await peers.close()
+            sock.close()
+            http_task.result()
+            raise RuntimeError("the HTTP server stopped during start-up")
+        await asyncio.sleep(0.005)
+    return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers)
+
+
+async def _serve(settings: EdgeSettings) -> None:
+    running = await start(settings)
+    log.info("edge listening", extra={"fields": {"http_port": running.http_port, "grpc_port": running.grpc_port}})
+    await wait_for_shutdown_signal()
+    log.info("edge stopping", extra={"fields": {"grace_seconds": settings.shutdown_grace_seconds}})
+    await running.stop(settings.shutdown_grace_seconds)
+    log.info("edge stopped")
+
+
+def main() -> None:
+    settings = load_settings(EdgeSettings)
+    configure_logging(settings.log_level)
+    asyncio.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    main()

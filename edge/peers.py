@@ -1,0 +1,37 @@
+"""The edge's three peers: one long-lived grpc.aio channel each, opened on the running loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from quantized.billing.v1 import billing_pb2_grpc
+from quantized.catalog.v1 import catalog_pb2_grpc
+from quantized.provider.v1 import provider_pb2_grpc
+from quantized_runtime.channels import open_channel
+
+
+@dataclass
+class Peers:
+    catalog: catalog_pb2_grpc.CatalogServiceStub
+    billing: billing_pb2_grpc.BillingServiceStub
+    provider: provider_pb2_grpc.ProviderServiceStub
+    channels: tuple[grpc.aio.Channel, ...]
+
+    @classmethod
+    def open(cls, catalog_addr: str, billing_addr: str, provider_addr: str,
+             max_message_bytes: int) -> Peers:
+        catalog = open_channel(catalog_addr, max_message_bytes)
+        billing = open_channel(billing_addr, max_message_bytes)
+        provider = open_channel(provider_addr, max_message_bytes)
+        return cls(
+            catalog=catalog_pb2_grpc.CatalogServiceStub(catalog),
+            billing=billing_pb2_grpc.BillingServiceStub(billing),
+            provider=provider_pb2_grpc.ProviderServiceStub(provider),
+            channels=(catalog, billing, provider),
+        )
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()

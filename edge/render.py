@@ -1,0 +1,118 @@
+"""Outcomes and catalog models rendered for callers: JSON bytes for HTTP, protos for gRPC.
+
+Base64 happens once, here: image bytes travel raw over gRPC and the base64 text
+is spliced straight into the JSON (its alphabet needs no escaping), so a large
+image is not scanned again by the JSON encoder.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import json_format
+
+from quantized.common.v1 import images_pb2 as common_pb2
+from quantized.images.v1 import images_pb2
+
+from edge.flow import Outcome
+from edge.validation import enum_json_names
+
+WATERMARK_NAMES = enum_json_names(common_pb2.Watermark.DESCRIPTOR)
+NO_WATERMARK = common_pb2.WATERMARK_NONE
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _optional(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def image_watermark(image: common_pb2.GeneratedImage, route_watermark: int) -> int:
+    return image.watermark or route_watermark or NO_WATERMARK
+
+
+def generation_json(outcome: Outcome) -> bytes:
+    """The spec's response body: every field present, nulls included, no url."""
+    entries = []
+    for image in outcome.images:
+        rest = _dumps({
+            "revised_prompt": _optional(image, "revised_prompt"),
+            "seed": _optional(image, "seed"),
+            "watermark": WATERMARK_NAMES[image_watermark(image, outcome.watermark)],
+            "flagged": image.flagged,
+        }).encode()
+        data = image.image_data
+        if image.flagged or not data:
+            entries.append(b'{"b64_json":null,' + rest[1:])
+        else:
+            entries.append(b'{"b64_json":"' + base64.b64encode(data) + b'",' + rest[1:])
+    usage = outcome.usage
+    head = _dumps({"created": outcome.created, "model": outcome.model}).encode()
+    tail = _dumps({"usage": {
+        "images": outcome.images_generated,
+        "input_tokens": _optional(usage, "input_tokens"),
+        "output_tokens": _optional(usage, "output_tokens"),
+        "total_tokens": _optional(usage, "total_tokens"),
+        "megapixels": _optional(usage, "megapixels"),
+        "credits_used": outcome.credits_used,
+        "credits_remaining": outcome.credits_remaining,
+    }}).encode()
+    return b"".join((head[:-1], b',"data":[', b",".join(entries), b"],", tail[1:]))
+
+
+def generation_proto(outcome: Outcome, request_id: str) -> images_pb2.GenerateResponse:
+    usage = images_pb2.Usage(images=outcome.images_generated, credits_used=outcome.credits_used)
+    for name in ("input_tokens", "output_tokens", "total_tokens", "megapixels"):
+        if outcome.usage.HasField(name):
+            setattr(usage, name, getattr(outcome.usage, name))
+    if outcome.credits_remaining is not None:
+        usage.credits_remaining = outcome.credits_remaining
+    response = images_pb2.GenerateResponse(created=outcome.created, model=outcome.model,
+                                           usage=usage, request_id=request_id)
+    for image in outcome.images:
+        entry = response.data.add()
+        entry.CopyFrom(image)
+        entry.watermark = image_watermark(image, outcome.watermark)
+    return response
+
+
+def models_json(models: Iterable[common_pb2.Model]) -> bytes:
+    """OpenAI's model list, extended with the catalog's discovery fields."""
+    return _dumps({"object": "list", "data": [_model_json(model) for model in models]}).encode()
+
+
+def _model_json(model: common_pb2.Model) -> dict[str, Any]:
+    constraints = model.constraints
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": model.created,
+        "owned_by": model.owned_by,
+        "supported_features": list(model.supported_features),
+        "input_modality": _modalities(model.input_modalities),
+        "output_modality": _modalities(model.output_modalities),
+        "watermark": WATERMARK_NAMES.get(model.watermark or NO_WATERMARK, "none"),
+        "cost": json_format.MessageToDict(model.cost) if model.HasField("cost") else None,
+        "constraints": {
+            "max_n": _optional(constraints, "max_n"),
+            "sizes": list(constraints.sizes),
+            "quality_values": list(constraints.quality_values),
+            "notes": constraints.notes or None,
+        },
+        "providers": list(model.providers),
+        "active": model.active,
+    }
+
+
+def _modalities(present: Iterable[str]) -> dict[str, bool]:
+    flags = {"text": False, "image": False}
+    for modality in present:
+        flags[modality] = True
+    return flags
+
+
+def models_proto(models: Iterable[common_pb2.Model]) -> images_pb2.ListModelsResponse:
+    return images_pb2.ListModelsResponse(models=list(models))

@@ -1,0 +1,36 @@
+"""Edge configuration, read from QUANTIZED_EDGE_* (peer addresses use the shared names)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from quantized_runtime import defaults
+from quantized_runtime.settings import ServiceSettings
+
+
+class EdgeSettings(ServiceSettings):
+    # populate_by_name: callers (tests, the CLI) may pass field names instead of env names.
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="QUANTIZED_EDGE_", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=defaults.EDGE_HTTP_PORT, ge=0, le=65535)
+    # The public gRPC ImagesService address.
+    listen: str = Field(default=defaults.EDGE_GRPC_ADDR, validation_alias="QUANTIZED_EDGE_GRPC_LISTEN")
+
+    catalog_addr: str = Field(default=defaults.CATALOG_ADDR, validation_alias="QUANTIZED_CATALOG_ADDR")
+    billing_addr: str = Field(default=defaults.BILLING_ADDR, validation_alias="QUANTIZED_BILLING_ADDR")
+    provider_addr: str = Field(default=defaults.PROVIDER_ADDR, validation_alias="QUANTIZED_PROVIDER_ADDR")
+
+    # Whole-request budget; every internal call gets what is left of it.
+    request_timeout_seconds: float = Field(default=180.0, gt=0)
+    # Ceiling for one catalog or billing call (the provider call may use the whole budget).
+    internal_rpc_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    # How long a successful authentication is reused (a revoked key stops working within it).
+    auth_cache_ttl_seconds: float = Field(default=10.0, ge=0, le=30)
+    # How long routes, quotes and the model list are reused (catalog changes show within it).
+    catalog_cache_ttl_seconds: float = Field(default=2.0, ge=0, le=5)
+    # Entries kept per cache before the oldest are dropped.
+    cache_max_entries: int = Field(default=10_000, gt=0)

@@ -1,0 +1,64 @@
+"""A real edge (HTTP + gRPC) in front of fake peers on a real grpc.aio server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import openai
+import pytest
+
+from quantized.images.v1 import images_pb2_grpc
+
+from edge.main import RunningEdge, start
+from edge.settings import EdgeSettings
+from tests.edge.fakes import VALID_KEY, Peers, start_fake_peers
+
+
+@dataclass
+class Stack:
+    peers: Peers
+    edge: RunningEdge
+    http: httpx.AsyncClient
+    images: images_pb2_grpc.ImagesServiceStub
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.edge.http_port}"
+
+    def openai_client(self, api_key: str = VALID_KEY) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(api_key=api_key, base_url=f"{self.base_url}/v1", max_retries=0,
+                                  http_client=httpx.AsyncClient())
+
+
+def edge_settings(peer_address: str, **overrides: object) -> EdgeSettings:
+    values: dict[str, object] = {
+        "host": "127.0.0.1", "port": 0, "listen": "127.0.0.1:0",
+        "catalog_addr": peer_address, "billing_addr": peer_address, "provider_addr": peer_address,
+        "request_timeout_seconds": 20.0, "shutdown_grace_seconds": 1.0,
+    }
+    values.update(overrides)
+    return EdgeSettings(**values)
+
+
+@pytest.fixture
+def edge_overrides() -> dict[str, object]:
+    """Override in a test module to start the edge with other settings."""
+    return {}
+
+
+@pytest.fixture
+async def stack(edge_overrides: dict[str, object]) -> AsyncIterator[Stack]:
+    peers = await start_fake_peers()
+    edge = await start(edge_settings(peers.address, **edge_overrides))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{edge.grpc_port}")
+    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.http_port}", timeout=30)
+    try:
+        yield Stack(peers, edge, http, images_pb2_grpc.ImagesServiceStub(channel))
+    finally:
+        await http.aclose()
+        await channel.close()
+        await edge.stop(0.5)
+        await peers.server.stop(0)

@@ -1,0 +1,232 @@
+"""Small fake catalog, billing and provider servicers, served by a real grpc.aio server.
+
+Each fake records the requests it receives and is configured by plain attributes,
+so a test states the peer behaviour it needs and then asserts on the calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
+from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from quantized.common.v1 import images_pb2 as common_pb2
+from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime.errors import Reason, ServiceError
+from quantized_runtime.server import RunningServer, create_server
+
+VALID_KEY = "sk-quantized-test-key"
+UNLIMITED_KEY = "sk-quantized-unlimited"
+POOR_KEY = "sk-quantized-poor"
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+
+DALL_E_3_PRICE = 640_000
+
+
+def route(provider: str, model_id: str, priority: int = 1,
+          watermark: int = common_pb2.WATERMARK_NONE) -> catalog_pb2.Route:
+    return catalog_pb2.Route(provider=provider, model_id=model_id, upstream_model_id=f"up-{model_id}",
+                             region="us-east-1" if provider == "bedrock" else "", priority=priority,
+                             watermark=watermark)
+
+
+def image(data: bytes = PNG_BYTES, **fields: Any) -> common_pb2.GeneratedImage:
+    return common_pb2.GeneratedImage(image_data=data, mime_type="image/png", **fields)
+
+
+def flagged_image() -> common_pb2.GeneratedImage:
+    return common_pb2.GeneratedImage(flagged=True, flag_reason="content policy")
+
+
+class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
+    def __init__(self) -> None:
+        self.routes: dict[str, list[catalog_pb2.Route]] = {
+            "dall-e-3": [route("openai", "dall-e-3")],
+            "gpt-image-1": [route("openai", "gpt-image-1", watermark=common_pb2.WATERMARK_C2PA)],
+            "amazon.nova-canvas-v1:0": [
+                route("bedrock", "amazon.nova-canvas-v1:0", 1, common_pb2.WATERMARK_PROVENANCE),
+                route("sandbox", "amazon.nova-canvas-v1:0", 2, common_pb2.WATERMARK_PROVENANCE),
+            ],
+        }
+        self.errors: dict[str, ServiceError] = {
+            "gpt-4o": ServiceError(Reason.MODALITY_MISMATCH, "model 'gpt-4o' does not produce images"),
+            "dall-e-2": ServiceError(Reason.NO_ACTIVE_PROVIDERS, "model 'dall-e-2' has no active providers"),
+        }
+        self.quotes: dict[str, catalog_pb2.QuotePriceResponse] = {
+            "gpt-image-1": catalog_pb2.QuotePriceResponse(max_micro_credits=3_360_000, usage_priced=True),
+        }
+        self.usage_price = 1_000_000
+        self.models = [
+            common_pb2.Model(id="gpt-image-1", created=1700000000, owned_by="openai",
+                             supported_features=["image_generation"], input_modalities=["text"],
+                             output_modalities=["image"], watermark=common_pb2.WATERMARK_C2PA,
+                             cost=_struct({"per_token": {"input": 0.000005, "output": 0.00004}}),
+                             constraints=common_pb2.ModelConstraints(max_n=1, quality_values=["low", "high"]),
+                             providers=["openai"], active=True),
+            common_pb2.Model(id="gpt-4o", created=1700000001, owned_by="openai",
+                             supported_features=["chat"], input_modalities=["text"],
+                             output_modalities=["text"], providers=["openai"], active=True),
+        ]
+        self.calls: list[tuple[str, Any]] = []
+
+    def count(self, method: str) -> int:
+        return sum(1 for name, _ in self.calls if name == method)
+
+    async def ResolveRoute(self, request: Any, context: Any) -> Any:
+        self.calls.append(("ResolveRoute", request))
+        model = request.model
+        pinned = bool(request.provider_override)
+        provider = request.provider_override
+        if "/" in model:
+            provider, model = model.split("/", 1)
+            pinned = True
+        if model in self.errors:
+            raise self.errors[model]
+        if model not in self.routes:
+            raise ServiceError(Reason.MODEL_NOT_FOUND, f"model '{model}' does not exist")
+        routes = self.routes[model]
+        if pinned:
+            routes = [r for r in routes if r.provider == provider]
+            if not routes:
+                raise ServiceError(Reason.PROVIDER_NOT_OFFERED,
+                                   f"provider '{provider}' does not offer model '{model}'")
+        return catalog_pb2.ResolveRouteResponse(model_id=model, routes=routes, pinned=pinned)
+
+    async def QuotePrice(self, request: Any, context: Any) -> Any:
+        self.calls.append(("QuotePrice", request))
+        quote = self.quotes.get(request.model_id)
+        if quote is not None:
+            return quote
+        return catalog_pb2.QuotePriceResponse(max_micro_credits=DALL_E_3_PRICE * request.n,
+                                              per_image_micro_credits=DALL_E_3_PRICE)
+
+    async def PriceUsage(self, request: Any, context: Any) -> Any:
+        self.calls.append(("PriceUsage", request))
+        return catalog_pb2.PriceUsageResponse(micro_credits=self.usage_price)
+
+    async def ListModels(self, request: Any, context: Any) -> Any:
+        self.calls.append(("ListModels", request))
+        return catalog_pb2.ListModelsResponse(models=self.models)
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    holder = struct_pb2.Struct()
+    holder.update(value)
+    return holder
+
+
+@dataclass
+class Account:
+    account_id: str
+    balance: int
+    unlimited: bool = False
+
+
+class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
+    def __init__(self) -> None:
+        self.accounts = {
+            VALID_KEY: Account("acct_valid", 100_000_000),
+            UNLIMITED_KEY: Account("acct_unlimited", 0, unlimited=True),
+            POOR_KEY: Account("acct_poor", 10),
+        }
+        self.holds: dict[str, tuple[Account, int]] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self._ids = itertools.count(1)
+
+    def count(self, method: str) -> int:
+        return sum(1 for name, _ in self.calls if name == method)
+
+    def requests(self, method: str) -> list[Any]:
+        return [request for name, request in self.calls if name == method]
+
+    async def Authenticate(self, request: Any, context: Any) -> Any:
+        self.calls.append(("Authenticate", request))
+        account = self.accounts.get(request.token)
+        if account is None:
+            raise ServiceError(Reason.UNAUTHENTICATED, "invalid API key")
+        return billing_pb2.AuthenticateResponse(account_id=account.account_id, unlimited=account.unlimited)
+
+    def _account(self, account_id: str) -> Account:
+        return next(a for a in self.accounts.values() if a.account_id == account_id)
+
+    async def Reserve(self, request: Any, context: Any) -> Any:
+        self.calls.append(("Reserve", request))
+        account = self._account(request.account_id)
+        if not account.unlimited and request.amount_micro_credits > account.balance:
+            raise ServiceError(Reason.INSUFFICIENT_CREDITS, "insufficient credits for this request")
+        if not account.unlimited:
+            account.balance -= request.amount_micro_credits
+        hold_id = f"hold_{next(self._ids)}"
+        self.holds[hold_id] = (account, request.amount_micro_credits)
+        return billing_pb2.ReserveResponse(hold_id=hold_id)
+
+    async def Settle(self, request: Any, context: Any) -> Any:
+        self.calls.append(("Settle", request))
+        account, held = self.holds.pop(request.hold_id)
+        charged = min(request.amount_micro_credits, held)
+        if account.unlimited:
+            return billing_pb2.SettleResponse(charged_micro_credits=charged)
+        account.balance += held - charged
+        return billing_pb2.SettleResponse(charged_micro_credits=charged, balance_micro_credits=account.balance)
+
+    async def Release(self, request: Any, context: Any) -> Any:
+        self.calls.append(("Release", request))
+        account, held = self.holds.pop(request.hold_id)
+        if not account.unlimited:
+            account.balance += held
+        return billing_pb2.ReleaseResponse()
+
+
+ProviderBehaviour = provider_pb2.GenerateResponse | ServiceError | Callable[[Any], Any]
+
+
+@dataclass
+class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
+    # Keyed by provider slug; the default answers with `n` images.
+    behaviour: dict[str, ProviderBehaviour] = field(default_factory=dict)
+    calls: list[Any] = field(default_factory=list)
+
+    async def Generate(self, request: Any, context: Any) -> Any:
+        self.calls.append(request)
+        behaviour = self.behaviour.get(request.provider)
+        if callable(behaviour):
+            behaviour = await behaviour(request)
+        if isinstance(behaviour, ServiceError):
+            raise behaviour
+        if behaviour is not None:
+            return behaviour
+        return provider_pb2.GenerateResponse(
+            created=1777975004,
+            images=[image(revised_prompt="revised: " + request.params.prompt, watermark=request.watermark)
+                    for _ in range(request.params.n)])
+
+
+@dataclass
+class Peers:
+    catalog: FakeCatalog
+    billing: FakeBilling
+    provider: FakeProvider
+    server: RunningServer
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
+async def start_fake_peers() -> Peers:
+    catalog, billing, provider = FakeCatalog(), FakeBilling(), FakeProvider()
+    server = await create_server(
+        "127.0.0.1:0",
+        [lambda s: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, s),
+         lambda s: billing_pb2_grpc.add_BillingServiceServicer_to_server(billing, s),
+         lambda s: provider_pb2_grpc.add_ProviderServiceServicer_to_server(provider, s)],
+        ["quantized.catalog.v1.CatalogService", "quantized.billing.v1.BillingService",
+         "quantized.provider.v1.ProviderService"],
+        64 * 1024 * 1024,
+    )
+    return Peers(catalog, billing, provider, server)
