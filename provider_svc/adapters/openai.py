@@ -1,0 +1,180 @@
+"""OpenAI Images API over one pooled httpx.AsyncClient (keep-alive, no SDK retries).
+
+Families: gpt-image-1 (and later GPT image models), dall-e-3, dall-e-2.
+`response_format` is never sent: the Images API answers base64.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from provider_svc.domain import Deadline, GenerationResult, Image, ImageRequest, Usage, flagged_images
+from provider_svc.families import Family, family_of
+from provider_svc.imaging import decode_b64, sniff_mime
+from provider_svc.policy import forwardable
+from provider_svc.settings import ProviderSettings
+from provider_svc.sizes import Size, nearest, requested_or_default, sizes
+from provider_svc.upstream_errors import (
+    UpstreamError,
+    model_not_served,
+    no_credentials,
+    rejected,
+    timed_out,
+    unavailable,
+)
+
+PROVIDER = "openai"
+FAMILIES = (Family.GPT_IMAGE, Family.DALL_E_3, Family.DALL_E_2)
+
+SIZES: dict[Family, tuple[Size, ...]] = {
+    Family.GPT_IMAGE: sizes("1024x1024", "1536x1024", "1024x1536"),
+    Family.DALL_E_3: sizes("1024x1024", "1792x1024", "1024x1792"),
+    Family.DALL_E_2: sizes("1024x1024", "512x512", "256x256"),
+}
+_FORMAT_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+# Codes that mean the upstream's content filter blocked the prompt or the image.
+_CONTENT_FILTER_CODES = {"moderation_blocked", "content_policy_violation"}
+
+
+def upstream_size(family: Family, size: str) -> str:
+    """gpt-image models keep "auto"; everything else goes to the nearest listed size."""
+    if family is Family.GPT_IMAGE and size.strip().lower() == "auto":
+        return "auto"
+    return str(nearest(requested_or_default(size), SIZES[family]))
+
+
+def build_body(request: ImageRequest, family: Family) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": request.upstream_model_id,
+        "prompt": request.prompt,
+        "n": request.n,
+        "size": upstream_size(family, request.size),
+    }
+    body.update(forwardable(request, family))
+    return body
+
+
+class OpenAIAdapter:
+    provider = PROVIDER
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self._api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+        self._url = settings.openai_base_url.rstrip("/") + "/images/generations"
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        if settings.openai_organization:
+            headers["OpenAI-Organization"] = settings.openai_organization
+        if settings.openai_project:
+            headers["OpenAI-Project"] = settings.openai_project
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=settings.upstream_timeout_seconds,
+            limits=httpx.Limits(max_connections=settings.openai_max_connections,
+                                max_keepalive_connections=settings.openai_max_connections),
+        )
+
+    async def generate(self, request: ImageRequest, deadline: Deadline) -> GenerationResult:
+        family = _family(request)
+        if not self._api_key:
+            raise no_credentials(PROVIDER)
+        body = json.dumps(build_body(request, family)).encode()
+        budget = deadline.remaining()
+        try:
+            async with asyncio.timeout(budget):
+                response = await self._client.post(self._url, content=body, timeout=budget)
+        except (TimeoutError, httpx.TimeoutException):
+            raise timed_out(PROVIDER) from None
+        except httpx.TransportError as exc:
+            raise unavailable(PROVIDER, f"could not reach upstream ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            return self._failure(response, request)
+        try:
+            payload = response.json()
+        except ValueError:
+            raise unavailable(PROVIDER, "upstream returned a malformed body") from None
+        # The body can be tens of megabytes: drop the raw copy before decoding images.
+        del response
+        return _parse_success(payload, family)
+
+    def _failure(self, response: httpx.Response, request: ImageRequest) -> GenerationResult:
+        error = _error_of(response)
+        code = str(error.get("code") or "")
+        message = str(error.get("message") or "")
+        status = response.status_code
+        if status == 400 and code in _CONTENT_FILTER_CODES:
+            return GenerationResult(images=flagged_images(request.n, _flag_reason(code, error)))
+        raise _error_for(status, code, message, self._api_key)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _family(request: ImageRequest) -> Family:
+    family = family_of(request.model_id, request.upstream_model_id)
+    if family not in FAMILIES:
+        raise model_not_served(PROVIDER, request.model_id)
+    return family
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    try:
+        payload = response.json()
+    except ValueError:
+        return {}
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _flag_reason(code: str, error: dict[str, Any]) -> str:
+    details = error.get("moderation_details")
+    if isinstance(details, dict):
+        stage = details.get("moderation_stage") or "unknown"
+        categories = ", ".join(str(c) for c in details.get("categories") or [])
+        return f"{code} ({stage}{': ' + categories if categories else ''})"
+    return code
+
+
+def _error_for(status: int, code: str, message: str, api_key: str) -> UpstreamError:
+    if status == 401:
+        return unavailable(PROVIDER, f"upstream rejected our credentials ({code or 'unauthorized'})")
+    if status == 403:
+        if "must be verified" in message.lower():
+            return unavailable(PROVIDER, "organisation verification required by the upstream for this model")
+        return unavailable(PROVIDER, f"upstream denied access ({code or 'forbidden'})")
+    if status == 429:
+        if code == "insufficient_quota":
+            return unavailable(PROVIDER, "upstream quota exhausted (insufficient_quota)")
+        return unavailable(PROVIDER, f"rate limited by upstream ({code or '429'})", retryable=True)
+    if status == 408:
+        return timed_out(PROVIDER)
+    if status >= 500:
+        return unavailable(PROVIDER, f"upstream error (HTTP {status})", retryable=True)
+    return rejected(PROVIDER, message or f"HTTP {status} {code}".strip(), [api_key])
+
+
+def _parse_success(payload: dict[str, Any], family: Family) -> GenerationResult:
+    items = payload.get("data") or []
+    fallback_mime = _FORMAT_MIME.get(str(payload.get("output_format") or "png"), "image/png")
+    images = []
+    for item in items:
+        data = decode_b64(item.pop("b64_json", None) or "")
+        if not data:
+            raise unavailable(PROVIDER, "upstream returned an image without data")
+        revised = item.get("revised_prompt") if family is Family.DALL_E_3 else None
+        images.append(Image(data=data, mime_type=sniff_mime(data, fallback_mime), revised_prompt=revised))
+    usage = Usage()
+    raw_usage = payload.get("usage")
+    if family is Family.GPT_IMAGE and isinstance(raw_usage, dict):
+        usage = Usage(input_tokens=_int_or_none(raw_usage.get("input_tokens")),
+                      output_tokens=_int_or_none(raw_usage.get("output_tokens")),
+                      total_tokens=_int_or_none(raw_usage.get("total_tokens")))
+    return GenerationResult(created=int(payload.get("created") or 0), images=images, usage=usage)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) else None

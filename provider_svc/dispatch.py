@@ -1,0 +1,28 @@
+"""Dispatch: pick the adapter by provider slug and run it under the retry policy."""
+
+from __future__ import annotations
+
+from provider_svc.domain import Adapter, GenerationResult, ImageRequest
+from provider_svc.retry import RequestDeadline, with_retry
+from provider_svc.settings import ProviderSettings
+from quantized_runtime.errors import Reason, ServiceError
+
+
+class Dispatcher:
+    def __init__(self, adapters: dict[str, Adapter], settings: ProviderSettings) -> None:
+        self._adapters = adapters
+        self._settings = settings
+
+    async def generate(self, request: ImageRequest, grpc_time_remaining: float | None) -> GenerationResult:
+        adapter = self._adapters.get(request.provider)
+        if adapter is None:
+            raise ServiceError(Reason.PROVIDER_NOT_OFFERED, f"unknown provider {request.provider!r}",
+                               field="provider")
+        deadline = RequestDeadline(grpc_time_remaining, self._settings.upstream_timeout_seconds)
+        return await with_retry(lambda: adapter.generate(request, deadline), provider=request.provider,
+                                deadline=deadline, retries=self._settings.upstream_retries,
+                                backoff_seconds=self._settings.retry_backoff_seconds)
+
+    async def close(self) -> None:
+        for adapter in self._adapters.values():
+            await adapter.close()

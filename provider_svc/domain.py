@@ -1,0 +1,76 @@
+"""The normalised request and result every adapter speaks (no gRPC here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """A validated generation request; enum-like fields are lower-case strings or None."""
+
+    provider: str
+    model_id: str
+    upstream_model_id: str
+    region: str
+    prompt: str
+    n: int = 1
+    size: str = "1024x1024"
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    moderation: str | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    user: str | None = None
+    request_id: str = ""
+
+
+@dataclass
+class Image:
+    """One returned image, or a flagged slot with no bytes."""
+
+    data: bytes = b""
+    mime_type: str = ""
+    revised_prompt: str | None = None
+    seed: int | None = None
+    flagged: bool = False
+    flag_reason: str = ""
+
+
+@dataclass
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    megapixels: float | None = None
+
+
+@dataclass
+class GenerationResult:
+    created: int = 0
+    images: list[Image] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+
+def flagged_images(count: int, reason: str) -> list[Image]:
+    """The uniform content-filter outcome: `count` entries, flagged, without bytes."""
+    return [Image(flagged=True, flag_reason=reason) for _ in range(max(count, 0))]
+
+
+class Deadline(Protocol):
+    def remaining(self) -> float:
+        """Seconds left for upstream work (already capped by the upstream timeout)."""
+
+
+class Adapter(Protocol):
+    """One upstream family. Constructing it must not need credentials."""
+
+    provider: str
+
+    async def generate(self, request: ImageRequest, deadline: Deadline) -> GenerationResult: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,64 @@
+"""provider_svc entry point: `start` for tests and embedding, `main` for the process."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from provider_svc.adapters import build_adapters
+from provider_svc.dispatch import Dispatcher
+from provider_svc.servicer import ProviderServicer
+from provider_svc.settings import ProviderSettings
+from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime.logging import configure_logging
+from quantized_runtime.server import RunningServer, create_server, serve_until_signal
+from quantized_runtime.settings import load_settings
+
+SERVICE_NAME = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
+
+
+@dataclass
+class RunningProvider:
+    server: RunningServer
+    dispatcher: Dispatcher
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace_seconds: float) -> None:
+        await self.server.stop(grace_seconds)
+        await self.dispatcher.close()
+
+
+async def start(settings: ProviderSettings) -> RunningProvider:
+    """Build the adapters (no credentials needed), start serving, return the handle."""
+    dispatcher = Dispatcher(build_adapters(settings), settings)
+    servicer = ProviderServicer(dispatcher)
+    try:
+        server = await create_server(
+            settings.listen,
+            [lambda grpc_server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(servicer, grpc_server)],
+            [SERVICE_NAME],
+            settings.max_message_bytes,
+        )
+    except BaseException:
+        await dispatcher.close()
+        raise
+    return RunningProvider(server, dispatcher)
+
+
+async def _serve(settings: ProviderSettings) -> None:
+    running = await start(settings)
+    await serve_until_signal(running.server, settings.shutdown_grace_seconds,
+                             on_stop=running.dispatcher.close, name="provider_svc")
+
+
+def main() -> None:
+    settings = load_settings(ProviderSettings)
+    configure_logging(settings.log_level)
+    asyncio.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    main()

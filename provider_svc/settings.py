@@ -1,0 +1,44 @@
+"""provider_svc settings. Upstream credentials use their standard names and are all
+optional: a provider without credentials fails its own calls, never the start."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from quantized_runtime.defaults import PROVIDER_ADDR
+from quantized_runtime.settings import ServiceSettings
+
+
+class ProviderSettings(ServiceSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="QUANTIZED_PROVIDER_")
+
+    listen: str = PROVIDER_ADDR
+    # Cap on one upstream attempt; the caller's gRPC deadline caps the whole call.
+    upstream_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Extra attempts after a 429/5xx, with exponential backoff (full jitter).
+    upstream_retries: int = Field(default=2, ge=0, le=10)
+    retry_backoff_seconds: float = Field(default=0.5, ge=0)
+    # Threads for boto3 (blocking) calls; bounds concurrent Bedrock requests.
+    bedrock_max_workers: int = Field(default=16, ge=1)
+    # Keep-alive pool of the OpenAI client.
+    openai_max_connections: int = Field(default=100, ge=1)
+
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str = Field(default="https://api.openai.com/v1",
+                                 validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    openai_organization: str | None = Field(default=None, validation_alias="OPENAI_ORG_ID")
+    openai_project: str | None = Field(default=None, validation_alias="OPENAI_PROJECT_ID")
+
+    gemini_api_key: SecretStr | None = Field(default=None, validation_alias="GEMINI_API_KEY")
+    gemini_base_url: str | None = Field(default=None, validation_alias="GOOGLE_GEMINI_BASE_URL")
+
+    vertex_api_key: SecretStr | None = Field(default=None, validation_alias="QUANTIZED_VERTEX_API_KEY")
+    vertex_project: str | None = Field(default=None, validation_alias="QUANTIZED_VERTEX_PROJECT")
+    vertex_location: str | None = Field(default=None, validation_alias="QUANTIZED_VERTEX_LOCATION")
+    vertex_base_url: str | None = Field(default=None, validation_alias="GOOGLE_VERTEX_BASE_URL")
+
+    # boto3 reads the AWS credential chain itself; the endpoint is read here too so
+    # that settings built in code (tests, benchmarks) can point at a local upstream.
+    bedrock_endpoint_url: str | None = Field(default=None,
+                                             validation_alias="AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
