@@ -1,0 +1,95 @@
+"""Entry point: `quantized serve catalog` (or `python -m catalog_svc.main`)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from quantized_runtime.logging import configure_logging
+from quantized_runtime.server import RunningServer, create_server, serve_until_signal
+from quantized_runtime.settings import load_settings
+
+from catalog_svc.catalog_file import CatalogFileError
+from catalog_svc.core import CatalogCore
+from catalog_svc.migrate import upgrade_to_head
+from catalog_svc.pricing import Pricer
+from catalog_svc.servicer import CatalogAdminServicer, CatalogServicer
+from catalog_svc.settings import CatalogSettings
+from catalog_svc.store import CatalogRepository
+
+SERVICE_NAMES = (
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogAdminService"].full_name,
+)
+
+
+@dataclass
+class RunningCatalog:
+    server: RunningServer
+    core: CatalogCore
+    engine: AsyncEngine
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace_seconds: float) -> None:
+        await self.server.stop(grace_seconds)
+        await self.core.stop()
+        await self.engine.dispose()
+
+
+async def start(settings: CatalogSettings) -> RunningCatalog:
+    """Migrate, seed from the catalog file, then serve. A malformed file raises CatalogFileError."""
+    engine = create_async_engine(settings.resolved_database_url())
+    try:
+        await upgrade_to_head(engine)
+        core = CatalogCore(CatalogRepository(engine), settings.file, Pricer(settings.credits_per_usd),
+                           sandbox_enabled=settings.enable_sandbox,
+                           refresh_seconds=settings.refresh_seconds)
+        await core.initialise()
+    except BaseException:
+        await engine.dispose()
+        raise
+    admin_token = settings.admin_token.get_secret_value()
+
+    def register(server: grpc.aio.Server) -> None:
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(core), server)
+        catalog_pb2_grpc.add_CatalogAdminServiceServicer_to_server(
+            CatalogAdminServicer(core, admin_token), server)
+
+    try:
+        server = await create_server(settings.listen, [register], SERVICE_NAMES, settings.max_message_bytes)
+    except BaseException:
+        await engine.dispose()
+        raise
+    core.start_polling()
+    return RunningCatalog(server, core, engine)
+
+
+async def _serve(settings: CatalogSettings) -> None:
+    running = await start(settings)
+
+    async def release() -> None:
+        await running.core.stop()
+        await running.engine.dispose()
+
+    await serve_until_signal(running.server, settings.shutdown_grace_seconds, on_stop=release,
+                             name="catalog")
+
+
+def main() -> None:
+    settings = load_settings(CatalogSettings)
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(_serve(settings))
+    except CatalogFileError as exc:
+        raise SystemExit(f"catalog file error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

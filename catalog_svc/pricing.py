@@ -1,0 +1,156 @@
+"""Prices: a model's catalog `cost` plus a request or its usage -> integer micro-credits.
+
+Pure domain code. The rules (also in docs/catalog.md):
+
+- Conversion: decimal USD x credits-per-USD, rounded half up to a whole
+  micro-credit. A per-image price is converted once per image and multiplied by
+  the image count; a token price is summed exactly and rounded once.
+- Size: empty means the API default 1024x1024. An exact key of the model's table
+  wins; "auto" takes the most expensive size; another WxH is priced at the
+  smallest listed size whose area covers it (the table's sizes are area tiers);
+  anything else (larger than every tier, unparsable) takes the most expensive size.
+- Quality: unset takes the table's `default_quality` when it declares one; "auto",
+  an unknown value, or unset without a default takes the most expensive quality
+  for that size. A fallback never prices below a listed price and never at zero
+  unless the catalog says zero.
+- Quote (before the call): the worst case for n images. For per_token models:
+  n x the worst-case output tokens per image (by quality and size, same lookup
+  rules) at the output rate, plus the model's worst-case input tokens once.
+- Usage (after the call): 0 images -> 0 (nothing was generated, spec "flagged").
+  per_token: input and output tokens at their rates (only a total reported: all
+  at the higher rate; no tokens reported: the quote's worst case for the images
+  produced). Other shapes: images x the per-image price.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TypeVar
+
+from catalog_svc.catalog_file import (
+    Cost,
+    PerImageBySizeCost,
+    PerImageBySizeQualityCost,
+    PerImageCost,
+    PerTokenCost,
+)
+
+DEFAULT_CREDITS_PER_USD = 16_000_000
+DEFAULT_SIZE = "1024x1024"
+AUTO = "auto"
+_MILLION = Decimal(1_000_000)
+_SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
+
+V = TypeVar("V", Decimal, int)
+
+
+@dataclass(frozen=True)
+class Quote:
+    max_micro_credits: int
+    # Per generated image; for token-priced models the worst-case output per image.
+    per_image_micro_credits: int
+    # True when the final price comes from measured tokens (PriceUsage).
+    usage_priced: bool
+
+
+@dataclass(frozen=True)
+class Usage:
+    images: int
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class Pricer:
+    def __init__(self, credits_per_usd: int = DEFAULT_CREDITS_PER_USD) -> None:
+        if credits_per_usd <= 0:
+            raise ValueError("credits_per_usd must be positive")
+        self._rate = Decimal(credits_per_usd)
+
+    def to_micro_credits(self, usd: Decimal) -> int:
+        return int((usd * self._rate).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+    def quote(self, cost: Cost, size: str | None, quality: str | None, n: int) -> Quote:
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        if isinstance(cost, PerTokenCost):
+            per_image_usd = _worst_output_usd_per_image(cost, size, quality)
+            total_usd = per_image_usd * n + _input_usd(cost, cost.worst_case_input_tokens)
+            return Quote(self.to_micro_credits(total_usd), self.to_micro_credits(per_image_usd), True)
+        per_image = self.to_micro_credits(image_price_usd(cost, size, quality))
+        return Quote(per_image * n, per_image, False)
+
+    def price_usage(self, cost: Cost, size: str | None, quality: str | None, usage: Usage) -> int:
+        if usage.images <= 0:
+            return 0
+        if not isinstance(cost, PerTokenCost):
+            return self.to_micro_credits(image_price_usd(cost, size, quality)) * usage.images
+        if usage.input_tokens is not None or usage.output_tokens is not None:
+            usd = (_input_usd(cost, usage.input_tokens or 0)
+                   + cost.usd_per_million_output_tokens * (usage.output_tokens or 0) / _MILLION)
+            return self.to_micro_credits(usd)
+        if usage.total_tokens is not None:
+            rate = max(cost.usd_per_million_input_tokens, cost.usd_per_million_output_tokens)
+            return self.to_micro_credits(rate * usage.total_tokens / _MILLION)
+        return self.quote(cost, size, quality, usage.images).max_micro_credits
+
+
+def image_price_usd(cost: Cost, size: str | None, quality: str | None) -> Decimal:
+    """The USD price of one image of a per-image cost shape."""
+    if isinstance(cost, PerImageCost):
+        return cost.usd_per_image
+    if isinstance(cost, PerImageBySizeCost):
+        return pick_by_size(cost.usd_per_image, size)
+    if isinstance(cost, PerImageBySizeQualityCost):
+        return pick_by_quality_and_size(cost.usd_per_image, quality, size, cost.default_quality)
+    raise ValueError("a per_token cost has no per-image price")
+
+
+def _worst_output_usd_per_image(cost: PerTokenCost, size: str | None, quality: str | None) -> Decimal:
+    bound = cost.worst_case_output_tokens_per_image
+    if bound is None:
+        raise ValueError("this token-priced model has no worst-case image bound")
+    tokens = bound if isinstance(bound, int) else pick_by_quality_and_size(bound, quality, size, None)
+    return cost.usd_per_million_output_tokens * tokens / _MILLION
+
+
+def _input_usd(cost: PerTokenCost, tokens: int) -> Decimal:
+    return cost.usd_per_million_input_tokens * tokens / _MILLION
+
+
+def normalise_size(size: str | None) -> str:
+    text = (size or "").strip().lower()
+    return text or DEFAULT_SIZE
+
+
+def _area(size: str) -> int | None:
+    match = _SIZE_PATTERN.match(size)
+    return int(match.group(1)) * int(match.group(2)) if match else None
+
+
+def pick_by_size(table: Mapping[str, V], size: str | None) -> V:
+    """The table's value for a size, by the documented fallback rules."""
+    wanted = normalise_size(size)
+    if wanted in table:
+        return table[wanted]
+    most_expensive = max(table.values())
+    wanted_area = _area(wanted)
+    if wanted == AUTO or wanted_area is None:
+        return most_expensive
+    covering = [(area, value) for key, value in table.items()
+                if (area := _area(key)) is not None and area >= wanted_area]
+    if not covering:
+        return most_expensive
+    smallest_area = min(area for area, _ in covering)
+    return max(value for area, value in covering if area == smallest_area)
+
+
+def pick_by_quality_and_size(table: Mapping[str, Mapping[str, V]], quality: str | None,
+                             size: str | None, default_quality: str | None) -> V:
+    wanted = (quality or "").strip().lower() or default_quality
+    if wanted is not None and wanted in table:
+        return pick_by_size(table[wanted], size)
+    return max(pick_by_size(by_size, size) for by_size in table.values())

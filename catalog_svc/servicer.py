@@ -1,0 +1,153 @@
+"""gRPC servicers: translate proto <-> the catalog core. No logic of their own."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from quantized.common.v1 import images_pb2
+from quantized_runtime.admin_auth import require_admin
+
+from catalog_svc.core import CatalogCore
+from catalog_svc.pricing import Usage
+from catalog_svc.snapshot import CatalogSnapshot, ModelInfo, RouteRow
+
+WATERMARKS = {
+    "none": images_pb2.WATERMARK_NONE,
+    "c2pa": images_pb2.WATERMARK_C2PA,
+    "provenance": images_pb2.WATERMARK_PROVENANCE,
+    "synthid": images_pb2.WATERMARK_SYNTHID,
+}
+_QUALITY_PREFIX = "QUALITY_"
+DEFAULT_ACTOR = "admin"
+
+
+def quality_name(value: int) -> str | None:
+    """The proto enum as the catalog's quality key ("hd"), None when unset."""
+    if value == images_pb2.QUALITY_UNSPECIFIED:
+        return None
+    return images_pb2.Quality.Name(value).removeprefix(_QUALITY_PREFIX).lower()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _json_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_value(item) for item in value]
+    return value
+
+
+def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> Any:
+    cost = struct_pb2.Struct()
+    cost.update(_json_value(model.cost.model_dump(exclude_none=True)))
+    constraints = images_pb2.ModelConstraints(
+        sizes=model.constraints.sizes, quality_values=model.constraints.quality_values,
+        notes=model.constraints.notes)
+    if model.constraints.max_n is not None:
+        constraints.max_n = model.constraints.max_n
+    return images_pb2.Model(
+        id=model.id,
+        created=model.created,
+        owned_by=snapshot.default_provider(model.id),
+        supported_features=model.supported_features,
+        input_modalities=model.input_modalities,
+        output_modalities=model.output_modalities,
+        watermark=WATERMARKS[model.watermark],
+        cost=cost,
+        constraints=constraints,
+        providers=sorted({row.provider for row in snapshot.rows_for(model.id)}),
+        active=snapshot.is_active(model.id),
+    )
+
+
+def provider_model_message(row: RouteRow) -> catalog_pb2.ProviderModel:
+    return catalog_pb2.ProviderModel(
+        provider=row.provider, model_id=row.model_id, upstream_model_id=row.upstream_model_id,
+        region=row.region, priority=row.priority, is_active=row.is_active)
+
+
+class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
+    def __init__(self, core: CatalogCore) -> None:
+        self._core = core
+
+    async def ResolveRoute(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        resolution = self._core.resolve(request.model, request.provider_override, request.feature)
+        watermark = WATERMARKS[resolution.model.watermark]
+        return catalog_pb2.ResolveRouteResponse(
+            model_id=resolution.model.id,
+            routes=[catalog_pb2.Route(
+                provider=row.provider, model_id=row.model_id, upstream_model_id=row.upstream_model_id,
+                region=row.region, priority=row.priority, watermark=watermark)
+                for row in resolution.routes],
+            pinned=resolution.pinned,
+        )
+
+    async def QuotePrice(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        quote = self._core.quote(request.model_id, request.size, quality_name(request.quality), request.n)
+        return catalog_pb2.QuotePriceResponse(
+            max_micro_credits=quote.max_micro_credits,
+            per_image_micro_credits=quote.per_image_micro_credits,
+            usage_priced=quote.usage_priced)
+
+    async def PriceUsage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        reported = request.usage
+        usage = Usage(
+            images=request.images,
+            input_tokens=reported.input_tokens if reported.HasField("input_tokens") else None,
+            output_tokens=reported.output_tokens if reported.HasField("output_tokens") else None,
+            total_tokens=reported.total_tokens if reported.HasField("total_tokens") else None,
+        )
+        micro = self._core.price_usage(request.model_id, request.size, quality_name(request.quality), usage)
+        return catalog_pb2.PriceUsageResponse(micro_credits=micro)
+
+    async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        snapshot = self._core.snapshot
+        return catalog_pb2.ListModelsResponse(
+            models=[model_message(snapshot, model) for model in snapshot.models.values()])
+
+
+class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
+    def __init__(self, core: CatalogCore, admin_token: str) -> None:
+        self._core = core
+        self._admin_token = admin_token
+
+    def _authorise(self, context: grpc.aio.ServicerContext) -> None:
+        require_admin(context.invocation_metadata(), self._admin_token)
+
+    async def SetProviderModelActive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._authorise(context)
+        row = await self._core.set_active(request.provider, request.model_id, request.is_active,
+                                          request.actor.strip() or DEFAULT_ACTOR)
+        return catalog_pb2.SetProviderModelActiveResponse(provider_model=provider_model_message(row))
+
+    async def ListCatalog(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._authorise(context)
+        snapshot = self._core.snapshot
+        return catalog_pb2.ListCatalogResponse(
+            models=[model_message(snapshot, model) for model in snapshot.models.values()],
+            provider_models=[provider_model_message(row) for row in snapshot.all_rows()],
+            catalog_version=snapshot.version,
+        )
+
+    async def ReloadCatalog(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._authorise(context)
+        summary = await self._core.reload(request.actor.strip() or DEFAULT_ACTOR)
+        return catalog_pb2.ReloadCatalogResponse(
+            catalog_version=summary.version, models=summary.models,
+            provider_models=summary.provider_models)
+
+    async def ListAuditEvents(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self._authorise(context)
+        events = await self._core.audit_events(request.limit)
+        response = catalog_pb2.ListAuditEventsResponse()
+        for event in events:
+            stamp = timestamp_pb2.Timestamp()
+            stamp.FromDatetime(event.time)
+            response.events.add(time=stamp, actor=event.actor, action=event.action, detail=event.detail)
+        return response
