@@ -1,0 +1,93 @@
+"""Entry point: migrate, then serve BillingService and BillingAdminService."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from billing_svc.jwt_verifier import JwksError, JwtVerifier, load_jwks
+from billing_svc.reaper import reap_forever
+from billing_svc.service import Billing
+from billing_svc.servicer import SERVICE_NAMES, registrars
+from billing_svc.settings import BillingSettings
+from billing_svc.storage.engine import Database, create_engine
+from billing_svc.storage.migrate import upgrade_to_head
+from billing_svc.storage.repository import BillingRepository
+from quantized_runtime.logging import configure_logging
+from quantized_runtime.server import RunningServer, create_server, serve_until_signal
+from quantized_runtime.settings import SettingsError, load_settings
+
+
+@dataclass
+class RunningBilling:
+    server: RunningServer
+    database: Database
+    billing: Billing
+    reaper: asyncio.Task[None]
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop taking calls, let in-flight ones finish, then stop the reaper and the pool."""
+        await self.server.stop(grace_seconds)
+        await self.stop_background()
+
+    async def stop_background(self) -> None:
+        self.reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.reaper
+        await self.database.dispose()
+
+
+def _jwt_verifier(settings: BillingSettings) -> JwtVerifier:
+    try:
+        public_keys = load_jwks(settings.jwt_jwks_file) if settings.jwt_jwks_file else []
+    except JwksError as exc:
+        raise SettingsError(f"configuration error: QUANTIZED_JWT_JWKS_FILE: {exc}") from None
+    return JwtVerifier(
+        secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+        public_keys=public_keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+        leeway_seconds=settings.jwt_leeway_seconds)
+
+
+async def start(settings: BillingSettings) -> RunningBilling:
+    """Check the configuration, migrate the database, start serving and reaping."""
+    if settings.admin_token is None:
+        raise SettingsError("configuration error: QUANTIZED_ADMIN_TOKEN is required "
+                            "(the token that billing's admin calls must present)")
+    verifier = _jwt_verifier(settings)
+    database = Database(create_engine(settings.resolved_database_url(),
+                                      settings.database_pool_size))
+    try:
+        await upgrade_to_head(database.engine)
+        billing = Billing(BillingRepository(database), verifier,
+                          timedelta(seconds=settings.hold_ttl_seconds))
+        server = await create_server(
+            settings.listen, registrars(billing, settings.admin_token.get_secret_value()),
+            SERVICE_NAMES, settings.max_message_bytes)
+    except BaseException:
+        await database.dispose()
+        raise
+    reaper = asyncio.create_task(reap_forever(billing, settings.reaper_interval_seconds),
+                                 name="billing-hold-reaper")
+    return RunningBilling(server, database, billing, reaper)
+
+
+async def _serve(settings: BillingSettings) -> None:
+    running = await start(settings)
+    await serve_until_signal(running.server, settings.shutdown_grace_seconds,
+                             on_stop=running.stop_background, name="billing")
+
+
+def main() -> None:
+    settings = load_settings(BillingSettings)
+    configure_logging(settings.log_level)
+    asyncio.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Background task that returns the credits of holds nobody settled in time
+(a crashed or disconnected edge), so no credits stay stranded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from billing_svc.service import Billing
+
+log = logging.getLogger("quantized.billing.reaper")
+
+BATCH_SIZE = 500
+
+
+async def reap_forever(billing: Billing, interval_seconds: float) -> None:
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            await reap_all_due(billing)
+        except Exception:
+            # A database hiccup must not end the task; the next round retries.
+            log.exception("reaping expired holds failed")
+
+
+async def reap_all_due(billing: Billing) -> int:
+    """Expire every hold that is due, a batch per transaction."""
+    total = 0
+    while True:
+        count = await billing.expire_due_holds(BATCH_SIZE)
+        total += count
+        if count < BATCH_SIZE:
+            break
+    if total:
+        log.info("expired holds released", extra={"fields": {"holds": total}})
+    return total

@@ -1,0 +1,165 @@
+"""Billing's use cases: input checks, key issuance, token verification, hold
+lifetimes. Storage is behind BillingRepository; nothing here knows gRPC."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from billing_svc import api_keys
+from billing_svc.domain import (
+    MAX_AMOUNT_MICRO_CREDITS,
+    MAX_NAME_LENGTH,
+    MAX_REQUEST_ID_LENGTH,
+    RECENT_USAGE_LIMIT,
+    Account,
+    AccountView,
+    ApiKeyInfo,
+    Closed,
+    Hold,
+    Identity,
+    IssuedKey,
+    Usage,
+    new_id,
+)
+from billing_svc.jwt_verifier import JwtVerifier
+from billing_svc.storage.repository import BillingRepository
+from quantized_runtime.errors import Reason, ServiceError
+
+# Longer than any real key or JWT we accept; bounds the work an attacker can cause.
+MAX_TOKEN_LENGTH = 8192
+# Usage labels are descriptive; an over-long one is cut rather than failing a
+# settlement for an image that was already generated.
+USAGE_LABEL_LIMITS = {"model_id": 200, "provider": 64, "user": 256}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _invalid(field: str, message: str) -> ServiceError:
+    return ServiceError(Reason.INVALID_REQUEST, message, field=field)
+
+
+def _require_id(value: str, field: str) -> str:
+    value = value.strip()
+    if not value:
+        raise _invalid(field, f"{field} is required")
+    return value
+
+
+def _check_amount(value: int, field: str, *, allow_zero: bool) -> int:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "a positive integer"
+        raise _invalid(field, f"{field} must be {bound} (micro-credits), got {value}")
+    if value > MAX_AMOUNT_MICRO_CREDITS:
+        raise _invalid(field, f"{field} must be at most {MAX_AMOUNT_MICRO_CREDITS}, got {value}")
+    return value
+
+
+def _check_usage(usage: Usage) -> Usage:
+    for name in ("images", "input_tokens", "output_tokens", "total_tokens"):
+        value = getattr(usage, name)
+        if value is not None and value < 0:
+            raise _invalid(f"usage.{name}", f"usage.{name} must not be negative")
+    if usage.megapixels is not None and not (math.isfinite(usage.megapixels)
+                                             and usage.megapixels >= 0):
+        raise _invalid("usage.megapixels", "usage.megapixels must be a finite number >= 0")
+    user = usage.user[:USAGE_LABEL_LIMITS["user"]] if usage.user else None
+    return Usage(model_id=usage.model_id[:USAGE_LABEL_LIMITS["model_id"]],
+                 provider=usage.provider[:USAGE_LABEL_LIMITS["provider"]],
+                 images=usage.images, input_tokens=usage.input_tokens,
+                 output_tokens=usage.output_tokens, total_tokens=usage.total_tokens,
+                 megapixels=usage.megapixels, user=user)
+
+
+class Billing:
+    def __init__(self, repository: BillingRepository, jwt_verifier: JwtVerifier,
+                 hold_ttl: timedelta, clock: Callable[[], datetime] = utc_now) -> None:
+        self._repo = repository
+        self._jwt = jwt_verifier
+        self._hold_ttl = hold_ttl
+        self._clock = clock
+
+    # Request path
+
+    async def authenticate(self, token: str) -> Identity:
+        token = token.strip()
+        if not token:
+            raise ServiceError(Reason.UNAUTHENTICATED, "missing bearer token")
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise ServiceError(Reason.UNAUTHENTICATED, "invalid bearer token: too long")
+        if api_keys.looks_like_key(token):
+            identity = await self._repo.identity_for_key_hash(api_keys.hash_key(token))
+            if identity is None:
+                raise ServiceError(Reason.UNAUTHENTICATED, "invalid, unknown or revoked API key")
+            return identity
+        account_id = self._jwt.account_id(token)
+        identity = await self._repo.identity_for_account(account_id)
+        if identity is None:
+            raise ServiceError(Reason.UNAUTHENTICATED, "invalid bearer token: unknown account")
+        return identity
+
+    async def reserve(self, account_id: str, amount: int, request_id: str) -> Hold:
+        account_id = _require_id(account_id, "account_id")
+        _check_amount(amount, "amount_micro_credits", allow_zero=True)
+        request_id = _require_id(request_id, "request_id")
+        if len(request_id) > MAX_REQUEST_ID_LENGTH:
+            raise _invalid("request_id", f"request_id is longer than {MAX_REQUEST_ID_LENGTH}")
+        now = self._clock()
+        hold = await self._repo.reserve(account_id, amount, request_id, now,
+                                        now + self._hold_ttl)
+        if hold.amount != amount:
+            raise _invalid("request_id", f"request id {request_id!r} already holds "
+                                         f"{hold.amount} micro-credits, not {amount}")
+        return hold
+
+    async def settle(self, hold_id: str, amount: int, usage: Usage) -> Closed:
+        hold_id = _require_id(hold_id, "hold_id")
+        _check_amount(amount, "amount_micro_credits", allow_zero=True)
+        return await self._repo.settle(hold_id, amount, _check_usage(usage), self._clock())
+
+    async def release(self, hold_id: str) -> Closed:
+        return await self._repo.release(_require_id(hold_id, "hold_id"), self._clock())
+
+    async def expire_due_holds(self, batch_size: int) -> int:
+        return await self._repo.expire_due_holds(self._clock(), batch_size)
+
+    # Administration
+
+    async def create_account(self, name: str, credits: int,
+                             unlimited: bool) -> tuple[Account, IssuedKey]:
+        name = name.strip()
+        if not name:
+            raise _invalid("name", "name is required")
+        if len(name) > MAX_NAME_LENGTH:
+            raise _invalid("name", f"name is longer than {MAX_NAME_LENGTH} characters")
+        _check_amount(credits, "credits_micro_credits", allow_zero=True)
+        if unlimited and credits:
+            raise _invalid("credits_micro_credits",
+                           "an unlimited account takes no credits; give one or the other")
+        secret, key_id = api_keys.generate_key(), new_id("key")
+        account, key = await self._repo.create_account(
+            name, credits, unlimited, key_id, api_keys.display_prefix(secret),
+            api_keys.hash_key(secret), self._clock())
+        return account, IssuedKey(secret=secret, info=key)
+
+    async def create_key(self, account_id: str) -> IssuedKey:
+        account_id = _require_id(account_id, "account_id")
+        secret, key_id = api_keys.generate_key(), new_id("key")
+        info = await self._repo.create_key(account_id, key_id, api_keys.display_prefix(secret),
+                                           api_keys.hash_key(secret), self._clock())
+        return IssuedKey(secret=secret, info=info)
+
+    async def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        return await self._repo.revoke_key(_require_id(key_id, "key_id"), self._clock())
+
+    async def grant(self, account_id: str, amount: int) -> Account:
+        account_id = _require_id(account_id, "account_id")
+        _check_amount(amount, "amount_micro_credits", allow_zero=False)
+        return await self._repo.grant(account_id, amount, self._clock())
+
+    async def account_view(self, account_id: str) -> AccountView:
+        return await self._repo.account_view(_require_id(account_id, "account_id"),
+                                             RECENT_USAGE_LIMIT)

@@ -1,0 +1,158 @@
+"""gRPC servicers: proto <-> domain, nothing else. Errors are ServiceErrors that
+the shared interceptor turns into google.rpc.Status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from billing_svc.domain import Account, ApiKeyInfo, Closed, Hold, Usage, UsageEntry
+from billing_svc.service import Billing
+from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
+from quantized.common.v1 import images_pb2
+from quantized_runtime.admin_auth import require_admin
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _usage_from_proto(record: billing_pb2.UsageRecord) -> Usage:
+    upstream = record.usage
+    return Usage(
+        model_id=record.model_id, provider=record.provider, images=record.images,
+        input_tokens=upstream.input_tokens if upstream.HasField("input_tokens") else None,
+        output_tokens=upstream.output_tokens if upstream.HasField("output_tokens") else None,
+        total_tokens=upstream.total_tokens if upstream.HasField("total_tokens") else None,
+        megapixels=upstream.megapixels if upstream.HasField("megapixels") else None,
+        user=record.user or None)
+
+
+def _usage_to_proto(usage: Usage) -> billing_pb2.UsageRecord:
+    return billing_pb2.UsageRecord(
+        model_id=usage.model_id, provider=usage.provider, images=usage.images,
+        user=usage.user or "",
+        usage=images_pb2.UpstreamUsage(input_tokens=usage.input_tokens,
+                                       output_tokens=usage.output_tokens,
+                                       total_tokens=usage.total_tokens,
+                                       megapixels=usage.megapixels))
+
+
+def _account(account: Account) -> billing_pb2.Account:
+    return billing_pb2.Account(
+        account_id=account.account_id, name=account.name, unlimited=account.unlimited,
+        balance_micro_credits=account.balance, held_micro_credits=account.held,
+        created_at=_timestamp(account.created_at))
+
+
+def _key(key: ApiKeyInfo) -> billing_pb2.ApiKey:
+    return billing_pb2.ApiKey(key_id=key.key_id, prefix=key.prefix, revoked=key.revoked,
+                              created_at=_timestamp(key.created_at))
+
+
+def _hold(hold: Hold) -> billing_pb2.Hold:
+    return billing_pb2.Hold(hold_id=hold.hold_id, amount_micro_credits=hold.amount,
+                            request_id=hold.request_id, expires_at=_timestamp(hold.expires_at))
+
+
+def _usage_entry(entry: UsageEntry) -> billing_pb2.UsageEntry:
+    return billing_pb2.UsageEntry(time=_timestamp(entry.time), request_id=entry.request_id,
+                                  usage=_usage_to_proto(entry.usage),
+                                  micro_credits=entry.credits)
+
+
+class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
+    def __init__(self, billing: Billing) -> None:
+        self._billing = billing
+
+    async def Authenticate(self, request: billing_pb2.AuthenticateRequest,
+                           context: grpc.aio.ServicerContext) -> billing_pb2.AuthenticateResponse:
+        identity = await self._billing.authenticate(request.token)
+        return billing_pb2.AuthenticateResponse(account_id=identity.account_id,
+                                                unlimited=identity.unlimited,
+                                                key_id=identity.key_id)
+
+    async def Reserve(self, request: billing_pb2.ReserveRequest,
+                      context: grpc.aio.ServicerContext) -> billing_pb2.ReserveResponse:
+        hold = await self._billing.reserve(request.account_id, request.amount_micro_credits,
+                                           request.request_id)
+        return billing_pb2.ReserveResponse(hold_id=hold.hold_id,
+                                           expires_at=_timestamp(hold.expires_at))
+
+    async def Settle(self, request: billing_pb2.SettleRequest,
+                     context: grpc.aio.ServicerContext) -> billing_pb2.SettleResponse:
+        closed: Closed = await self._billing.settle(
+            request.hold_id, request.amount_micro_credits, _usage_from_proto(request.usage))
+        return billing_pb2.SettleResponse(charged_micro_credits=closed.charged,
+                                          balance_micro_credits=closed.balance)
+
+    async def Release(self, request: billing_pb2.ReleaseRequest,
+                      context: grpc.aio.ServicerContext) -> billing_pb2.ReleaseResponse:
+        closed = await self._billing.release(request.hold_id)
+        return billing_pb2.ReleaseResponse(balance_micro_credits=closed.balance)
+
+
+class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
+    """Every call checks the admin token before anything else."""
+
+    def __init__(self, billing: Billing, admin_token: str) -> None:
+        self._billing = billing
+        self._admin_token = admin_token
+
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        require_admin(context.invocation_metadata(), self._admin_token)
+
+    async def CreateAccount(self, request: billing_pb2.CreateAccountRequest,
+                            context: grpc.aio.ServicerContext,
+                            ) -> billing_pb2.CreateAccountResponse:
+        self._authorize(context)
+        account, issued = await self._billing.create_account(
+            request.name, request.credits_micro_credits, request.unlimited)
+        return billing_pb2.CreateAccountResponse(account=_account(account),
+                                                 api_key=issued.secret, key=_key(issued.info))
+
+    async def CreateApiKey(self, request: billing_pb2.CreateApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> billing_pb2.CreateApiKeyResponse:
+        self._authorize(context)
+        issued = await self._billing.create_key(request.account_id)
+        return billing_pb2.CreateApiKeyResponse(api_key=issued.secret, key=_key(issued.info))
+
+    async def RevokeApiKey(self, request: billing_pb2.RevokeApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> billing_pb2.RevokeApiKeyResponse:
+        self._authorize(context)
+        return billing_pb2.RevokeApiKeyResponse(
+            key=_key(await self._billing.revoke_key(request.key_id)))
+
+    async def GrantCredits(self, request: billing_pb2.GrantCreditsRequest,
+                           context: grpc.aio.ServicerContext) -> billing_pb2.GrantCreditsResponse:
+        self._authorize(context)
+        account = await self._billing.grant(request.account_id, request.amount_micro_credits)
+        return billing_pb2.GrantCreditsResponse(account=_account(account))
+
+    async def GetAccount(self, request: billing_pb2.GetAccountRequest,
+                         context: grpc.aio.ServicerContext) -> billing_pb2.GetAccountResponse:
+        self._authorize(context)
+        view = await self._billing.account_view(request.account_id)
+        return billing_pb2.GetAccountResponse(
+            account=_account(view.account), keys=[_key(k) for k in view.keys],
+            holds=[_hold(h) for h in view.open_holds],
+            recent_usage=[_usage_entry(u) for u in view.recent_usage])
+
+
+def registrars(billing: Billing, admin_token: str) -> list:
+    public = BillingServicer(billing)
+    admin = BillingAdminServicer(billing, admin_token)
+    return [
+        lambda server: billing_pb2_grpc.add_BillingServiceServicer_to_server(public, server),
+        lambda server: billing_pb2_grpc.add_BillingAdminServiceServicer_to_server(admin, server),
+    ]
+
+
+SERVICE_NAMES = (
+    billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,
+    billing_pb2.DESCRIPTOR.services_by_name["BillingAdminService"].full_name,
+)

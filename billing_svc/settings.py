@@ -1,0 +1,72 @@
+"""Billing configuration, read from the environment (see docs/billing.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from quantized_runtime import defaults
+from quantized_runtime.settings import ServiceSettings
+
+# The edge gives a request at most 180 s upstream; a hold must outlive that with
+# a margin for retries and settlement, or a slow but successful request would
+# find its hold reaped.
+DEFAULT_HOLD_TTL_SECONDS = 480.0
+MIN_HMAC_SECRET_BYTES = 32
+
+
+class BillingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="QUANTIZED_BILLING_", validate_by_name=True,
+                                      extra="ignore")
+
+    listen: str = defaults.BILLING_ADDR
+    data_dir: Path = Field(default_factory=defaults.default_data_dir,
+                           validation_alias="QUANTIZED_DATA_DIR")
+    # Unset: an SQLite file `billing.db` in the data directory.
+    database_url: str | None = None
+    # Required, but checked by `main.start` so that the error names the variable
+    # whichever way the settings were built.
+    admin_token: SecretStr | None = Field(default=None, validation_alias="QUANTIZED_ADMIN_TOKEN")
+    jwt_secret: SecretStr | None = Field(
+        default=None, validation_alias="QUANTIZED_JWT_SECRET")
+    jwt_jwks_file: Path | None = Field(
+        default=None, validation_alias="QUANTIZED_JWT_JWKS_FILE")
+    jwt_issuer: str | None = Field(
+        default=None, validation_alias="QUANTIZED_JWT_ISSUER")
+    jwt_audience: str | None = Field(
+        default=None, validation_alias="QUANTIZED_JWT_AUDIENCE")
+    jwt_leeway_seconds: float = Field(
+        default=30.0, ge=0, le=300,
+        validation_alias="QUANTIZED_JWT_LEEWAY_SECONDS")
+    hold_ttl_seconds: float = Field(default=DEFAULT_HOLD_TTL_SECONDS, gt=0)
+    reaper_interval_seconds: float = Field(default=30.0, gt=0)
+    database_pool_size: int = Field(default=10, ge=1, le=100)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
+        if value is not None and len(value.get_secret_value().encode()) < MIN_HMAC_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_HMAC_SECRET_BYTES} bytes for HS256")
+        return value
+
+    @field_validator("jwt_issuer", "jwt_audience")
+    @classmethod
+    def _blank_means_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file (creating its directory)."""
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return defaults.sqlite_url(self.data_dir, "billing.db")

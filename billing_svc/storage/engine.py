@@ -1,0 +1,80 @@
+"""Engines for the two supported databases, each with its write-locking strategy.
+
+PostgreSQL: READ COMMITTED; every money write is a conditional UPDATE ... RETURNING
+on the account row, which takes the row lock, so concurrent writers of one account
+queue on that lock and each re-checks the condition against the committed row.
+
+SQLite (the embedded default): one writer at a time for the whole file. Write
+transactions start with BEGIN IMMEDIATE, which takes the write lock up front (a
+deferred BEGIN would let two transactions read the same balance and then fail on
+upgrade), with a busy timeout for other processes sharing the file. Inside one
+process the writers also queue on an asyncio lock, so they wait in order instead
+of polling SQLite's busy handler. Reads use a plain deferred BEGIN; in WAL mode
+they never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+READ_ONLY_OPTION = "billing_read_only"
+
+
+def create_engine(url: str, pool_size: int) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
+        _install_sqlite_hooks(engine)
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                               pool_pre_ping=True)
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver so the "begin" hook below decides its kind.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class Database:
+    """Opens write and read transactions with the right strategy for the dialect."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._writer_queue: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext())
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction: committed on normal exit, rolled back on any exception."""
+        async with self._writer_queue, self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            await conn.execution_options(**{READ_ONLY_OPTION: True})
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

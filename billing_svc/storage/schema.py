@@ -1,0 +1,148 @@
+"""The billing tables. Migrations in `migrations/versions` create exactly these
+(a test compares them); amounts are BIGINT micro-credits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+ID_LENGTH = 40
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on both databases.
+
+    SQLite keeps no offset, so values are normalised to UTC before writing; the
+    fixed-width text form then also compares in time order.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+accounts = Table(
+    "accounts", metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("unlimited", Boolean, nullable=False),
+    # Available credits: the sum of the account's ledger rows. Open holds are
+    # already subtracted.
+    Column("balance", BigInteger, nullable=False),
+    # The total of open holds, kept beside the balance so a read needs no sum.
+    Column("held", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # The last line of defence against an overdraft: limited accounts never go negative.
+    CheckConstraint("unlimited OR balance >= 0", name="balance_covers_limited"),
+    CheckConstraint("held >= 0", name="held_not_negative"),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("account_id", String(ID_LENGTH), ForeignKey("accounts.id"), nullable=False, index=True),
+    # The first characters of the key, for display and support only.
+    Column("prefix", String(32), nullable=False),
+    # SHA-256 of the whole key, hex: the lookup column of Authenticate.
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+holds = Table(
+    "holds", metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("account_id", String(ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
+    Column("request_id", String(200), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    # open -> settled | released | expired; the last three are final.
+    Column("status", String(16), nullable=False),
+    Column("charged", BigInteger, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=True),
+    # A retried Reserve finds its hold instead of placing a second one.
+    UniqueConstraint("account_id", "request_id"),
+    CheckConstraint("amount >= 0", name="amount_not_negative"),
+    CheckConstraint("charged IS NULL OR (charged >= 0 AND charged <= amount)",
+                    name="charged_within_hold"),
+    CheckConstraint("status IN ('open', 'settled', 'released', 'expired')", name="known_status"),
+    Index("ix_holds_status_expires_at", "status", "expires_at"),
+)
+
+ledger = Table(
+    "ledger", metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("account_id", String(ID_LENGTH), ForeignKey("accounts.id"), nullable=False, index=True),
+    # grant | hold | settle | release | expire (see docs/billing.md).
+    Column("kind", String(16), nullable=False),
+    # Signed: credits into (+) or out of (-) the account's available balance.
+    Column("amount", BigInteger, nullable=False),
+    Column("hold_id", String(ID_LENGTH), ForeignKey("holds.id"), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("kind IN ('grant', 'hold', 'settle', 'release', 'expire')",
+                    name="known_kind"),
+)
+
+usage_records = Table(
+    "usage_records", metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("account_id", String(ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
+    Column("hold_id", String(ID_LENGTH), ForeignKey("holds.id"), nullable=False, unique=True),
+    Column("request_id", String(200), nullable=False),
+    Column("model_id", String(200), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("input_tokens", BigInteger, nullable=True),
+    Column("output_tokens", BigInteger, nullable=True),
+    Column("total_tokens", BigInteger, nullable=True),
+    # A measurement, not money: a float is fine here.
+    Column("megapixels", Float, nullable=True),
+    Column("credits", BigInteger, nullable=False),
+    Column("end_user", String(256), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_usage_records_account_id_created_at", "account_id", "created_at"),
+)
