@@ -190,9 +190,14 @@ class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
     # Keyed by provider slug; the default answers with `n` images.
     behaviour: dict[str, ProviderBehaviour] = field(default_factory=dict)
     calls: list[Any] = field(default_factory=list)
+    # The time each call had left when it arrived (the propagated deadline).
+    time_remaining: list[float | None] = field(default_factory=list)
+    request_id_metadata: list[str] = field(default_factory=list)
 
     async def Generate(self, request: Any, context: Any) -> Any:
         self.calls.append(request)
+        self.time_remaining.append(context.time_remaining())
+        self.request_id_metadata.append(dict(context.invocation_metadata()).get("x-request-id", ""))
         behaviour = self.behaviour.get(request.provider)
         if callable(behaviour):
             behaviour = await behaviour(request)
