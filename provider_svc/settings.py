@@ -11,7 +11,9 @@ from quantized_runtime.settings import ServiceSettings
 
 
 class ProviderSettings(ServiceSettings):
-    model_config = SettingsConfigDict(extra="ignore", env_prefix="QUANTIZED_PROVIDER_")
+    # validate_by_name: code (tests, benchmarks) can pass fields by name, the environment by alias.
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="QUANTIZED_PROVIDER_",
+                                      validate_by_name=True, validate_by_alias=True)
 
     listen: str = PROVIDER_ADDR
     # Cap on one upstream attempt; the caller's gRPC deadline caps the whole call.

@@ -11,12 +11,14 @@ SDK retries are off (one attempt); the service's own retry is the only one.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any
 
 import httpx
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
+from google.genai._common import ExperimentalWarning
 
 from provider_svc.domain import Deadline, GenerationResult, Image, ImageRequest, Usage, flagged_images
 from provider_svc.families import Family, family_of
@@ -130,10 +132,14 @@ class GeminiAdapter:
                         config=flash_image_config(request, timeout_ms))
                     return _flash_image_result(response, request.n)
                 client = self._vertex_client()
-                images = await client.aio.models.generate_images(
-                    model=request.upstream_model_id, prompt=request.prompt,
-                    config=imagen_config(request, timeout_ms))
-                return _imagen_result(images, request.n)
+                with warnings.catch_warnings():
+                    # The SDK announces generate_images' future removal (not before 2027)
+                    # when the call is made; Vertex generate_images is this release's Imagen path.
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    pending = client.aio.models.generate_images(
+                        model=request.upstream_model_id, prompt=request.prompt,
+                        config=imagen_config(request, timeout_ms))
+                return _imagen_result(await pending, request.n)
         except (TimeoutError, httpx.TimeoutException):
             raise timed_out(PROVIDER) from None
         except genai_errors.APIError as exc:
