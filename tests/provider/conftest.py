@@ -1,0 +1,114 @@
+"""provider_svc under test: a real grpc.aio server wired to the fake upstreams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from provider_svc.main import RunningProvider, start
+from provider_svc.settings import ProviderSettings
+from quantized.common.v1 import images_pb2
+from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime.channels import open_channel
+from quantized_runtime.errors import ServiceError
+from quantized_runtime.grpc_errors import from_rpc_error
+from tests.fake_upstreams import FakeBedrock, FakeGoogle, FakeOpenAI
+from tests.fake_upstreams.fixtures import fake_bedrock, fake_google, fake_openai
+
+__all__ = ["fake_bedrock", "fake_google", "fake_openai"]
+
+PROVIDER_OF = {
+    "gpt-image-1": "openai", "dall-e-2": "openai", "dall-e-3": "openai",
+    "amazon.titan-image-generator-v2:0": "bedrock", "amazon.nova-canvas-v1:0": "bedrock",
+    "stability.stable-image-core-v1:0": "bedrock", "stability.stable-image-ultra-v1:0": "bedrock",
+    "stability.sd3-5-large-v1:0": "bedrock",
+    "gemini-2.5-flash-image": "gemini", "imagen-4.0-generate-001": "gemini",
+    "imagen-4.0-fast-generate-001": "gemini", "imagen-4.0-ultra-generate-001": "gemini",
+    "sandbox-image-1": "sandbox",
+}
+REGION_OF = {model: "us-west-2" if model.startswith("stability.") else "us-east-1"
+             for model in PROVIDER_OF if PROVIDER_OF[model] == "bedrock"}
+
+_ENUM_PREFIX = {"quality": ("Quality", "QUALITY_"), "style": ("Style", "STYLE_"),
+                "background": ("Background", "BACKGROUND_"),
+                "output_format": ("OutputFormat", "OUTPUT_FORMAT_"), "moderation": ("Moderation", "MODERATION_")}
+
+
+def params(prompt: str = "a hedgehog under a mushroom", **fields: Any) -> images_pb2.GenerationParams:
+    """GenerationParams from JSON-style values ("hd", "png"), as the edge would dispatch them."""
+    values: dict[str, Any] = {"prompt": prompt, "n": fields.pop("n", 1), "size": fields.pop("size", "1024x1024")}
+    for name, value in fields.items():
+        if name in _ENUM_PREFIX:
+            enum_name, prefix = _ENUM_PREFIX[name]
+            value = getattr(images_pb2, enum_name).Value(prefix + value.upper())
+        values[name] = value
+    return images_pb2.GenerationParams(**values)
+
+
+@dataclass
+class Failure:
+    code: grpc.StatusCode
+    error: ServiceError
+
+
+@dataclass
+class Harness:
+    running: RunningProvider
+    stub: provider_pb2_grpc.ProviderServiceStub
+    openai: FakeOpenAI
+    bedrock: FakeBedrock
+    google: FakeGoogle
+
+    async def generate(self, model: str, *, timeout: float = 10, watermark: int = images_pb2.WATERMARK_NONE,
+                       provider: str | None = None, region: str | None = None,
+                       **fields: Any) -> provider_pb2.GenerateResponse:
+        request = provider_pb2.GenerateRequest(
+            provider=provider or PROVIDER_OF.get(model, "openai"), model_id=model, upstream_model_id=model,
+            region=REGION_OF.get(model, "") if region is None else region, params=params(**fields),
+            request_id="req_test", watermark=watermark)
+        return await self.stub.Generate(request, timeout=timeout)
+
+    async def fail(self, model: str, **kwargs: Any) -> Failure:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await self.generate(model, **kwargs)
+        return Failure(caught.value.code(), from_rpc_error(caught.value))
+
+
+def settings_for(openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle, **overrides: Any) -> ProviderSettings:
+    values: dict[str, Any] = dict(
+        listen="127.0.0.1:0", upstream_timeout_seconds=2.0, upstream_retries=2, retry_backoff_seconds=0.01,
+        bedrock_max_workers=4,
+        openai_base_url=openai.base_url, openai_api_key=openai.api_key,
+        bedrock_endpoint_url=bedrock.url,
+        gemini_api_key=google.gemini_api_key, gemini_base_url=google.base_url,
+        vertex_api_key=google.vertex_api_key, vertex_base_url=google.base_url,
+    )
+    values.update(overrides)
+    return ProviderSettings(**values)
+
+
+@pytest.fixture
+async def harness_factory(fake_openai: FakeOpenAI, fake_bedrock: FakeBedrock,
+                          fake_google: FakeGoogle) -> AsyncIterator[Any]:
+    started: list[tuple[RunningProvider, grpc.aio.Channel]] = []
+
+    async def make(**overrides: Any) -> Harness:
+        running = await start(settings_for(fake_openai, fake_bedrock, fake_google, **overrides))
+        channel = open_channel(f"127.0.0.1:{running.port}")
+        started.append((running, channel))
+        return Harness(running, provider_pb2_grpc.ProviderServiceStub(channel),
+                       fake_openai, fake_bedrock, fake_google)
+
+    yield make
+    for running, channel in started:
+        await channel.close()
+        await running.stop(0)
+
+
+@pytest.fixture
+async def harness(harness_factory: Any) -> Harness:
+    return await harness_factory()
