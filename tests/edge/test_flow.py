@@ -1,0 +1,270 @@
+"""Properties of the generation flow: billing, fallback, pinning, caching, the response."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import pytest
+
+from quantized.common.v1 import images_pb2 as common_pb2
+from quantized.images.v1 import images_pb2
+from quantized.provider.v1 import provider_pb2
+from quantized_runtime.errors import Reason, ServiceError
+
+from tests.edge.conftest import Stack
+from tests.edge.fakes import (
+    DALL_E_3_PRICE, PNG_BYTES, Account, POOR_KEY, UNLIMITED_KEY, VALID_KEY, flagged_image, image,
+)
+
+AUTH = {"Authorization": f"Bearer {VALID_KEY}"}
+GRPC_AUTH = (("authorization", f"Bearer {VALID_KEY}"),)
+NOVA = "amazon.nova-canvas-v1:0"
+
+
+async def generate(stack: Stack, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    return await stack.http.post("/v1/images/generations", headers={**AUTH, **(headers or {})}, json=body)
+
+
+async def test_response_has_exactly_the_spec_fields(stack: Stack) -> None:
+    response = await generate(stack, {"model": "dall-e-3", "prompt": "a hedgehog", "quality": "standard"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"created", "model", "data", "usage"}
+    assert body["created"] == 1777975004 and body["model"] == "dall-e-3"
+    assert body["data"] == [{"b64_json": base64.b64encode(PNG_BYTES).decode(), "revised_prompt": "revised: a hedgehog",
+                             "seed": None, "watermark": "none", "flagged": False}]
+    assert body["usage"] == {"images": 1, "input_tokens": None, "output_tokens": None, "total_tokens": None,
+                             "megapixels": None, "credits_used": DALL_E_3_PRICE,
+                             "credits_remaining": 100_000_000 - DALL_E_3_PRICE}
+
+
+async def test_the_provider_gets_the_route_and_the_request_context(stack: Stack) -> None:
+    response = await generate(stack, {"model": NOVA, "prompt": "a hedgehog", "seed": 7})
+    assert response.status_code == 200
+    call = stack.peers.provider.calls[0]
+    assert (call.provider, call.model_id, call.upstream_model_id, call.region) == (
+        "bedrock", NOVA, f"up-{NOVA}", "us-east-1")
+    assert call.watermark == common_pb2.WATERMARK_PROVENANCE
+    assert call.params.seed == 7
+    request_id = response.headers["x-request-id"]
+    assert call.request_id == request_id
+    assert stack.peers.provider.request_id_metadata[0] == request_id
+    assert stack.peers.billing.requests("Reserve")[0].request_id == request_id
+    assert response.json()["data"][0]["watermark"] == "provenance"
+
+
+async def test_the_request_deadline_reaches_the_provider(stack: Stack) -> None:
+    await generate(stack, {"model": "dall-e-3", "prompt": "x"})
+    remaining = stack.peers.provider.time_remaining[0]
+    assert remaining is not None and 0 < remaining <= 20.0
+
+
+async def test_insufficient_credits_never_calls_the_provider(stack: Stack) -> None:
+    response = await stack.http.post("/v1/images/generations", headers={"Authorization": f"Bearer {POOR_KEY}"},
+                                     json={"model": "dall-e-3", "prompt": "x"})
+    assert response.status_code == 402
+    assert stack.peers.provider.calls == []
+    assert stack.peers.billing.count("Settle") == 0 and stack.peers.billing.count("Release") == 0
+
+
+async def test_a_failure_after_the_reserve_releases_the_hold(stack: Stack) -> None:
+    stack.peers.provider.behaviour["openai"] = ServiceError(Reason.UPSTREAM_UNAVAILABLE, "timed out")
+    response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
+    assert response.status_code == 503
+    billing = stack.peers.billing
+    hold_ids = [r.hold_id for r in billing.requests("Release")]
+    assert len(hold_ids) == 1 and billing.count("Settle") == 0
+    assert billing.holds == {}
+    assert billing.accounts[VALID_KEY].balance == 100_000_000
+
+
+async def test_a_crash_after_the_reserve_releases_the_hold(stack: Stack) -> None:
+    async def crash(request: Any) -> Any:
+        raise RuntimeError("boom")
+
+    stack.peers.provider.behaviour["openai"] = crash
+    response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
+    assert response.status_code == 500
+    assert stack.peers.billing.count("Release") == 1
+
+
+async def test_a_flagged_generation_is_free(stack: Stack) -> None:
+    stack.peers.provider.behaviour["openai"] = provider_pb2.GenerateResponse(images=[flagged_image()])
+    response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"] == [{"b64_json": None, "revised_prompt": None, "seed": None, "watermark": "none",
+                             "flagged": True}]
+    assert body["usage"]["images"] == 0 and body["usage"]["credits_used"] == 0
+    assert body["created"] == 0
+    assert stack.peers.billing.requests("Settle")[0].amount_micro_credits == 0
+    assert body["usage"]["credits_remaining"] == 100_000_000
+
+
+async def test_a_partly_flagged_generation_pays_for_the_generated_images_only(stack: Stack) -> None:
+    stack.peers.provider.behaviour["openai"] = provider_pb2.GenerateResponse(
+        images=[image(), flagged_image(), image(seed=5)])
+    response = await generate(stack, {"model": "dall-e-3", "prompt": "x", "n": 3})
+    body = response.json()
+    assert [entry["flagged"] for entry in body["data"]] == [False, True, False]
+    assert body["data"][2]["seed"] == 5
+    assert body["usage"]["images"] == 2
+    settle = stack.peers.billing.requests("Settle")[0]
+    assert settle.amount_micro_credits == 2 * DALL_E_3_PRICE
+    assert settle.usage.images == 2
+    assert stack.peers.billing.requests("Reserve")[0].amount_micro_credits == 3 * DALL_E_3_PRICE
+    assert body["usage"]["credits_used"] == 2 * DALL_E_3_PRICE
+
+
+async def test_token_priced_models_are_priced_from_usage(stack: Stack) -> None:
+    usage = common_pb2.UpstreamUsage(input_tokens=50, output_tokens=4160, total_tokens=4210)
+    stack.peers.provider.behaviour["openai"] = provider_pb2.GenerateResponse(
+        created=5, images=[image(watermark=common_pb2.WATERMARK_C2PA)], usage=usage)
+    response = await generate(stack, {"model": "gpt-image-1", "prompt": "x", "quality": "low", "user": "u1"})
+    body = response.json()
+    priced = stack.peers.catalog.calls[-1]
+    assert priced[0] == "PriceUsage" and priced[1].usage == usage and priced[1].images == 1
+    assert priced[1].quality == common_pb2.QUALITY_LOW
+    settle = stack.peers.billing.requests("Settle")[0]
+    assert settle.amount_micro_credits == 1_000_000
+    assert (settle.usage.model_id, settle.usage.provider, settle.usage.user) == ("gpt-image-1", "openai", "u1")
+    assert body["usage"] == {"images": 1, "input_tokens": 50, "output_tokens": 4160, "total_tokens": 4210,
+                             "megapixels": None, "credits_used": 1_000_000,
+                             "credits_remaining": 99_000_000}
+    assert body["data"][0]["watermark"] == "c2pa"
+
+
+async def test_the_charge_never_exceeds_the_hold(stack: Stack) -> None:
+    stack.peers.catalog.usage_price = 99_000_000
+    response = await generate(stack, {"model": "gpt-image-1", "prompt": "x"})
+    assert stack.peers.billing.requests("Settle")[0].amount_micro_credits == 3_360_000
+    assert response.json()["usage"]["credits_used"] == 3_360_000
+
+
+async def test_unlimited_accounts_have_no_remaining_credits(stack: Stack) -> None:
+    response = await stack.http.post("/v1/images/generations", headers={"Authorization": f"Bearer {UNLIMITED_KEY}"},
+                                     json={"model": "dall-e-3", "prompt": "x"})
+    usage = response.json()["usage"]
+    assert usage["credits_remaining"] is None and usage["credits_used"] == DALL_E_3_PRICE
+    answer = await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="x"),
+                                         metadata=(("authorization", f"Bearer {UNLIMITED_KEY}"),))
+    assert not answer.usage.HasField("credits_remaining")
+
+
+async def test_an_unavailable_route_falls_back_to_the_next(stack: Stack) -> None:
+    stack.peers.provider.behaviour["bedrock"] = ServiceError(Reason.UPSTREAM_UNAVAILABLE, "throttled")
+    response = await generate(stack, {"model": NOVA, "prompt": "x"})
+    assert response.status_code == 200
+    assert [call.provider for call in stack.peers.provider.calls] == ["bedrock", "sandbox"]
+    assert stack.peers.billing.count("Reserve") == 1 and stack.peers.billing.count("Settle") == 1
+    assert stack.peers.billing.requests("Settle")[0].usage.provider == "sandbox"
+
+
+async def test_fallback_stops_at_the_last_route(stack: Stack) -> None:
+    for slug in ("bedrock", "sandbox"):
+        stack.peers.provider.behaviour[slug] = ServiceError(Reason.UPSTREAM_UNAVAILABLE, "down")
+    response = await generate(stack, {"model": NOVA, "prompt": "x"})
+    assert response.status_code == 503
+    assert len(stack.peers.provider.calls) == 2
+    assert stack.peers.billing.count("Release") == 1
+
+
+async def test_a_rejected_parameter_does_not_fall_back(stack: Stack) -> None:
+    stack.peers.provider.behaviour["bedrock"] = ServiceError(Reason.UPSTREAM_REJECTED, "bad size", field="size")
+    response = await generate(stack, {"model": NOVA, "prompt": "x"})
+    assert response.status_code == 400
+    assert len(stack.peers.provider.calls) == 1
+
+
+@pytest.mark.parametrize("pin", ["header", "prefix"])
+async def test_a_pinned_provider_never_falls_back(stack: Stack, pin: str) -> None:
+    stack.peers.provider.behaviour["bedrock"] = ServiceError(Reason.UPSTREAM_UNAVAILABLE, "throttled")
+    if pin == "header":
+        response = await generate(stack, {"model": NOVA, "prompt": "x"}, {"X-Quantized-Provider": "bedrock"})
+    else:
+        response = await generate(stack, {"model": f"bedrock/{NOVA}", "prompt": "x"})
+    assert response.status_code == 503
+    assert [call.provider for call in stack.peers.provider.calls] == ["bedrock"]
+    assert stack.peers.billing.count("Release") == 1
+
+
+async def test_a_provider_prefix_is_echoed_in_the_response(stack: Stack) -> None:
+    response = await generate(stack, {"model": f"sandbox/{NOVA}", "prompt": "x"})
+    assert response.json()["model"] == f"sandbox/{NOVA}"
+    assert stack.peers.provider.calls[0].model_id == NOVA
+
+
+async def test_the_header_pins_a_provider(stack: Stack) -> None:
+    response = await generate(stack, {"model": NOVA, "prompt": "x"}, {"X-Quantized-Provider": "sandbox"})
+    assert response.status_code == 200
+    assert stack.peers.catalog.calls[0][1].provider_override == "sandbox"
+    assert [call.provider for call in stack.peers.provider.calls] == ["sandbox"]
+
+
+async def test_authentication_routes_and_quotes_are_cached(stack: Stack) -> None:
+    for _ in range(3):
+        response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
+        assert response.status_code == 200
+    await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="x"), metadata=GRPC_AUTH)
+    assert stack.peers.billing.count("Authenticate") == 1
+    assert stack.peers.catalog.count("ResolveRoute") == 1
+    assert stack.peers.catalog.count("QuotePrice") == 1
+    assert stack.peers.billing.count("Reserve") == 4 and stack.peers.billing.count("Settle") == 4
+
+
+async def test_a_failed_authentication_is_not_cached(stack: Stack) -> None:
+    stack.peers.billing.accounts.pop(VALID_KEY)
+    assert (await generate(stack, {"model": "dall-e-3", "prompt": "x"})).status_code == 401
+    stack.peers.billing.accounts[VALID_KEY] = Account("acct_valid", 100_000_000)
+    assert (await generate(stack, {"model": "dall-e-3", "prompt": "x"})).status_code == 200
+    assert stack.peers.billing.count("Authenticate") == 2
+
+
+async def test_catalog_errors_are_cached_like_routes(stack: Stack) -> None:
+    for _ in range(2):
+        assert (await generate(stack, {"model": "no-such-model", "prompt": "x"})).status_code == 404
+    assert stack.peers.catalog.count("ResolveRoute") == 1
+
+
+class TestWithoutCaches:
+    @pytest.fixture
+    def edge_overrides(self) -> dict[str, object]:
+        return {"auth_cache_ttl_seconds": 0, "catalog_cache_ttl_seconds": 0}
+
+    async def test_every_request_asks_the_peers(self, stack: Stack) -> None:
+        for _ in range(2):
+            assert (await generate(stack, {"model": "dall-e-3", "prompt": "x"})).status_code == 200
+        assert stack.peers.billing.count("Authenticate") == 2
+        assert stack.peers.catalog.count("ResolveRoute") == 2
+
+
+class TestDeadline:
+    @pytest.fixture
+    def edge_overrides(self) -> dict[str, object]:
+        return {"request_timeout_seconds": 0.5}
+
+    async def test_an_upstream_slower_than_the_deadline_is_unavailable(self, stack: Stack) -> None:
+        async def slow(request: Any) -> Any:
+            await asyncio.sleep(5)
+
+        stack.peers.provider.behaviour["openai"] = slow
+        response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "upstream_unavailable"
+        assert stack.peers.billing.count("Release") == 1
+
+
+async def test_grpc_and_http_return_the_same_outcome(stack: Stack) -> None:
+    http = (await generate(stack, {"model": "dall-e-3", "prompt": "same", "n": 2})).json()
+    answer = await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="same", n=2),
+                                         metadata=GRPC_AUTH)
+    assert answer.created == http["created"] and answer.model == http["model"]
+    assert [base64.b64encode(entry.image_data).decode() for entry in answer.data] == [
+        entry["b64_json"] for entry in http["data"]]
+    assert [entry.revised_prompt for entry in answer.data] == [entry["revised_prompt"] for entry in http["data"]]
+    assert answer.usage.images == http["usage"]["images"] == 2
+    assert answer.usage.credits_used == http["usage"]["credits_used"]
+    assert answer.request_id.startswith("req_")

@@ -1,0 +1,70 @@
+"""GET /v1/models and ImagesService.ListModels."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from quantized.images.v1 import images_pb2
+
+from tests.edge.conftest import Stack
+from tests.edge.fakes import VALID_KEY
+
+AUTH = {"Authorization": f"Bearer {VALID_KEY}"}
+
+
+async def test_models_are_listed_with_discovery_fields(stack: Stack) -> None:
+    response = await stack.http.get("/v1/models", headers=AUTH)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "list"
+    image_model, chat_model = body["data"]
+    assert image_model == {
+        "id": "gpt-image-1", "object": "model", "created": 1700000000, "owned_by": "openai",
+        "supported_features": ["image_generation"],
+        "input_modality": {"text": True, "image": False},
+        "output_modality": {"text": False, "image": True},
+        "watermark": "c2pa",
+        "cost": {"per_token": {"input": 0.000005, "output": 0.00004}},
+        "constraints": {"max_n": 1, "sizes": [], "quality_values": ["low", "high"], "notes": None},
+        "providers": ["openai"], "active": True,
+    }
+    assert chat_model["output_modality"] == {"text": True, "image": False}
+    assert chat_model["cost"] is None
+
+
+async def test_the_model_list_is_cached(stack: Stack) -> None:
+    for _ in range(3):
+        assert (await stack.http.get("/v1/models", headers=AUTH)).status_code == 200
+    assert stack.peers.catalog.count("ListModels") == 1
+
+
+async def test_the_model_list_needs_a_key(stack: Stack) -> None:
+    response = await stack.http.get("/v1/models")
+    assert response.status_code == 401
+    assert stack.peers.catalog.count("ListModels") == 0
+
+
+async def test_grpc_list_models(stack: Stack) -> None:
+    answer = await stack.images.ListModels(images_pb2.ListModelsRequest(),
+                                           metadata=(("authorization", f"Bearer {VALID_KEY}"),))
+    assert [model.id for model in answer.models] == ["gpt-image-1", "gpt-4o"]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stack.images.ListModels(images_pb2.ListModelsRequest())
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_grpc_sends_the_request_id_in_initial_metadata(stack: Stack) -> None:
+    call = stack.images.ListModels(images_pb2.ListModelsRequest(),
+                                   metadata=(("authorization", f"Bearer {VALID_KEY}"),))
+    await call
+    metadata = dict(await call.initial_metadata())
+    assert metadata["x-request-id"].startswith("req_")
+
+
+async def test_grpc_keeps_a_caller_request_id(stack: Stack) -> None:
+    call = stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="x"),
+                                 metadata=(("authorization", f"Bearer {VALID_KEY}"), ("x-request-id", "req_mine")))
+    answer = await call
+    assert answer.request_id == "req_mine"
+    assert stack.peers.provider.calls[0].request_id == "req_mine"
