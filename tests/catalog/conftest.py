@@ -3,6 +3,7 @@ of the bundled catalog file (reload tests edit it), and a real catalog server.""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -49,9 +50,10 @@ class CatalogClient:
     admin: catalog_pb2_grpc.CatalogAdminServiceStub
 
 
-@pytest.fixture
-async def catalog_server(database_url, catalog_file, tmp_path) -> AsyncIterator[CatalogClient]:
-    running = await start(make_settings(database_url, catalog_file, tmp_path))
+@contextlib.asynccontextmanager
+async def serving(settings: CatalogSettings) -> AsyncIterator[CatalogClient]:
+    """A real catalog server on a free loopback port, with stubs on one channel."""
+    running = await start(settings)
     channel = open_channel(f"127.0.0.1:{running.port}")
     try:
         yield CatalogClient(running, catalog_pb2_grpc.CatalogServiceStub(channel),
@@ -59,3 +61,10 @@ async def catalog_server(database_url, catalog_file, tmp_path) -> AsyncIterator[
     finally:
         await channel.close()
         await running.stop(0)
+
+
+@pytest.fixture
+async def catalog_server(catalog_file, tmp_path) -> AsyncIterator[CatalogClient]:
+    """The service on SQLite; test_store runs the same storage on PostgreSQL too."""
+    async with serving(make_settings(sqlite_url(tmp_path, "catalog.db"), catalog_file, tmp_path)) as client:
+        yield client
