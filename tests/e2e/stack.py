@@ -1,0 +1,116 @@
+"""The four services started in-process (one event loop on a background thread), wired
+to the fake upstreams, so plain synchronous tests can drive them with real clients:
+the openai SDK, httpx, curl, and generated gRPC stubs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from billing_svc.main import start as start_billing
+from billing_svc.settings import BillingSettings
+from catalog_svc.main import start as start_catalog
+from catalog_svc.settings import CatalogSettings
+from edge.main import start as start_edge
+from edge.settings import EdgeSettings
+from provider_svc.main import start as start_provider
+from provider_svc.settings import ProviderSettings
+from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
+from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from tests.fake_upstreams import FakeBedrock, FakeGoogle, FakeOpenAI
+
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
+AUTH_CACHE_TTL_SECONDS = 1.0
+CATALOG_CACHE_TTL_SECONDS = 1.0
+
+
+@dataclass
+class Account:
+    account_id: str
+    api_key: str
+    key_id: str
+
+
+class Stack:
+    def __init__(self, data_dir: Path, openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle) -> None:
+        self.data_dir = data_dir
+        self.openai, self.bedrock, self.google = openai, bedrock, google
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-stack", daemon=True)
+        self.services: list[Any] = []
+
+    def run(self, coroutine: Coroutine) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(120)
+
+    def start(self) -> Stack:
+        self.thread.start()
+        self.run(self._start())
+        return self
+
+    async def _start(self) -> None:
+        common = {"listen": "127.0.0.1:0", "data_dir": self.data_dir, "admin_token": ADMIN_TOKEN}
+        self.catalog = await start_catalog(CatalogSettings(**common, enable_sandbox=True))
+        self.billing = await start_billing(BillingSettings(**common))
+        self.provider = await start_provider(ProviderSettings(
+            listen="127.0.0.1:0", upstream_retries=0, upstream_timeout_seconds=5,
+            openai_base_url=self.openai.base_url, openai_api_key=self.openai.api_key,
+            bedrock_endpoint_url=self.bedrock.url,
+            gemini_base_url=self.google.base_url, gemini_api_key=self.google.gemini_api_key,
+            vertex_base_url=self.google.base_url, vertex_api_key=self.google.vertex_api_key))
+        self.edge = await start_edge(EdgeSettings(
+            host="127.0.0.1", port=0, listen="127.0.0.1:0",
+            catalog_addr=f"127.0.0.1:{self.catalog.port}",
+            billing_addr=f"127.0.0.1:{self.billing.port}",
+            provider_addr=f"127.0.0.1:{self.provider.port}",
+            request_timeout_seconds=20,
+            auth_cache_ttl_seconds=AUTH_CACHE_TTL_SECONDS,
+            catalog_cache_ttl_seconds=CATALOG_CACHE_TTL_SECONDS))
+        self.services = [self.edge, self.provider, self.billing, self.catalog]
+
+    def stop(self) -> None:
+        async def stop_all() -> None:
+            for service in self.services:
+                await service.stop(0)
+        self.run(stop_all())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.edge.http_port}/v1"
+
+    @property
+    def edge_grpc_addr(self) -> str:
+        return f"127.0.0.1:{self.edge.grpc_port}"
+
+    # Administration through the real admin RPCs.
+    def _admin(self, port: int, stub_type: Any, method: str, request: Any) -> Any:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            return getattr(stub_type(channel), method)(
+                request, timeout=10, metadata=[("authorization", f"Bearer {ADMIN_TOKEN}")])
+
+    def create_account(self, credits: int = 0, unlimited: bool = False, name: str = "e2e") -> Account:
+        reply = self._admin(self.billing.port, billing_pb2_grpc.BillingAdminServiceStub, "CreateAccount",
+                            billing_pb2.CreateAccountRequest(name=name, credits_micro_credits=credits,
+                                                             unlimited=unlimited))
+        return Account(reply.account.account_id, reply.api_key, reply.key.key_id)
+
+    def account(self, account_id: str) -> billing_pb2.GetAccountResponse:
+        return self._admin(self.billing.port, billing_pb2_grpc.BillingAdminServiceStub, "GetAccount",
+                           billing_pb2.GetAccountRequest(account_id=account_id))
+
+    def revoke_key(self, key_id: str) -> None:
+        self._admin(self.billing.port, billing_pb2_grpc.BillingAdminServiceStub, "RevokeApiKey",
+                    billing_pb2.RevokeApiKeyRequest(key_id=key_id))
+
+    def set_active(self, provider: str, model: str, active: bool) -> None:
+        self._admin(self.catalog.port, catalog_pb2_grpc.CatalogAdminServiceStub, "SetProviderModelActive",
+                    catalog_pb2.SetProviderModelActiveRequest(provider=provider, model_id=model,
+                                                              is_active=active, actor="e2e"))
