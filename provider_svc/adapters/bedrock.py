@@ -2,7 +2,7 @@
 
 boto3 blocks, so calls run on a bounded thread pool: a slow upstream ties up
 pool threads, never the event loop. One client per region (Stability rows are
-us-west-2), botocore retries off (max_attempts 1) so the service's own retry is
+us-west-2), botocore retries off (one attempt in total) so the service's own retry is
 the only one. Credentials come from the standard AWS chain; the endpoint from
 AWS_ENDPOINT_URL_BEDROCK_RUNTIME when set.
 """
@@ -99,7 +99,9 @@ class BedrockAdapter:
                                             thread_name_prefix="bedrock")
         self._endpoint_url = settings.bedrock_endpoint_url or None
         self._config = Config(
-            retries={"max_attempts": 1, "mode": "standard"},
+            # total_max_attempts counts the first try; botocore's `max_attempts`
+            # counts retries only, so max_attempts=1 would still send twice.
+            retries={"total_max_attempts": 1, "mode": "standard"},
             read_timeout=settings.upstream_timeout_seconds,
             connect_timeout=min(settings.upstream_timeout_seconds, 10.0),
             max_pool_connections=settings.bedrock_max_workers,

@@ -18,7 +18,6 @@ import httpx
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from google.genai._common import ExperimentalWarning
 
 from provider_svc.domain import Deadline, GenerationResult, Image, ImageRequest, Usage, flagged_images
 from provider_svc.families import Family, family_of
@@ -135,7 +134,7 @@ class GeminiAdapter:
                 with warnings.catch_warnings():
                     # The SDK announces generate_images' future removal (not before 2027)
                     # when the call is made; Vertex generate_images is this release's Imagen path.
-                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    warnings.simplefilter("ignore", genai_errors.ExperimentalWarning)
                     pending = client.aio.models.generate_images(
                         model=request.upstream_model_id, prompt=request.prompt,
                         config=imagen_config(request, timeout_ms))
