@@ -1,0 +1,42 @@
+"""`python -m edge.main` as a process: starts, serves, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+
+@pytest.mark.slow
+def test_the_edge_process_serves_and_stops_on_sigterm() -> None:
+    env = {**os.environ, "QUANTIZED_EDGE_PORT": "0", "QUANTIZED_EDGE_GRPC_LISTEN": "127.0.0.1:0",
+           "QUANTIZED_CATALOG_ADDR": "127.0.0.1:9", "QUANTIZED_EDGE_SHUTDOWN_GRACE_SECONDS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "edge.main"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        ports = None
+        for line in process.stderr:
+            entry = json.loads(line)
+            if entry["message"] == "edge listening":
+                ports = entry
+                break
+        assert ports is not None and ports["http_port"] > 0 and ports["grpc_port"] > 0
+        response = httpx.get(f"http://127.0.0.1:{ports['http_port']}/openapi.json", timeout=10)
+        assert response.status_code == 200
+        unauthenticated = httpx.post(f"http://127.0.0.1:{ports['http_port']}/v1/images/generations", json={},
+                                     timeout=10)
+        assert unauthenticated.status_code == 401
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        assert "edge stopped" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
