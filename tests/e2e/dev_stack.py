@@ -55,6 +55,7 @@ class DevStack:
     state: dict
     stdout_lines: list[str] = field(default_factory=list)
     stderr_lines: list[str] = field(default_factory=list)
+    pumps: list[threading.Thread] = field(default_factory=list)
 
     def admin(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "quantized_cli", "admin", *args],
@@ -63,7 +64,15 @@ class DevStack:
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(timeout=60)
+        return self.wait()
+
+    def wait(self) -> int:
+        code = self.process.wait(timeout=60)
+        for pump in self.pumps:
+            pump.join(10)
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code
 
 
 def _pump(stream, sink: list[str]) -> None:
@@ -79,8 +88,10 @@ def start_dev_stack(tmp_path: Path) -> DevStack:
     )
     stdout_lines: list[str] = []
     stderr_lines: list[str] = []
-    threading.Thread(target=_pump, args=(process.stdout, stdout_lines), daemon=True).start()
-    threading.Thread(target=_pump, args=(process.stderr, stderr_lines), daemon=True).start()
+    pumps = [threading.Thread(target=_pump, args=(process.stdout, stdout_lines), daemon=True),
+             threading.Thread(target=_pump, args=(process.stderr, stderr_lines), daemon=True)]
+    for pump in pumps:
+        pump.start()
     give_up = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     values: dict[str, str] = {}
     while time.monotonic() < give_up and "QUANTIZED_API_KEY" not in values:
@@ -97,4 +108,4 @@ def start_dev_stack(tmp_path: Path) -> DevStack:
         raise AssertionError("quantized dev printed no API key:\n" + "\n".join(stderr_lines))
     state_file = tmp_path / "state" / "quantized" / "dev-stack.json"
     return DevStack(process, env, values["QUANTIZED_BASE_URL"], values["QUANTIZED_API_KEY"],
-                    json.loads(state_file.read_text()), stdout_lines, stderr_lines)
+                    json.loads(state_file.read_text()), stdout_lines, stderr_lines, pumps)
