@@ -155,8 +155,14 @@ def _describe_activity(operator_active: bool | None, file_active: bool) -> str:
 
 
 async def _lock_state(conn: AsyncConnection) -> str:
-    """Serialise catalog writers (a row lock on PostgreSQL; SQLite locks the file on write)."""
+    """Serialise catalog writers: a row lock on PostgreSQL, the database write lock on SQLite.
+
+    Must be the first statement of a write transaction.
+    """
     state = tables.catalog_state
+    if conn.dialect.name == "sqlite":
+        # pysqlite would only begin at the first write, after this transaction's reads.
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
     version = await conn.scalar(sa.select(state.c.version).where(state.c.id == 1).with_for_update())
     return str(version or "")
 

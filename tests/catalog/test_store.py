@@ -202,3 +202,17 @@ async def test_replicas_converge_by_polling_the_revision(engine, catalog_file):
         assert reader.resolve("amazon.titan-image-generator-v2:0", "", "").routes[0].provider == "bedrock"
     finally:
         await reader.stop()
+
+
+async def test_replicas_starting_together_migrate_and_seed_once(database_url, catalog_file):
+    engines = [create_async_engine(database_url) for _ in range(2)]
+    try:
+        await asyncio.gather(*(upgrade_to_head(engine) for engine in engines))
+        cores = [make_core(engine, catalog_file) for engine in engines]
+        results = await asyncio.gather(*(core.initialise() for core in cores))
+        assert sorted(result.changed for result in results) == [False, True]
+        assert await _audit_count(engines[0]) == 1
+        assert cores[0].snapshot.revision == cores[1].snapshot.revision
+    finally:
+        for engine in engines:
+            await engine.dispose()
