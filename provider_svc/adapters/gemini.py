@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 import httpx
+from google.auth import exceptions as google_auth_exceptions
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -145,6 +146,10 @@ class GeminiAdapter:
             raise _error_for(exc, self._secrets) from None
         except httpx.TransportError as exc:
             raise unavailable(PROVIDER, f"could not reach upstream ({type(exc).__name__})") from None
+        except google_auth_exceptions.DefaultCredentialsError:
+            raise unavailable(PROVIDER, "no application default credentials found for Vertex AI") from None
+        except google_auth_exceptions.GoogleAuthError as exc:
+            raise unavailable(PROVIDER, f"could not obtain a Vertex AI access token ({type(exc).__name__})") from None
         except ValueError as exc:
             # The SDK raises ValueError for a body it cannot validate.
             raise unavailable(PROVIDER, f"upstream returned a body the SDK rejected ({type(exc).__name__})") from None

@@ -3,7 +3,8 @@
 - Gemini Developer API: POST /v1/models/{model}:generateContent (also /v1beta/);
   key in `x-goog-api-key`.
 - Vertex AI: POST /v1beta1/[projects/{p}/locations/{l}/]publishers/google/models/{model}:predict;
-  express mode key in `x-goog-api-key`, or `Authorization: Bearer` with project/location.
+  express mode key in `x-goog-api-key`, or `Authorization: Bearer` with project/location
+  (application default credentials from `service_account_file()`, exchanged at POST /token).
 
 Only documented response keys are used: the SDK validates responses strictly.
 """
@@ -11,14 +12,22 @@ Only documented response keys are used: the SDK validates responses strictly.
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import re
+from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.fake_upstreams.images import size_for_ratio, solid_image
 from tests.fake_upstreams.server import FakeUpstream, RecordedRequest, Reply
 
 GEMINI_API_KEY = "AIzaFakeGeminiKey0123456789"
 VERTEX_API_KEY = "AQ.FakeVertexExpressKey0123456789"
+ACCESS_TOKEN = "ya29.fake-access-token"
+TOKEN_PATH = "/token"
 FLASH_IMAGE = "gemini-2.5-flash-image"
 IMAGEN_MODELS = ("imagen-4.0-generate-001", "imagen-4.0-fast-generate-001", "imagen-4.0-ultra-generate-001")
 FLASH_RATIOS = {"1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"}
@@ -56,6 +65,13 @@ ERRORS: dict[str, Reply] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def _private_key_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
 def _invalid(message: str) -> Reply:
     return google_error(400, "INVALID_ARGUMENT", message)
 
@@ -76,6 +92,19 @@ class FakeGoogle(FakeUpstream):
     @staticmethod
     def error(name: str) -> Reply:
         return ERRORS[name]
+
+    def service_account_file(self, directory: Path) -> Path:
+        """An ADC file (service account) whose token endpoint is this fake.
+
+        google-auth honours `token_uri` for service accounts (not for authorized_user
+        files, whose endpoint is fixed), so the whole OAuth exchange stays local.
+        """
+        path = directory / "adc.json"
+        path.write_text(json.dumps({
+            "type": "service_account", "project_id": "fake-project", "private_key_id": "fake-key-id",
+            "private_key": _private_key_pem(), "client_email": "router@fake-project.iam.gserviceaccount.com",
+            "client_id": "1234567890", "token_uri": f"{self.url}{TOKEN_PATH}"}))
+        return path
 
     # Content-filter outcomes (all HTTP 200)
     @staticmethod
@@ -103,6 +132,9 @@ class FakeGoogle(FakeUpstream):
         return Reply.json({})
 
     def success(self, request: RecordedRequest) -> Reply:
+        if request.path == TOKEN_PATH:
+            # OAuth token endpoint for application default credentials (service_account_file).
+            return Reply.json({"access_token": ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer"})
         gemini = _GEMINI_PATH.fullmatch(request.path)
         if gemini is not None:
             if request.headers.get("x-goog-api-key") != self.gemini_api_key:
@@ -111,7 +143,7 @@ class FakeGoogle(FakeUpstream):
         vertex = _VERTEX_PATH.fullmatch(request.path)
         if vertex is not None:
             authorised = (request.headers.get("x-goog-api-key") == self.vertex_api_key
-                          or request.headers.get("authorization", "").startswith("Bearer "))
+                          or request.headers.get("authorization") == f"Bearer {ACCESS_TOKEN}")
             if not authorised:
                 return ERRORS["api_key_invalid"]
             return self._predict(vertex.group(1), request.json())
