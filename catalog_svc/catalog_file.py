@@ -111,7 +111,7 @@ class CatalogFile(_Strict):
     models: Annotated[list[ModelEntry], Field(min_length=1)]
 
 
-Path_ = tuple[str | int, ...]
+DataPath = tuple[str | int, ...]
 
 
 def load_catalog_file(path: Path | str) -> CatalogFile:
@@ -133,7 +133,7 @@ def parse_catalog_text(text: str, source: str = "<catalog>") -> CatalogFile:
         raise CatalogFileError(f"{source}: {line}invalid YAML: {exc.problem or exc}") from None
     if root is None:
         raise CatalogFileError(f"{source}: the catalog file is empty")
-    lines: dict[Path_, int] = {}
+    lines: dict[DataPath, int] = {}
     data = _construct(root, (), lines, source)
     try:
         catalog = CatalogFile.model_validate(data)
@@ -142,14 +142,14 @@ def parse_catalog_text(text: str, source: str = "<catalog>") -> CatalogFile:
     problems = _semantic_problems(catalog)
     if problems:
         raise CatalogFileError("; ".join(
-            _format_problem(source, lines, path, message) for path, message in problems))
+            _format_problem(source, lines, data, path, message) for path, message in problems))
     return catalog
 
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
-def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], source: str) -> Any:
+def _construct(node: yaml.Node, path: DataPath, lines: dict[DataPath, int], source: str) -> Any:
     """Build plain Python data from a YAML node, remembering the line of every path."""
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -173,15 +173,15 @@ def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], source: st
     return yaml.constructor.SafeConstructor().construct_object(node)
 
 
-def _describe_validation(exc: ValidationError, data: Any, lines: dict[Path_, int], source: str) -> str:
+def _describe_validation(exc: ValidationError, data: Any, lines: dict[DataPath, int], source: str) -> str:
     messages = []
     for error in exc.errors():
         path = _data_path(error["loc"], data)
-        messages.append(_format_problem(source, lines, path, error["msg"]))
+        messages.append(_format_problem(source, lines, data, path, error["msg"]))
     return "; ".join(messages)
 
 
-def _data_path(loc: tuple[Any, ...], data: Any) -> Path_:
+def _data_path(loc: tuple[Any, ...], data: Any) -> DataPath:
     """The pydantic location without union tags, as a path into the YAML data."""
     path: list[str | int] = []
     node = data
@@ -194,24 +194,36 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> Path_:
     return tuple(path)
 
 
-def _format_problem(source: str, lines: dict[Path_, int], path: Path_, message: str) -> str:
+def _format_problem(source: str, lines: dict[DataPath, int], data: Any, path: DataPath,
+                    message: str) -> str:
     probe = tuple(path)
     while probe not in lines and probe:
         probe = probe[:-1]
     line = lines.get(probe)
     where = f"line {line}: " if line is not None else ""
-    return f"{source}: {where}{_dotted(path) or '<root>'}: {message}"
+    return f"{source}: {where}{_dotted(path) or '<root>'}{_model_hint(data, path)}: {message}"
 
 
-def _dotted(path: Path_) -> str:
+def _model_hint(data: Any, path: DataPath) -> str:
+    """Name the model an error sits in, so `models[7]` needs no counting."""
+    if len(path) < 3 or path[0] != "models" or not isinstance(path[1], int) or not isinstance(data, dict):
+        return ""
+    models = data.get("models")
+    if not isinstance(models, list) or path[1] >= len(models) or not isinstance(models[path[1]], dict):
+        return ""
+    model_id = models[path[1]].get("id")
+    return f" (model '{model_id}')" if isinstance(model_id, str) else ""
+
+
+def _dotted(path: DataPath) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
 
-def _semantic_problems(catalog: CatalogFile) -> list[tuple[Path_, str]]:
-    problems: list[tuple[Path_, str]] = []
+def _semantic_problems(catalog: CatalogFile) -> list[tuple[DataPath, str]]:
+    problems: list[tuple[DataPath, str]] = []
     slugs: set[str] = set()
     for index, provider in enumerate(catalog.providers):
         if provider.slug in slugs:
@@ -219,7 +231,7 @@ def _semantic_problems(catalog: CatalogFile) -> list[tuple[Path_, str]]:
         slugs.add(provider.slug)
     model_ids: set[str] = set()
     for index, model in enumerate(catalog.models):
-        at: Path_ = ("models", index)
+        at: DataPath = ("models", index)
         if model.id in model_ids:
             problems.append(((*at, "id"), f"duplicate model id '{model.id}'"))
         model_ids.add(model.id)

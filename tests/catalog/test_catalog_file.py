@@ -73,13 +73,14 @@ def test_a_wrong_type_names_the_line_and_the_field():
         parse_catalog_text(broken, "catalog.yaml")
     line = _line_of(broken, "usd_per_image: cheap")
     index = list(MODELS).index("stability.sd3-5-large-v1:0")
-    assert f"catalog.yaml: line {line}: models[{index}].cost.usd_per_image:" in str(caught.value)
+    assert str(caught.value) == (f"catalog.yaml: line {line}: models[{index}].cost.usd_per_image "
+                                 "(model 'stability.sd3-5-large-v1:0'): Input should be a valid decimal")
 
 
 def test_a_missing_field_names_the_enclosing_line_and_the_field():
     broken = BUNDLED_TEXT.replace("      usd_per_million_output_tokens: 40.00\n", "")
-    with pytest.raises(CatalogFileError, match=r"line \d+: models\[0\]\.cost\.usd_per_million_output_tokens: "
-                                               r"Field required"):
+    with pytest.raises(CatalogFileError, match=r"line \d+: models\[0\]\.cost\.usd_per_million_output_tokens "
+                                               r"\(model 'gpt-image-1'\): Field required"):
         parse_catalog_text(broken)
 
 
@@ -88,24 +89,24 @@ def test_an_unknown_provider_in_a_route_is_refused():
     with pytest.raises(CatalogFileError) as caught:
         parse_catalog_text(broken)
     assert f"line {_line_of(broken, '- provider: sandbx')}: " in str(caught.value)
-    assert "routes[0].provider: unknown provider 'sandbx'" in str(caught.value)
+    assert "routes[0].provider (model 'sandbox-image-1'): unknown provider 'sandbx'" in str(caught.value)
 
 
 def test_an_unknown_key_is_refused():
     broken = BUNDLED_TEXT.replace("    watermark: c2pa\n", "    watermark: c2pa\n    watermrk: c2pa\n")
-    with pytest.raises(CatalogFileError, match=r"models\[0\]\.watermrk: Extra inputs are not permitted"):
+    with pytest.raises(CatalogFileError, match=r"models\[0\]\.watermrk \(model 'gpt-image-1'\): Extra inputs"):
         parse_catalog_text(broken)
 
 
 def test_a_bad_watermark_value_is_refused():
     broken = BUNDLED_TEXT.replace("watermark: c2pa", "watermark: c2p4")
-    with pytest.raises(CatalogFileError, match=r"models\[0\]\.watermark: Input should be 'none'"):
+    with pytest.raises(CatalogFileError, match=r"models\[0\]\.watermark \(model 'gpt-image-1'\): Input should be 'none'"):
         parse_catalog_text(broken)
 
 
 def test_a_duplicate_model_id_is_refused():
     broken = BUNDLED_TEXT.replace("  - id: dall-e-2\n", "  - id: dall-e-3\n")
-    with pytest.raises(CatalogFileError, match=r"models\[2\]\.id: duplicate model id 'dall-e-3'"):
+    with pytest.raises(CatalogFileError, match=r"models\[2\]\.id \(model 'dall-e-3'\): duplicate model id 'dall-e-3'"):
         parse_catalog_text(broken)
 
 
@@ -121,7 +122,7 @@ def test_invalid_yaml_names_the_line():
 
 def test_a_token_priced_image_model_needs_a_worst_case_bound():
     broken = BUNDLED_TEXT.replace("      worst_case_output_tokens_per_image: 1290\n", "")
-    with pytest.raises(CatalogFileError, match=r"cost\.worst_case_output_tokens_per_image: required"):
+    with pytest.raises(CatalogFileError, match=r"cost\.worst_case_output_tokens_per_image \(model 'gemini-2\.5-flash-image'\): required"):
         parse_catalog_text(broken)
 
 

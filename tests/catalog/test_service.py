@@ -180,7 +180,8 @@ async def test_reload_of_a_malformed_file_names_line_and_field_and_keeps_the_cat
     line = text[:text.index("max_n: five")].count("\n") + 1
     status, error = await wire_error(catalog_server.admin.ReloadCatalog, catalog_pb2.ReloadCatalogRequest())
     assert (status, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_REQUEST)
-    assert f"line {line}: models[3].constraints.max_n: Input should be a valid integer" in error.message
+    assert (f"line {line}: models[3].constraints.max_n (model 'amazon.titan-image-generator-v2:0'): "
+            "Input should be a valid integer") in error.message
     listing = await call(catalog_server.admin.ListCatalog, catalog_pb2.ListCatalogRequest(),
                          timeout=TIMEOUT, metadata=ADMIN_METADATA)
     assert listing.catalog_version == "2026-11-25.1" and len(listing.models) == 15
@@ -282,7 +283,7 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
 async def test_a_malformed_catalog_file_stops_start_naming_line_and_field(catalog_file, tmp_path):
     catalog_file.write_text(catalog_file.read_text().replace("watermark: synthid", "watermark: sinthid", 1))
     settings = make_settings("", catalog_file, tmp_path / "data")
-    with pytest.raises(CatalogFileError, match=r"line \d+: models\[8\]\.watermark: Input should be"):
+    with pytest.raises(CatalogFileError, match=r"line \d+: models\[8\]\.watermark \(model 'imagen-4\.0-fast-generate-001'\): Input"):
         await start(settings)
 
 

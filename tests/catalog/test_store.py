@@ -164,7 +164,8 @@ async def test_a_malformed_reload_keeps_the_previous_catalog(core, engine, catal
         await core.reload("alice")
     assert caught.value.reason == Reason.INVALID_REQUEST
     assert "previous catalog kept" in caught.value.message
-    assert "cost.usd_per_image: Input should be greater than or equal to 0" in caught.value.message
+    assert ("cost.usd_per_image (model 'stability.stable-image-core-v1:0'): "
+            "Input should be greater than or equal to 0") in caught.value.message
     assert core.quote("stability.stable-image-core-v1:0", "", None, 1).max_micro_credits == 480_000
     assert core.snapshot.revision == revision and await _audit_count(engine) == audits
 
