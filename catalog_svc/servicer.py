@@ -67,9 +67,12 @@ def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> Any:
 
 
 def provider_model_message(row: RouteRow) -> catalog_pb2.ProviderModel:
-    return catalog_pb2.ProviderModel(
+    message = catalog_pb2.ProviderModel(
         provider=row.provider, model_id=row.model_id, upstream_model_id=row.upstream_model_id,
-        region=row.region, priority=row.priority, is_active=row.is_active)
+        region=row.region, priority=row.priority, is_active=row.is_active, file_active=row.file_active)
+    if row.operator_active is not None:
+        message.operator_active = row.operator_active
+    return message
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):

@@ -102,7 +102,8 @@ async def test_an_unknown_prefix_is_part_of_the_model_id(catalog_server):
 
 async def test_activation_routes_per_model_at_once_and_deactivation_too(catalog_server):
     reply = await set_active(catalog_server, "bedrock", "amazon.nova-canvas-v1:0", True)
-    assert reply.provider_model.is_active and reply.provider_model.region == "us-east-1"
+    row = reply.provider_model
+    assert (row.is_active, row.file_active, row.operator_active, row.region) == (True, False, True, "us-east-1")
     routed = await call(catalog_server.catalog.ResolveRoute, resolve("amazon.nova-canvas-v1:0"), timeout=TIMEOUT)
     assert ([r.provider for r in routed.routes], routed.pinned) == (["bedrock"], False)
     assert routed.routes[0].watermark == images_pb2.WATERMARK_PROVENANCE
@@ -217,7 +218,8 @@ async def test_list_catalog_lists_rows_and_version(catalog_server):
     rows = {(r.provider, r.model_id): r for r in reply.provider_models}
     assert reply.catalog_version == "2026-11-25.1" and len(rows) == 15
     stability = rows[("bedrock", "stability.stable-image-ultra-v1:0")]
-    assert (stability.region, stability.is_active) == ("us-west-2", False)
+    assert (stability.region, stability.is_active, stability.file_active) == ("us-west-2", False, False)
+    assert not stability.HasField("operator_active")
     assert rows[("openai", "gpt-image-1")].is_active is True
 
 

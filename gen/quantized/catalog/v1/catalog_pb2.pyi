@@ -99,20 +99,24 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[_images_pb2.Model, _Mapping]]] = ...) -> None: ...
 
 class ProviderModel(_message.Message):
-    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "priority", "is_active")
+    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "priority", "is_active", "file_active", "operator_active")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     IS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    FILE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model_id: str
     upstream_model_id: str
     region: str
     priority: int
     is_active: bool
-    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., priority: _Optional[int] = ..., is_active: _Optional[bool] = ...) -> None: ...
+    file_active: bool
+    operator_active: bool
+    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., priority: _Optional[int] = ..., is_active: _Optional[bool] = ..., file_active: _Optional[bool] = ..., operator_active: _Optional[bool] = ...) -> None: ...
 
 class SetProviderModelActiveRequest(_message.Message):
     __slots__ = ("provider", "model_id", "is_active", "actor")
