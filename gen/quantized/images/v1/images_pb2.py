@@ -26,7 +26,7 @@ from quantized.common.v1 import field_rules_pb2 as quantized_dot_common_dot_v1_d
 from quantized.common.v1 import images_pb2 as quantized_dot_common_dot_v1_dot_images__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n quantized/images/v1/images.proto\x12\x13quantized.images.v1\x1a%quantized/common/v1/field_rules.proto\x1a quantized/common/v1/images.proto\"\x94\x07\n\x0fGenerateRequest\x12S\n\x05model\x18\x01 \x01(\tBD\xca\xf3\x18@\x08\x01\x10\x01\x42:Model identifier, optionally prefixed with a provider slug\x12\x43\n\x06prompt\x18\x02 \x01(\tB3\xca\xf3\x18/\x08\x01\x10\x01\x42)Text description of the image to generate\x12\x38\n\x01n\x18\x03 \x01(\x05\x42(\xca\xf3\x18$\x18\x01 \n0\x01\x42\x1cNumber of images to generateH\x00\x88\x01\x01\x12j\n\x04size\x18\x04 \x01(\tBW\xca\xf3\x18S*$auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4}:\t1024x1024B Image dimensions as WxH, or autoH\x01\x88\x01\x01\x12-\n\x07quality\x18\x05 \x01(\x0e\x32\x1c.quantized.common.v1.Quality\x12)\n\x05style\x18\x06 \x01(\x0e\x32\x1a.quantized.common.v1.Style\x12\x33\n\nbackground\x18\x07 \x01(\x0e\x32\x1f.quantized.common.v1.Background\x12\x38\n\routput_format\x18\x08 \x01(\x0e\x32!.quantized.common.v1.OutputFormat\x12<\n\x12output_compression\x18\t \x01(\x05\x42\x1b\xca\xf3\x18\x17\x18\x00 dB\x11JPEG/WebP qualityH\x02\x88\x01\x01\x12\x33\n\nmoderation\x18\n \x01(\x0e\x32\x1f.quantized.common.v1.Moderation\x12\x33\n\x04seed\x18\x0b \x01(\x03\x42 \xca\xf3\x18\x1c\x18\x00 \xff\xff\xff\xff\x0f\x42\x12\x44\x65terministic seedH\x03\x88\x01\x01\x12\x41\n\x0fnegative_prompt\x18\x0c \x01(\tB#\xca\xf3\x18\x1f\x42\x1dText describing what to avoidH\x04\x88\x01\x01\x12\x41\n\x04user\x18\r \x01(\tB.\xca\xf3\x18*B(End-user identifier for abuse monitoringH\x05\x88\x01\x01\x42\x04\n\x02_nB\x07\n\x05_sizeB\x15\n\x13_output_compressionB\x07\n\x05_seedB\x12\n\x10_negative_promptB\x07\n\x05_user\"\x91\x02\n\x05Usage\x12\x0e\n\x06images\x18\x01 \x01(\x05\x12\x19\n\x0cinput_tokens\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x04 \x01(\x03H\x02\x88\x01\x01\x12\x17\n\nmegapixels\x18\x05 \x01(\x01H\x03\x88\x01\x01\x12\x14\n\x0c\x63redits_used\x18\x06 \x01(\x03\x12\x1e\n\x11\x63redits_remaining\x18\x07 \x01(\x03H\x04\x88\x01\x01\x42\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\x0f\n\r_total_tokensB\r\n\x0b_megapixelsB\x14\n\x12_credits_remaining\"\xa4\x01\n\x10GenerateResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x03\x12\r\n\x05model\x18\x02 \x01(\t\x12\x31\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32#.quantized.common.v1.GeneratedImage\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.quantized.images.v1.Usage\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.quantized.common.v1.Model2\xc7\x01\n\rImagesService\x12W\n\x08Generate\x12$.quantized.images.v1.GenerateRequest\x1a%.quantized.images.v1.GenerateResponse\x12]\n\nListModels\x12&.quantized.images.v1.ListModelsRequest\x1a\'.quantized.images.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n quantized/images/v1/images.proto\x12\x13quantized.images.v1\x1a%quantized/common/v1/field_rules.proto\x1a quantized/common/v1/images.proto\"\xeb\x08\n\x0fGenerateRequest\x12S\n\x05model\x18\x01 \x01(\tBD\xca\xf3\x18@\x08\x01\x10\x01\x42:Model identifier, optionally prefixed with a provider slug\x12\x43\n\x06prompt\x18\x02 \x01(\tB3\xca\xf3\x18/\x08\x01\x10\x01\x42)Text description of the image to generate\x12\x38\n\x01n\x18\x03 \x01(\x05\x42(\xca\xf3\x18$\x18\x01 \n0\x01\x42\x1cNumber of images to generateH\x00\x88\x01\x01\x12j\n\x04size\x18\x04 \x01(\tBW\xca\xf3\x18S*$auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4}:\t1024x1024B Image dimensions as WxH, or autoH\x01\x88\x01\x01\x12\x62\n\x07quality\x18\x05 \x01(\x0e\x32\x1c.quantized.common.v1.QualityB3\xca\xf3\x18/B-Quality tier; the provider default when unset\x12X\n\x05style\x18\x06 \x01(\x0e\x32\x1a.quantized.common.v1.StyleB-\xca\xf3\x18)B\'DALL-E 3 only; stripped on other models\x12K\n\nbackground\x18\x07 \x01(\x0e\x32\x1f.quantized.common.v1.BackgroundB\x16\xca\xf3\x18\x12\x42\x10gpt-image-1 only\x12`\n\routput_format\x18\x08 \x01(\x0e\x32!.quantized.common.v1.OutputFormatB&\xca\xf3\x18\"B Image encoding; gpt-image-1 only\x12<\n\x12output_compression\x18\t \x01(\x05\x42\x1b\xca\xf3\x18\x17\x18\x00 dB\x11JPEG/WebP qualityH\x02\x88\x01\x01\x12\x66\n\nmoderation\x18\n \x01(\x0e\x32\x1f.quantized.common.v1.ModerationB1\xca\xf3\x18-B+Upstream moderation level; gpt-image-1 only\x12\x33\n\x04seed\x18\x0b \x01(\x03\x42 \xca\xf3\x18\x1c\x18\x00 \xff\xff\xff\xff\x0f\x42\x12\x44\x65terministic seedH\x03\x88\x01\x01\x12\x41\n\x0fnegative_prompt\x18\x0c \x01(\tB#\xca\xf3\x18\x1f\x42\x1dText describing what to avoidH\x04\x88\x01\x01\x12\x41\n\x04user\x18\r \x01(\tB.\xca\xf3\x18*B(End-user identifier for abuse monitoringH\x05\x88\x01\x01\x42\x04\n\x02_nB\x07\n\x05_sizeB\x15\n\x13_output_compressionB\x07\n\x05_seedB\x12\n\x10_negative_promptB\x07\n\x05_user\"\x91\x02\n\x05Usage\x12\x0e\n\x06images\x18\x01 \x01(\x05\x12\x19\n\x0cinput_tokens\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x04 \x01(\x03H\x02\x88\x01\x01\x12\x17\n\nmegapixels\x18\x05 \x01(\x01H\x03\x88\x01\x01\x12\x14\n\x0c\x63redits_used\x18\x06 \x01(\x03\x12\x1e\n\x11\x63redits_remaining\x18\x07 \x01(\x03H\x04\x88\x01\x01\x42\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\x0f\n\r_total_tokensB\r\n\x0b_megapixelsB\x14\n\x12_credits_remaining\"\xa4\x01\n\x10GenerateResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x03\x12\r\n\x05model\x18\x02 \x01(\t\x12\x31\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32#.quantized.common.v1.GeneratedImage\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.quantized.images.v1.Usage\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.quantized.common.v1.Model2\xc7\x01\n\rImagesService\x12W\n\x08Generate\x12$.quantized.images.v1.GenerateRequest\x1a%.quantized.images.v1.GenerateResponse\x12]\n\nListModels\x12&.quantized.images.v1.ListModelsRequest\x1a\'.quantized.images.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,8 +41,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST'].fields_by_name['n']._serialized_options = b'\312\363\030$\030\001 \n0\001B\034Number of images to generate'
   _globals['_GENERATEREQUEST'].fields_by_name['size']._loaded_options = None
   _globals['_GENERATEREQUEST'].fields_by_name['size']._serialized_options = b'\312\363\030S*$auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4}:\t1024x1024B Image dimensions as WxH, or auto'
+  _globals['_GENERATEREQUEST'].fields_by_name['quality']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['quality']._serialized_options = b'\312\363\030/B-Quality tier; the provider default when unset'
+  _globals['_GENERATEREQUEST'].fields_by_name['style']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['style']._serialized_options = b'\312\363\030)B\'DALL-E 3 only; stripped on other models'
+  _globals['_GENERATEREQUEST'].fields_by_name['background']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['background']._serialized_options = b'\312\363\030\022B\020gpt-image-1 only'
+  _globals['_GENERATEREQUEST'].fields_by_name['output_format']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['output_format']._serialized_options = b'\312\363\030\"B Image encoding; gpt-image-1 only'
   _globals['_GENERATEREQUEST'].fields_by_name['output_compression']._loaded_options = None
   _globals['_GENERATEREQUEST'].fields_by_name['output_compression']._serialized_options = b'\312\363\030\027\030\000 dB\021JPEG/WebP quality'
+  _globals['_GENERATEREQUEST'].fields_by_name['moderation']._loaded_options = None
+  _globals['_GENERATEREQUEST'].fields_by_name['moderation']._serialized_options = b'\312\363\030-B+Upstream moderation level; gpt-image-1 only'
   _globals['_GENERATEREQUEST'].fields_by_name['seed']._loaded_options = None
   _globals['_GENERATEREQUEST'].fields_by_name['seed']._serialized_options = b'\312\363\030\034\030\000 \377\377\377\377\017B\022Deterministic seed'
   _globals['_GENERATEREQUEST'].fields_by_name['negative_prompt']._loaded_options = None
@@ -50,15 +60,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST'].fields_by_name['user']._loaded_options = None
   _globals['_GENERATEREQUEST'].fields_by_name['user']._serialized_options = b'\312\363\030*B(End-user identifier for abuse monitoring'
   _globals['_GENERATEREQUEST']._serialized_start=131
-  _globals['_GENERATEREQUEST']._serialized_end=1047
-  _globals['_USAGE']._serialized_start=1050
-  _globals['_USAGE']._serialized_end=1323
-  _globals['_GENERATERESPONSE']._serialized_start=1326
-  _globals['_GENERATERESPONSE']._serialized_end=1490
-  _globals['_LISTMODELSREQUEST']._serialized_start=1492
-  _globals['_LISTMODELSREQUEST']._serialized_end=1511
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1513
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1577
-  _globals['_IMAGESSERVICE']._serialized_start=1580
-  _globals['_IMAGESSERVICE']._serialized_end=1779
+  _globals['_GENERATEREQUEST']._serialized_end=1262
+  _globals['_USAGE']._serialized_start=1265
+  _globals['_USAGE']._serialized_end=1538
+  _globals['_GENERATERESPONSE']._serialized_start=1541
+  _globals['_GENERATERESPONSE']._serialized_end=1705
+  _globals['_LISTMODELSREQUEST']._serialized_start=1707
+  _globals['_LISTMODELSREQUEST']._serialized_end=1726
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1728
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1792
+  _globals['_IMAGESSERVICE']._serialized_start=1795
+  _globals['_IMAGESSERVICE']._serialized_end=1994
 # @@protoc_insertion_point(module_scope)
