@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from provider_svc.adapters import build_adapters
@@ -54,9 +55,15 @@ async def _serve(settings: ProviderSettings) -> None:
                              on_stop=running.dispatcher.close, name="provider_svc")
 
 
+# Client libraries that log every upstream request at INFO; the service logs one line per RPC.
+_CHATTY_LOGGERS = ("httpx", "httpcore", "google_genai", "botocore", "urllib3")
+
+
 def main() -> None:
     settings = load_settings(ProviderSettings)
     configure_logging(settings.log_level)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     asyncio.run(_serve(settings))
 
 
