@@ -1,0 +1,198 @@
+"""Full-stack overhead benchmark (issue 7): the four services as separate processes,
+exactly as `quantized dev` runs them, against a zero-latency local OpenAI upstream.
+
+Measures, for small gpt-image-1 images:
+- added latency (router minus direct upstream) p50/p99 with 1 and with 32 clients;
+- requests per second and errors at 32 clients;
+- CPU time per request summed over the four service processes (rusage via /proc);
+- peak RSS of each service;
+and a 30 MB image end to end: added latency and each service's peak memory growth.
+
+Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from http_load import build_request, one_request, run_load  # noqa: E402
+
+from quantized.billing.v1 import billing_pb2, billing_pb2_grpc  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("catalog", "billing", "provider", "edge")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def memory_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def reset_peak_rss(pid: int) -> None:
+    # Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS.
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def wait_for(port: int, deadline: float = 60) -> None:
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def start_stack(data_dir: Path, upstream_port: int) -> tuple[dict[str, subprocess.Popen], dict[str, int], str]:
+    ports = {name: free_port() for name in (*SERVICES, "http")}
+    admin_token = secrets.token_urlsafe(24)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("QUANTIZED_")}
+    env.update({
+        "QUANTIZED_DATA_DIR": str(data_dir), "QUANTIZED_ADMIN_TOKEN": admin_token,
+        "QUANTIZED_CATALOG_LISTEN": f"127.0.0.1:{ports['catalog']}",
+        "QUANTIZED_BILLING_LISTEN": f"127.0.0.1:{ports['billing']}",
+        "QUANTIZED_PROVIDER_LISTEN": f"127.0.0.1:{ports['provider']}",
+        "QUANTIZED_EDGE_GRPC_LISTEN": f"127.0.0.1:{ports['edge']}",
+        "QUANTIZED_EDGE_PORT": str(ports["http"]),
+        "QUANTIZED_CATALOG_ADDR": f"127.0.0.1:{ports['catalog']}",
+        "QUANTIZED_BILLING_ADDR": f"127.0.0.1:{ports['billing']}",
+        "QUANTIZED_PROVIDER_ADDR": f"127.0.0.1:{ports['provider']}",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+        "OPENAI_API_KEY": "sk-bench-not-a-real-key",
+    })
+    processes = {}
+    for name in SERVICES:
+        log = open(data_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the child
+        processes[name] = subprocess.Popen([sys.executable, "-m", "quantized_cli", "serve", name],
+                                           env=env, stdout=log, stderr=log, cwd=ROOT)
+        wait_for(ports[name])
+    wait_for(ports["http"])
+    return processes, ports, admin_token
+
+
+async def create_account(billing_port: int, admin_token: str) -> str:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{billing_port}") as channel:
+        reply = await billing_pb2_grpc.BillingAdminServiceStub(channel).CreateAccount(
+            billing_pb2.CreateAccountRequest(name="bench", unlimited=True),
+            metadata=[("authorization", f"Bearer {admin_token}")], timeout=10)
+    return reply.api_key
+
+
+def summarise(label: str, result) -> dict:
+    return {"label": label, "requests": len(result.latencies_ms), "errors": result.errors,
+            "p50_ms": round(result.percentile(0.50), 3), "p99_ms": round(result.percentile(0.99), 3),
+            "rps": round(result.throughput, 1), "statuses": result.statuses}
+
+
+async def measure(ports: dict[str, int], upstream_port: int, api_key: str, processes: dict,
+                  total_requests: int) -> dict:
+    body = json.dumps({"model": "gpt-image-1", "prompt": "a small hedgehog", "quality": "low"}).encode()
+    routed = build_request("127.0.0.1", ports["http"], "/v1/images/generations", body,
+                           {"Authorization": f"Bearer {api_key}"})
+    direct = build_request("127.0.0.1", upstream_port, "/v1/images/generations", body,
+                           {"Authorization": "Bearer sk-bench-not-a-real-key"})
+    report: dict = {}
+    # Warm caches, pools and channels.
+    await run_load("127.0.0.1", ports["http"], routed, 4, 50)
+    for clients in (1, 32):
+        per_client = max(1, (total_requests // 3 if clients == 1 else total_requests) // clients)
+        base = await run_load("127.0.0.1", upstream_port, direct, clients, per_client)
+        pids = {name: process.pid for name, process in processes.items()}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        via = await run_load("127.0.0.1", ports["http"], routed, clients, per_client)
+        cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        served = max(1, len(via.latencies_ms))
+        report[f"{clients}_clients"] = {
+            "direct": summarise("direct", base), "router": summarise("router", via),
+            "added_p50_ms": round(via.percentile(0.5) - base.percentile(0.5), 3),
+            "added_p99_ms": round(via.percentile(0.99) - base.percentile(0.99), 3),
+            "cpu_ms_per_request": {name: round(seconds * 1000 / served, 3) for name, seconds in cpu_used.items()},
+            "cpu_ms_per_request_total": round(sum(cpu_used.values()) * 1000 / served, 3),
+        }
+    report["peak_rss_mib"] = {name: round(memory_kib(p.pid, "VmHWM") / 1024, 1) for name, p in processes.items()}
+    return report
+
+
+async def measure_big(ports: dict[str, int], upstream_port: int, api_key: str, processes: dict) -> dict:
+    body = json.dumps({"model": "gpt-image-1", "prompt": "a BIG hedgehog"}).encode()
+    routed = build_request("127.0.0.1", ports["http"], "/v1/images/generations", body,
+                           {"Authorization": f"Bearer {api_key}"})
+    direct = build_request("127.0.0.1", upstream_port, "/v1/images/generations", body, {})
+    _, direct_body, direct_ms = await one_request("127.0.0.1", upstream_port, direct)
+    image_bytes = len(json.loads(direct_body)["data"][0]["b64_json"]) * 3 // 4
+    await one_request("127.0.0.1", ports["http"], routed)  # warm-up at this size
+    rss_before = {}
+    for name, process in processes.items():
+        reset_peak_rss(process.pid)
+        rss_before[name] = memory_kib(process.pid, "VmRSS")
+    runs = []
+    for _ in range(3):
+        status, _, routed_ms = await one_request("127.0.0.1", ports["http"], routed)
+        _, _, direct_ms = await one_request("127.0.0.1", upstream_port, direct)
+        runs.append((status, routed_ms - direct_ms))
+    growth = {name: round((memory_kib(p.pid, "VmHWM") - rss_before[name]) * 1024 / image_bytes, 2)
+              for name, p in processes.items()}
+    return {"image_mib": round(image_bytes / 2**20, 1), "statuses": [s for s, _ in runs],
+            "added_ms": sorted(round(ms, 1) for _, ms in runs),
+            "peak_growth_over_rss_in_image_sizes": growth}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000, help="requests in the 32-client run")
+    parser.add_argument("--big-mb", type=int, default=30)
+    args = parser.parse_args()
+    upstream_port = free_port()
+    upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "zero_latency_openai.py"),
+                                 str(upstream_port), "--big-bytes", str(args.big_mb * 2**20)],
+                                stdout=subprocess.PIPE, text=True)
+    assert upstream.stdout.readline().strip() == "ready"
+    with tempfile.TemporaryDirectory() as tmp:
+        processes, ports, admin_token = start_stack(Path(tmp), upstream_port)
+        try:
+            api_key = asyncio.run(create_account(ports["billing"], admin_token))
+            report = asyncio.run(measure(ports, upstream_port, api_key, processes, args.requests))
+            report["big_image"] = asyncio.run(measure_big(ports, upstream_port, api_key, processes))
+        finally:
+            for process in processes.values():
+                process.terminate()
+            for process in processes.values():
+                process.wait(30)
+            upstream.terminate()
+            upstream.wait(10)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
