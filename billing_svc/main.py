@@ -14,7 +14,7 @@ from billing_svc.servicer import SERVICE_NAMES, registrars
 from billing_svc.settings import BillingSettings
 from billing_svc.storage.engine import Database, create_engine
 from billing_svc.storage.migrate import upgrade_to_head
-from billing_svc.storage.repository import BillingRepository
+from billing_svc.storage.factory import repository_for
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import SettingsError, load_settings
@@ -64,7 +64,7 @@ async def start(settings: BillingSettings) -> RunningBilling:
                                       settings.database_pool_size))
     try:
         await upgrade_to_head(database.engine)
-        billing = Billing(BillingRepository(database), verifier,
+        billing = Billing(repository_for(database), verifier,
                           timedelta(seconds=settings.hold_ttl_seconds))
         server = await create_server(
             settings.listen, registrars(billing, settings.admin_token.get_secret_value()),

@@ -33,8 +33,9 @@ def create_engine(url: str, pool_size: int) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
         _install_sqlite_hooks(engine)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                               pool_pre_ping=True)
+    # No pre-ping: it would cost a round trip per checkout on the request path; a
+    # dropped connection fails its call and is replaced by the pool.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
@@ -45,7 +46,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -63,6 +64,8 @@ class Database:
         self.dialect = engine.dialect.name
         self._writer_queue: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext())
+        self._autocommit_engine = (engine.execution_options(isolation_level="AUTOCOMMIT")
+                                   if self.dialect == "postgresql" else None)
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -74,6 +77,15 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as conn:
             await conn.execution_options(**{READ_ONLY_OPTION: True})
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def single_statement(self) -> AsyncIterator[AsyncConnection]:
+        """A connection without BEGIN/COMMIT round trips, for work done in one
+        statement (atomic on its own). PostgreSQL only."""
+        if self._autocommit_engine is None:
+            raise RuntimeError("single-statement connections are for PostgreSQL")
+        async with self._autocommit_engine.connect() as conn:
             yield conn
 
     async def dispose(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -71,10 +71,10 @@ _INSERT_USAGE = usage_records.insert()
 def _close_hold(status: str, *, with_charge: bool) -> Any:
     conditions = [holds.c.id == bindparam("hold_id"), holds.c.status == OPEN,
                   holds.c.expires_at > bindparam("now")]
-    values: dict[str, Any] = {"status": status, "closed_at": bindparam("now")}
+    values: dict[str, Any] = {"status": status, "closed_at": bindparam("now"),
+                              "charged": bindparam("charged")}
     if with_charge:
         conditions.append(holds.c.amount >= bindparam("charged"))
-        values["charged"] = bindparam("charged")
     return (update(holds).where(*conditions).values(**values)
             .returning(holds.c.account_id, holds.c.amount, holds.c.request_id))
 
@@ -107,6 +107,9 @@ class _RetriedRequest(Exception):
 
 
 class BillingRepository:
+    """Every operation as a multi-statement transaction; the whole of billing on
+    SQLite, and the administration and reaping on PostgreSQL."""
+
     def __init__(self, database: Database) -> None:
         self._db = database
         insert = postgresql.insert if database.dialect == "postgresql" else sqlite.insert
@@ -183,7 +186,7 @@ class BillingRepository:
             closed = (await conn.execute(
                 _SETTLE_HOLD, {"hold_id": hold_id, "now": now, "charged": charged})).first()
             if closed is None:
-                await self._explain_unclosable(conn, hold_id, now, charged)
+                raise await self._unclosable(conn, hold_id, now, charged)
             refund = closed.amount - charged
             balance = await self._credit_on_close(conn, closed, hold_id, "settle", refund, now)
             await conn.execute(_INSERT_USAGE, {
@@ -197,9 +200,10 @@ class BillingRepository:
 
     async def release(self, hold_id: str, now: datetime) -> Closed:
         async with self._db.write() as conn:
-            closed = (await conn.execute(_RELEASE_HOLD, {"hold_id": hold_id, "now": now})).first()
+            closed = (await conn.execute(
+                _RELEASE_HOLD, {"hold_id": hold_id, "now": now, "charged": 0})).first()
             if closed is None:
-                await self._explain_unclosable(conn, hold_id, now, 0)
+                raise await self._unclosable(conn, hold_id, now, 0)
             balance = await self._credit_on_close(conn, closed, hold_id, "release",
                                                   closed.amount, now)
             return Closed(charged=0, balance=balance)
@@ -214,7 +218,7 @@ class BillingRepository:
             expired = (await conn.execute(
                 update(holds)
                 .where(holds.c.id.in_(due.scalar_subquery()), holds.c.status == OPEN)
-                .values(status="expired", closed_at=now)
+                .values(status="expired", closed_at=now, charged=0)
                 .returning(holds.c.id, holds.c.account_id, holds.c.amount))).all()
             per_account: dict[str, int] = defaultdict(int)
             for row in expired:
@@ -239,22 +243,23 @@ class BillingRepository:
             "hold_id": hold_id, "created_at": now})
         return None if account.unlimited else account.balance
 
-    async def _explain_unclosable(self, conn: AsyncConnection, hold_id: str, now: datetime,
-                                  charged: int) -> NoReturn:
+    async def _unclosable(self, conn: AsyncConnection, hold_id: str, now: datetime,
+                          charged: int) -> ServiceError:
+        """Why a hold could not be closed (nothing was written)."""
         row = (await conn.execute(select(holds.c.status, holds.c.expires_at, holds.c.amount)
                                   .where(holds.c.id == hold_id))).first()
         if row is None:
-            raise _not_found("hold", hold_id)
+            return _not_found("hold", hold_id)
         if row.status != OPEN:
-            raise ServiceError(Reason.HOLD_CLOSED, f"hold {hold_id!r} is already {row.status}")
+            return ServiceError(Reason.HOLD_CLOSED, f"hold {hold_id!r} is already {row.status}")
         if row.expires_at <= now:
-            raise ServiceError(Reason.HOLD_CLOSED, f"hold {hold_id!r} has expired")
+            return ServiceError(Reason.HOLD_CLOSED, f"hold {hold_id!r} has expired")
         if charged > row.amount:
-            raise ServiceError(
+            return ServiceError(
                 Reason.INVALID_REQUEST,
                 f"cannot charge {charged} micro-credits against a hold of {row.amount}",
                 field="amount_micro_credits")
-        raise ServiceError(Reason.INTERNAL, f"hold {hold_id!r} could not be closed")
+        return ServiceError(Reason.INTERNAL, f"hold {hold_id!r} could not be closed")
 
     async def _hold_for_request(self, conn: AsyncConnection, account_id: str,
                                 request_id: str) -> Hold | None:

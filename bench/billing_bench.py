@@ -1,0 +1,218 @@
+"""Billing throughput and latency over gRPC on this machine (not a test).
+
+Starts a real billing server as a separate process (so server and client each
+have a core), on SQLite and on PostgreSQL, and measures:
+  - Reserve+Settle pairs per second, C concurrent callers, one account each;
+  - the same with every caller on one hot account (the row-lock worst case);
+  - Authenticate latency (p50/p99), sequential, for an API key and an HS256 JWT;
+  - a cached authentication as the edge does it (a dict hit, no RPC), for scale.
+
+Usage: .venv/bin/python bench/billing_bench.py [--seconds 8] [--concurrency 16]
+PostgreSQL: QUANTIZED_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test);
+a scratch database is created and dropped. Figures go in docs/benchmarks-billing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import grpc
+import jwt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from quantized.billing.v1 import billing_pb2 as pb
+from quantized.billing.v1 import billing_pb2_grpc
+from quantized_runtime.channels import open_channel
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "bench-admin-token"
+ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+JWT_SECRET = "bench-hs256-secret-with-at-least-32-bytes"
+POSTGRES_DSN = os.environ.get("QUANTIZED_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+PRICE = 40_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def start_server(database_url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
+           "QUANTIZED_BILLING_LISTEN": f"127.0.0.1:{port}",
+           "QUANTIZED_BILLING_DATABASE_URL": database_url, "QUANTIZED_DATA_DIR": data_dir,
+           "QUANTIZED_ADMIN_TOKEN": ADMIN_TOKEN, "QUANTIZED_JWT_SECRET": JWT_SECRET,
+           "QUANTIZED_BILLING_LOG_LEVEL": "WARNING"}
+    profile = os.environ.get("BILLING_BENCH_PROFILE")
+    command = ([sys.executable, "-m", "cProfile", "-o", profile, "-m", "billing_svc.main"]
+               if profile else [sys.executable, "-m", "billing_svc.main"])
+    process = subprocess.Popen(command, env=env, cwd=ROOT)
+    address = f"127.0.0.1:{port}"
+    channel = open_channel(address)
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(300):
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return process, address
+            except grpc.RpcError:
+                pass
+            if process.poll() is not None:
+                raise SystemExit("billing server exited during start")
+            await asyncio.sleep(0.1)
+    finally:
+        await channel.close()
+    process.terminate()
+    raise SystemExit("billing server did not become healthy")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def pairs_per_second(stub, admin, server_pid: int, concurrency: int, seconds: float,
+                           hot_account: bool) -> tuple[float, float, float]:
+    """Pairs per second, and server and client CPU milliseconds per pair."""
+    funding = 10**14
+    if hot_account:
+        shared = (await admin.CreateAccount(pb.CreateAccountRequest(
+            name="hot", credits_micro_credits=funding), metadata=ADMIN)).account.account_id
+        account_ids = [shared] * concurrency
+    else:
+        account_ids = [(await admin.CreateAccount(pb.CreateAccountRequest(
+            name=f"bench-{i}", credits_micro_credits=funding), metadata=ADMIN)).account.account_id
+            for i in range(concurrency)]
+    done = 0
+    stop_at = 0.0
+
+    async def worker(account_id: str) -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            hold = await stub.Reserve(pb.ReserveRequest(
+                account_id=account_id, amount_micro_credits=PRICE,
+                request_id=uuid.uuid4().hex), timeout=10)
+            await stub.Settle(pb.SettleRequest(
+                hold_id=hold.hold_id, amount_micro_credits=PRICE // 2,
+                usage=pb.UsageRecord(model_id="gpt-image-1", provider="openai", images=1)),
+                timeout=10)
+            done += 1
+
+    # Warm-up: fill the connection pools and compiled-statement caches.
+    stop_at = time.perf_counter() + 1.0
+    await asyncio.gather(*(worker(a) for a in account_ids))
+    done = 0
+    server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
+    started = time.perf_counter()
+    stop_at = started + seconds
+    await asyncio.gather(*(worker(a) for a in account_ids))
+    elapsed = time.perf_counter() - started
+    return (done / elapsed, (cpu_seconds(server_pid) - server_cpu) * 1000 / done,
+            (time.process_time() - client_cpu) * 1000 / done)
+
+
+async def auth_latency(stub, token: str, calls: int) -> tuple[float, float]:
+    for _ in range(50):
+        await stub.Authenticate(pb.AuthenticateRequest(token=token), timeout=10)
+    samples = []
+    for _ in range(calls):
+        began = time.perf_counter()
+        await stub.Authenticate(pb.AuthenticateRequest(token=token), timeout=10)
+        samples.append((time.perf_counter() - began) * 1000)
+    return statistics.median(samples), percentile(samples, 0.99)
+
+
+def cached_auth_latency(token: str, calls: int) -> tuple[float, float]:
+    """A cache hit as the edge serves repeat callers: a dict lookup with an expiry check."""
+    cache = {token: ("acct", time.monotonic() + 30)}
+    samples = []
+    for _ in range(calls):
+        began = time.perf_counter()
+        entry = cache.get(token)
+        assert entry is not None and entry[1] > time.monotonic()
+        samples.append((time.perf_counter() - began) * 1000)
+    return statistics.median(samples), percentile(samples, 0.99)
+
+
+async def run_backend(name: str, database_url: str, data_dir: str, args) -> None:
+    process, address = await start_server(database_url, data_dir)
+    channel = open_channel(address)
+    try:
+        stub = billing_pb2_grpc.BillingServiceStub(channel)
+        admin = billing_pb2_grpc.BillingAdminServiceStub(channel)
+        spread = await pairs_per_second(stub, admin, process.pid, args.concurrency,
+                                        args.seconds, False)
+        hot = await pairs_per_second(stub, admin, process.pid, args.concurrency,
+                                     args.seconds, True)
+        created = await admin.CreateAccount(pb.CreateAccountRequest(
+            name="auth", credits_micro_credits=1), metadata=ADMIN)
+        key_p50, key_p99 = await auth_latency(stub, created.api_key, args.auth_calls)
+        token = jwt.encode({"sub": created.account.account_id, "exp": int(time.time()) + 3600},
+                           JWT_SECRET, algorithm="HS256")
+        jwt_p50, jwt_p99 = await auth_latency(stub, token, args.auth_calls)
+        for label, (rate, server_ms, client_ms) in (("one account each", spread),
+                                                    ("one hot account", hot)):
+            print(f"{name}: reserve+settle, {args.concurrency} callers, {label}: "
+                  f"{rate:.0f} pairs/s; CPU per pair: server {server_ms:.2f} ms, "
+                  f"client {client_ms:.2f} ms")
+        print(f"{name}: Authenticate API key p50 {key_p50:.3f} ms, p99 {key_p99:.3f} ms")
+        print(f"{name}: Authenticate HS256 JWT p50 {jwt_p50:.3f} ms, p99 {jwt_p99:.3f} ms")
+    finally:
+        await channel.close()
+        process.terminate()
+        process.wait(timeout=20)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--auth-calls", type=int, default=2000)
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+          f"load average at start {os.getloadavg()[0]:.2f}")
+    if args.backend in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as data_dir:
+            await run_backend("sqlite", f"sqlite+aiosqlite:///{data_dir}/billing.db", data_dir,
+                              args)
+    if args.backend in ("postgres", "both"):
+        name = f"billing_bench_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(POSTGRES_DSN)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        base = POSTGRES_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        try:
+            with tempfile.TemporaryDirectory() as data_dir:
+                await run_backend("postgres", f"{base}/{name}", data_dir, args)
+        finally:
+            admin = await asyncpg.connect(POSTGRES_DSN)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+    p50, p99 = cached_auth_latency("sk-quantized-example", 100_000)
+    print(f"edge cache hit (modelled): p50 {p50 * 1000:.2f} us, p99 {p99 * 1000:.2f} us")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,169 @@
+"""Fixtures for the billing tests: a database on SQLite and PostgreSQL, real
+billing servers started with `billing_svc.main.start`, and a client that reads
+typed errors off the wire."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from billing_svc.main import RunningBilling, start
+from billing_svc.settings import BillingSettings
+from billing_svc.storage.schema import accounts, holds, ledger, usage_records
+from quantized.billing.v1 import billing_pb2 as pb
+from quantized.billing.v1 import billing_pb2_grpc
+from quantized_runtime.channels import open_channel
+from quantized_runtime.defaults import sqlite_url
+from quantized_runtime.errors import ServiceError
+from quantized_runtime.grpc_errors import from_rpc_error
+
+ADMIN_TOKEN = "test-admin-token-for-billing"
+ADMIN_METADATA = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+BILLING_ENV = ("QUANTIZED_ADMIN_TOKEN", "QUANTIZED_DATA_DIR", "QUANTIZED_JWT_SECRET",
+               "QUANTIZED_JWT_JWKS_FILE", "QUANTIZED_JWT_ISSUER", "QUANTIZED_JWT_AUDIENCE",
+               "QUANTIZED_JWT_LEEWAY_SECONDS")
+
+
+@pytest.fixture(autouse=True)
+def _clean_billing_environment(monkeypatch) -> None:
+    """Settings come from the test, never from the shell that runs it."""
+    for name in [*BILLING_ENV, *(n for n in os.environ if n.startswith("QUANTIZED_BILLING_"))]:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, data_dir) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(data_dir, "billing.db")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def sqlite_database_url(data_dir) -> str:
+    return sqlite_url(data_dir, "billing.db")
+
+
+def make_settings(database_url: str, data_dir: str, **overrides: Any) -> BillingSettings:
+    values: dict[str, Any] = dict(listen="127.0.0.1:0", database_url=database_url,
+                                  data_dir=data_dir, admin_token=ADMIN_TOKEN,
+                                  reaper_interval_seconds=3600)
+    values.update(overrides)
+    return BillingSettings(**values)
+
+
+@dataclass
+class BillingClient:
+    running: RunningBilling
+    billing: billing_pb2_grpc.BillingServiceStub
+    admin: billing_pb2_grpc.BillingAdminServiceStub
+
+    async def call(self, method: Any, request: Any, *,
+                   metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+        """One RPC; a failure comes back as the ServiceError read from the wire."""
+        try:
+            return await method(request, timeout=30, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def admin_call(self, name: str, request: Any) -> Any:
+        return await self.call(getattr(self.admin, name), request, metadata=ADMIN_METADATA)
+
+    async def create_account(self, credits: int = 0, unlimited: bool = False,
+                             name: str = "test account") -> pb.CreateAccountResponse:
+        return await self.admin_call("CreateAccount", pb.CreateAccountRequest(
+            name=name, credits_micro_credits=credits, unlimited=unlimited))
+
+    async def account(self, account_id: str) -> pb.GetAccountResponse:
+        return await self.admin_call("GetAccount", pb.GetAccountRequest(account_id=account_id))
+
+    async def authenticate(self, token: str) -> pb.AuthenticateResponse:
+        return await self.call(self.billing.Authenticate, pb.AuthenticateRequest(token=token))
+
+    async def reserve(self, account_id: str, amount: int,
+                      request_id: str = "req-1") -> pb.ReserveResponse:
+        return await self.call(self.billing.Reserve, pb.ReserveRequest(
+            account_id=account_id, amount_micro_credits=amount, request_id=request_id))
+
+    async def settle(self, hold_id: str, amount: int,
+                     usage: pb.UsageRecord | None = None) -> pb.SettleResponse:
+        return await self.call(self.billing.Settle, pb.SettleRequest(
+            hold_id=hold_id, amount_micro_credits=amount, usage=usage))
+
+    async def release(self, hold_id: str) -> pb.ReleaseResponse:
+        return await self.call(self.billing.Release, pb.ReleaseRequest(hold_id=hold_id))
+
+
+StartBilling = Callable[..., Awaitable[BillingClient]]
+
+
+@pytest.fixture
+async def start_billing(database_url, data_dir) -> AsyncIterator[StartBilling]:
+    """Start billing servers on the test's database (several share it, like replicas)."""
+    opened: list[tuple[RunningBilling, grpc.aio.Channel]] = []
+
+    async def _start(**overrides: Any) -> BillingClient:
+        running = await start(make_settings(database_url, data_dir, **overrides))
+        channel = open_channel(f"127.0.0.1:{running.port}")
+        opened.append((running, channel))
+        return BillingClient(running, billing_pb2_grpc.BillingServiceStub(channel),
+                             billing_pb2_grpc.BillingAdminServiceStub(channel))
+
+    yield _start
+    for running, channel in opened:
+        await channel.close()
+        await running.stop(0)
+
+
+@pytest.fixture
+async def client(start_billing) -> BillingClient:
+    return await start_billing()
+
+
+@dataclass(frozen=True)
+class Books:
+    """What the database says about one account, read directly with SQL."""
+
+    balance: int
+    held: int
+    ledger_sum: int
+    ledger_rows: int
+    holds: int
+    usage_records: int
+
+
+async def read_books(database_url: str, account_id: str) -> Books:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            account = (await conn.execute(select(accounts.c.balance, accounts.c.held)
+                                          .where(accounts.c.id == account_id))).one()
+
+            async def scalar(query: Any) -> int:
+                return int((await conn.execute(query)).scalar_one())
+
+            return Books(
+                balance=account.balance, held=account.held,
+                ledger_sum=await scalar(select(func.coalesce(func.sum(ledger.c.amount), 0))
+                                        .where(ledger.c.account_id == account_id)),
+                ledger_rows=await scalar(select(func.count()).select_from(ledger)
+                                         .where(ledger.c.account_id == account_id)),
+                holds=await scalar(select(func.count()).select_from(holds)
+                                   .where(holds.c.account_id == account_id)),
+                usage_records=await scalar(select(func.count()).select_from(usage_records)
+                                           .where(usage_records.c.account_id == account_id)))
+    finally:
+        await engine.dispose()
+
+
+async def expect_error(awaitable: Awaitable[Any], reason: str) -> ServiceError:
+    with pytest.raises(ServiceError) as caught:
+        await awaitable
+    assert caught.value.reason == reason, caught.value
+    return caught.value
