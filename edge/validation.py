@@ -204,17 +204,14 @@ class RequestValidator:
 def generation_params(request: Any) -> common_pb2.GenerationParams:
     """The validated request minus the model id, as dispatched to a provider."""
     params = common_pb2.GenerationParams()
-    for name in PARAM_FIELDS:
-        if _is_set(request, name):
+    for name, has_presence in _PARAM_FIELDS:
+        if request.HasField(name) if has_presence else getattr(request, name):
             setattr(params, name, getattr(request, name))
     return params
 
 
-def _is_set(message: Any, name: str) -> bool:
-    field = message.DESCRIPTOR.fields_by_name[name]
-    if field.has_presence:
-        return message.HasField(name)
-    return bool(getattr(message, name))
-
-
-PARAM_FIELDS = tuple(f.name for f in common_pb2.GenerationParams.DESCRIPTOR.fields)
+# (name, has presence) of every GenerationParams field; each must exist on the request.
+_PARAM_FIELDS = tuple(
+    (field.name, images_pb2.GenerateRequest.DESCRIPTOR.fields_by_name[field.name].has_presence)
+    for field in common_pb2.GenerationParams.DESCRIPTOR.fields
+)
