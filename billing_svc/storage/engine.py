@@ -29,13 +29,16 @@ READ_ONLY_OPTION = "billing_read_only"
 
 
 def create_engine(url: str, pool_size: int) -> AsyncEngine:
+    # hide_parameters: bound values (key hashes, names) stay out of errors and logs.
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0,
+                                     hide_parameters=True)
         _install_sqlite_hooks(engine)
         return engine
     # No pre-ping: it would cost a round trip per checkout on the request path; a
     # dropped connection fails its call and is replaced by the pool.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                               hide_parameters=True)
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:

@@ -185,6 +185,9 @@ async def test_issuer_and_audience_are_optional_when_not_configured(start_billin
     account_id = (await client.create_account()).account.account_id
     token = jwt.encode(claims(account_id, iss=None, aud=None), HMAC_SECRET, algorithm="HS256")
     assert (await client.authenticate(token)).account_id == account_id
+    # A token meant for some audience is not accepted by a service that names none.
+    aimed = jwt.encode(claims(account_id, aud="another-api"), HMAC_SECRET, algorithm="HS256")
+    await expect_error(client.authenticate(aimed), "UNAUTHENTICATED")
 
 
 @pytest.mark.parametrize(("content", "problem"), [
