@@ -20,7 +20,7 @@ from catalog_svc.catalog_file import CatalogFileError
 from catalog_svc.main import start
 from catalog_svc.settings import CatalogSettings
 
-from .conftest import ADMIN_METADATA, make_settings, serving
+from .support import ADMIN_METADATA, make_settings, serving
 
 TIMEOUT = 10
 
