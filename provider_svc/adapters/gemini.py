@@ -74,11 +74,15 @@ def imagen_config(request: ImageRequest, timeout_ms: int | None = None) -> types
     )
 
 
-def _http_options(base_url: str | None, timeout_seconds: float) -> types.HttpOptions:
+def _http_options(base_url: str | None, timeout_seconds: float,
+                  transport: httpx.AsyncClient) -> types.HttpOptions:
     return types.HttpOptions(
         base_url=base_url or None,
         timeout=int(timeout_seconds * 1000),
         retry_options=types.HttpRetryOptions(attempts=1),
+        # An explicit httpx client pins the SDK's transport: with aiohttp installed
+        # (the OpenAI adapter uses it) google-genai would otherwise switch to aiohttp.
+        httpx_async_client=transport,
     )
 
 
@@ -91,30 +95,35 @@ class GeminiAdapter:
                          for secret in (settings.gemini_api_key, settings.vertex_api_key) if secret]
         self._developer: genai.Client | None = None
         self._vertex: genai.Client | None = None
+        # The SDK leaves a caller-supplied httpx client open; these are closed in close().
+        self._transports: list[httpx.AsyncClient] = []
+
+    def _options(self, base_url: str | None) -> types.HttpOptions:
+        transport = httpx.AsyncClient(timeout=self._settings.upstream_timeout_seconds)
+        self._transports.append(transport)
+        return _http_options(base_url, self._settings.upstream_timeout_seconds, transport)
 
     def _developer_client(self) -> genai.Client:
         if self._developer is None:
             key = self._settings.gemini_api_key
             if key is None:
                 raise no_credentials(PROVIDER)
-            self._developer = genai.Client(
-                api_key=key.get_secret_value(),
-                http_options=_http_options(self._settings.gemini_base_url,
-                                           self._settings.upstream_timeout_seconds))
+            self._developer = genai.Client(api_key=key.get_secret_value(),
+                                           http_options=self._options(self._settings.gemini_base_url))
         return self._developer
 
     def _vertex_client(self) -> genai.Client:
         if self._vertex is None:
             settings = self._settings
-            options = _http_options(settings.vertex_base_url, settings.upstream_timeout_seconds)
+            if settings.vertex_api_key is None and not (settings.vertex_project and settings.vertex_location):
+                raise unavailable(PROVIDER, "no credentials configured for Vertex AI (Imagen)")
+            options = self._options(settings.vertex_base_url)
             if settings.vertex_api_key is not None:
                 self._vertex = genai.Client(vertexai=True, api_key=settings.vertex_api_key.get_secret_value(),
                                             http_options=options)
-            elif settings.vertex_project and settings.vertex_location:
+            else:
                 self._vertex = genai.Client(vertexai=True, project=settings.vertex_project,
                                             location=settings.vertex_location, http_options=options)
-            else:
-                raise unavailable(PROVIDER, "no credentials configured for Vertex AI (Imagen)")
         return self._vertex
 
     async def generate(self, request: ImageRequest, deadline: Deadline) -> GenerationResult:
@@ -159,6 +168,8 @@ class GeminiAdapter:
             if client is not None:
                 await client.aio.aclose()
                 client.close()
+        for transport in self._transports:
+            await transport.aclose()
 
 
 def _error_reasons(exc: genai_errors.APIError) -> set[str]:

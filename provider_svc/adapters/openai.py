@@ -1,20 +1,23 @@
-"""OpenAI Images API over one pooled httpx.AsyncClient (keep-alive, no SDK retries).
+"""OpenAI Images API over one pooled aiohttp session (keep-alive, no retries inside).
 
 Families: gpt-image-1 (and later GPT image models), dall-e-3, dall-e-2.
 `response_format` is never sent: the Images API answers base64.
+
+aiohttp rather than httpx: at 32 concurrent callers httpx's pool spent ~15x the
+CPU per call of aiohttp on this machine (docs/benchmarks-provider.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import httpx
+import aiohttp
 
 from provider_svc.domain import Deadline, GenerationResult, Image, ImageRequest, Usage, flagged_images
 from provider_svc.families import Family, family_of
-from provider_svc.imaging import decode_b64, sniff_mime
+from provider_svc.b64json import loads_with_blobs
+from provider_svc.imaging import sniff_mime
 from provider_svc.policy import forwardable
 from provider_svc.settings import ProviderSettings
 from provider_svc.sizes import Size, nearest, requested_or_default, sizes
@@ -71,47 +74,54 @@ class OpenAIAdapter:
             headers["OpenAI-Organization"] = settings.openai_organization
         if settings.openai_project:
             headers["OpenAI-Project"] = settings.openai_project
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=settings.upstream_timeout_seconds,
-            limits=httpx.Limits(max_connections=settings.openai_max_connections,
-                                max_keepalive_connections=settings.openai_max_connections),
-        )
+        self._headers = headers
+        self._max_connections = settings.openai_max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running loop, and reused for keep-alive.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300),
+            )
+        return self._session
 
     async def generate(self, request: ImageRequest, deadline: Deadline) -> GenerationResult:
         family = _family(request)
         if not self._api_key:
             raise no_credentials(PROVIDER)
         body = json.dumps(build_body(request, family)).encode()
-        budget = deadline.remaining()
         try:
-            async with asyncio.timeout(budget):
-                response = await self._client.post(self._url, content=body, timeout=budget)
-        except (TimeoutError, httpx.TimeoutException):
+            async with self._client().post(self._url, data=body,
+                                           timeout=aiohttp.ClientTimeout(total=deadline.remaining())) as response:
+                status = response.status
+                raw = await response.read()
+        except TimeoutError:
             raise timed_out(PROVIDER) from None
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise unavailable(PROVIDER, f"could not reach upstream ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            return self._failure(response, request)
+        if status != 200:
+            return self._failure(status, raw, request)
         try:
-            payload = response.json()
-        except ValueError:
+            payload, blobs = loads_with_blobs(raw, "b64_json")
+        except (ValueError, TypeError):
             raise unavailable(PROVIDER, "upstream returned a malformed body") from None
-        # The body can be tens of megabytes: drop the raw copy before decoding images.
-        del response
-        return _parse_success(payload, family)
+        # The body can be tens of megabytes: drop it before building the result.
+        del raw
+        return _parse_success(payload, blobs, family)
 
-    def _failure(self, response: httpx.Response, request: ImageRequest) -> GenerationResult:
-        error = _error_of(response)
+    def _failure(self, status: int, raw: bytes, request: ImageRequest) -> GenerationResult:
+        error = _error_of(raw)
         code = str(error.get("code") or "")
         message = str(error.get("message") or "")
-        status = response.status_code
         if status == 400 and code in _CONTENT_FILTER_CODES:
             return GenerationResult(images=flagged_images(request.n, _flag_reason(code, error)))
         raise _error_for(status, code, message, self._api_key)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 def _family(request: ImageRequest) -> Family:
@@ -121,9 +131,9 @@ def _family(request: ImageRequest) -> Family:
     return family
 
 
-def _error_of(response: httpx.Response) -> dict[str, Any]:
+def _error_of(raw: bytes) -> dict[str, Any]:
     try:
-        payload = response.json()
+        payload = json.loads(raw)
     except ValueError:
         return {}
     error = payload.get("error") if isinstance(payload, dict) else None
@@ -157,12 +167,13 @@ def _error_for(status: int, code: str, message: str, api_key: str) -> UpstreamEr
     return rejected(PROVIDER, message or f"HTTP {status} {code}".strip(), [api_key])
 
 
-def _parse_success(payload: dict[str, Any], family: Family) -> GenerationResult:
+def _parse_success(payload: dict[str, Any], blobs: list[bytes], family: Family) -> GenerationResult:
     items = payload.get("data") or []
     fallback_mime = _FORMAT_MIME.get(str(payload.get("output_format") or "png"), "image/png")
     images = []
     for item in items:
-        data = decode_b64(item.pop("b64_json", None) or "")
+        index = item.get("b64_json")
+        data = blobs[index] if isinstance(index, int) and 0 <= index < len(blobs) else b""
         if not data:
             raise unavailable(PROVIDER, "upstream returned an image without data")
         revised = item.get("revised_prompt") if family is Family.DALL_E_3 else None

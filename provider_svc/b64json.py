@@ -1,0 +1,73 @@
+"""JSON bodies that carry big base64 images, parsed without a str copy of the body.
+
+`json.loads` on a 40 MB body holds the raw bytes, a decoded str of the whole body
+and the parsed strings at once (about 4x the image). Here each string value of
+`key` is base64-decoded straight from the raw bytes, and only the small rest of
+the document goes through `json.loads`.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import re
+from typing import Any
+
+_WHITESPACE = re.compile(rb"\s*")
+
+
+def loads_with_blobs(raw: bytes, key: str) -> tuple[Any, list[bytes]]:
+    """Parse `raw`; every `"key": "<base64>"` value becomes an int index into the
+    returned list of decoded bytes. Falls back to plain json.loads (decoding each
+    value the slow way) when the layout is not the simple one."""
+    marker = json.dumps(key).encode()
+    view = memoryview(raw)
+    skeleton: list[bytes] = []
+    blobs: list[bytes] = []
+    position = 0
+    search_from = 0
+    while True:
+        found = raw.find(marker, search_from)
+        if found < 0:
+            break
+        cursor = _WHITESPACE.match(raw, found + len(marker)).end()
+        if raw[cursor:cursor + 1] != b":":
+            search_from = found + len(marker)
+            continue
+        cursor = _WHITESPACE.match(raw, cursor + 1).end()
+        if raw[cursor:cursor + 1] != b'"':
+            search_from = found + len(marker)
+            continue
+        end = raw.find(b'"', cursor + 1)
+        if end < 0 or raw.find(b"\\", cursor + 1, end) >= 0:
+            return _slow(raw, key)
+        try:
+            blobs.append(binascii.a2b_base64(view[cursor + 1:end]))
+        except binascii.Error:
+            return _slow(raw, key)
+        skeleton.append(raw[position:cursor])
+        skeleton.append(str(len(blobs) - 1).encode())
+        position = search_from = end + 1
+    skeleton.append(raw[position:])
+    del view
+    return json.loads(b"".join(skeleton)), blobs
+
+
+def _slow(raw: bytes, key: str) -> tuple[Any, list[bytes]]:
+    document = json.loads(raw)
+    blobs: list[bytes] = []
+
+    def replace(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                if name == key and isinstance(value, str):
+                    blobs.append(binascii.a2b_base64(value))
+                    node[name] = len(blobs) - 1
+                else:
+                    replace(value)
+        elif isinstance(node, list):
+            for item in node:
+                replace(item)
+
+    replace(document)
+    return document, blobs
