@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from quantized_runtime.errors import ServiceError
 from quantized_runtime.request_context import current_request_id, new_request_id
@@ -60,7 +61,26 @@ class HttpProblem(Exception):
         self.code = code
 
 
-def _json_response(status: int, body: bytes, request_id: str) -> Response:
+class JsonPartsResponse(Response):
+    """A JSON body sent as several parts with one Content-Length, so a multi-megabyte
+    base64 image is written out without first being joined into one more copy."""
+
+    def __init__(self, parts: list[bytes], status_code: int, request_id: str) -> None:
+        super().__init__(b"", status_code=status_code, media_type=JSON_MEDIA_TYPE,
+                         headers={REQUEST_ID_HEADER: request_id})
+        self.parts = parts
+        self.headers["content-length"] = str(sum(len(part) for part in parts))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        last = len(self.parts) - 1
+        for index, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part, "more_body": index < last})
+
+
+def _json_response(status: int, body: bytes | list[bytes], request_id: str) -> Response:
+    if isinstance(body, list):
+        return JsonPartsResponse(body, status, request_id)
     return Response(body, status_code=status, media_type=JSON_MEDIA_TYPE,
                     headers={REQUEST_ID_HEADER: request_id})
 
@@ -70,7 +90,7 @@ def _problem_response(problem: HttpProblem, request_id: str) -> Response:
                           request_id)
 
 
-Handler = Callable[[Request], Awaitable[bytes]]
+Handler = Callable[[Request], Awaitable[bytes | list[bytes]]]
 
 
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -127,7 +147,7 @@ def _too_large(limit: int) -> HttpProblem:
 def create_app(flow: ImagesFlow, validator: RequestValidator, max_body_bytes: int) -> Starlette:
     openapi_body = json.dumps(openapi_document(validator)).encode()
 
-    async def generate_images(request: Request) -> bytes:
+    async def generate_images(request: Request) -> list[bytes]:
         async def load_request() -> Any:
             return validator.from_json(await _read_json(request, max_body_bytes))
 

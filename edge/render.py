@@ -34,23 +34,28 @@ def image_watermark(image: common_pb2.GeneratedImage, route_watermark: int) -> i
     return image.watermark or route_watermark or NO_WATERMARK
 
 
-def generation_json(outcome: Outcome) -> bytes:
-    """The spec's response body: every field present, nulls included, no url."""
-    entries = []
-    for image in outcome.images:
+def generation_json(outcome: Outcome) -> list[bytes]:
+    """The spec's response body, as parts to send in order (every field present,
+    nulls included, no url). Large base64 strings stay separate parts, so the
+    body is never joined into one more copy."""
+    usage = outcome.usage
+    head = _dumps({"created": outcome.created, "model": outcome.model}).encode()
+    parts = [head[:-1] + b',"data":[']
+    for index, image in enumerate(outcome.images):
         rest = _dumps({
             "revised_prompt": _optional(image, "revised_prompt"),
             "seed": _optional(image, "seed"),
             "watermark": WATERMARK_NAMES[image_watermark(image, outcome.watermark)],
             "flagged": image.flagged,
         }).encode()
+        separator = b"," if index else b""
         data = image.image_data
         if image.flagged or not data:
-            entries.append(b'{"b64_json":null,' + rest[1:])
+            parts.append(separator + b'{"b64_json":null,' + rest[1:])
         else:
-            entries.append(b'{"b64_json":"' + base64.b64encode(data) + b'",' + rest[1:])
-    usage = outcome.usage
-    head = _dumps({"created": outcome.created, "model": outcome.model}).encode()
+            parts.append(separator + b'{"b64_json":"')
+            parts.append(base64.b64encode(data))
+            parts.append(b'",' + rest[1:])
     tail = _dumps({"usage": {
         "images": outcome.images_generated,
         "input_tokens": _optional(usage, "input_tokens"),
@@ -60,7 +65,8 @@ def generation_json(outcome: Outcome) -> bytes:
         "credits_used": outcome.credits_used,
         "credits_remaining": outcome.credits_remaining,
     }}).encode()
-    return b"".join((head[:-1], b',"data":[', b",".join(entries), b"],", tail[1:]))
+    parts.append(b"]," + tail[1:])
+    return parts
 
 
 def generation_proto(outcome: Outcome, request_id: str) -> images_pb2.GenerateResponse:

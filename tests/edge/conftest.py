@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import grpc
 import httpx
 import openai
 import pytest
 
 from quantized.images.v1 import images_pb2_grpc
+from quantized_runtime.channels import open_channel
 
 from edge.main import RunningEdge, start
 from edge.settings import EdgeSettings
@@ -53,7 +53,7 @@ def edge_overrides() -> dict[str, object]:
 async def stack(edge_overrides: dict[str, object]) -> AsyncIterator[Stack]:
     peers = await start_fake_peers()
     edge = await start(edge_settings(peers.address, **edge_overrides))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{edge.grpc_port}")
+    channel = open_channel(f"127.0.0.1:{edge.grpc_port}")
     http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.http_port}", timeout=30)
     try:
         yield Stack(peers, edge, http, images_pb2_grpc.ImagesServiceStub(channel))

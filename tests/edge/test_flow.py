@@ -268,3 +268,18 @@ async def test_grpc_and_http_return_the_same_outcome(stack: Stack) -> None:
     assert answer.usage.images == http["usage"]["images"] == 2
     assert answer.usage.credits_used == http["usage"]["credits_used"]
     assert answer.request_id.startswith("req_")
+
+
+async def test_a_large_image_crosses_both_transports_intact(stack: Stack) -> None:
+    big = bytes(range(256)) * (12 * 4096)  # 12 MiB
+    stack.peers.provider.behaviour["openai"] = provider_pb2.GenerateResponse(
+        images=[image(big), flagged_image(), image(b"small")])
+    response = await generate(stack, {"model": "dall-e-3", "prompt": "x", "n": 3})
+    assert response.status_code == 200
+    assert int(response.headers["content-length"]) == len(response.content)
+    data = response.json()["data"]
+    assert base64.b64decode(data[0]["b64_json"]) == big
+    assert data[1]["b64_json"] is None and base64.b64decode(data[2]["b64_json"]) == b"small"
+    answer = await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="x", n=3),
+                                         metadata=GRPC_AUTH)
+    assert answer.data[0].image_data == big and answer.data[1].flagged
