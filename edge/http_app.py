@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -68,7 +68,7 @@ class JsonPartsResponse(Response):
     def __init__(self, parts: list[bytes], status_code: int, request_id: str) -> None:
         super().__init__(b"", status_code=status_code, media_type=JSON_MEDIA_TYPE,
                          headers={REQUEST_ID_HEADER: request_id})
-        self.parts = parts
+        self.parts = parts or [b""]
         self.headers["content-length"] = str(sum(len(part) for part in parts))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -129,11 +129,15 @@ async def _read_json(request: Request, max_body_bytes: int) -> Any:
         raise _too_large(max_body_bytes)
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_body_bytes:
-            raise _too_large(max_body_bytes)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise _too_large(max_body_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer; not a server failure either.
+        raise HttpProblem(400, "the client disconnected while sending the body", "client_disconnected") from None
     try:
         return json.loads(b"".join(chunks))
     except (ValueError, RecursionError):
