@@ -16,13 +16,13 @@ from typing import Any
 _WHITESPACE = re.compile(rb"\s*")
 
 
-def loads_with_blobs(raw: bytes, key: str) -> tuple[Any, list[bytes]]:
+def loads_with_blobs(raw: bytes | bytearray, key: str) -> tuple[Any, list[bytes]]:
     """Parse `raw`; every `"key": "<base64>"` value becomes an int index into the
     returned list of decoded bytes. Falls back to plain json.loads (decoding each
     value the slow way) when the layout is not the simple one."""
     marker = json.dumps(key).encode()
     view = memoryview(raw)
-    skeleton: list[bytes] = []
+    skeleton: list[bytes | bytearray] = []
     blobs: list[bytes] = []
     position = 0
     search_from = 0
@@ -53,7 +53,7 @@ def loads_with_blobs(raw: bytes, key: str) -> tuple[Any, list[bytes]]:
     return json.loads(b"".join(skeleton)), blobs
 
 
-def _slow(raw: bytes, key: str) -> tuple[Any, list[bytes]]:
+def _slow(raw: bytes | bytearray, key: str) -> tuple[Any, list[bytes]]:
     document = json.loads(raw)
     blobs: list[bytes] = []
 

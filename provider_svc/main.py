@@ -8,14 +8,11 @@ from dataclasses import dataclass
 
 from provider_svc.adapters import build_adapters
 from provider_svc.dispatch import Dispatcher
-from provider_svc.servicer import ProviderServicer
+from provider_svc.servicer import SERVICE_NAME, ProviderServicer
 from provider_svc.settings import ProviderSettings
-from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import load_settings
-
-SERVICE_NAME = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
 
 
 @dataclass
@@ -39,7 +36,7 @@ async def start(settings: ProviderSettings) -> RunningProvider:
     try:
         server = await create_server(
             settings.listen,
-            [lambda grpc_server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(servicer, grpc_server)],
+            [servicer.register],
             [SERVICE_NAME],
             settings.max_message_bytes,
         )

@@ -38,6 +38,8 @@ SIZES: dict[Family, tuple[Size, ...]] = {
     Family.DALL_E_3: sizes("1024x1024", "1792x1024", "1024x1792"),
     Family.DALL_E_2: sizes("1024x1024", "512x512", "256x256"),
 }
+# Bodies at least this large are read into a preallocated buffer.
+_PREALLOCATE_FROM = 1024 * 1024
 _FORMAT_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # Codes that mean the upstream's content filter blocked the prompt or the image.
 _CONTENT_FILTER_CODES = {"moderation_blocked", "content_policy_violation"}
@@ -96,7 +98,7 @@ class OpenAIAdapter:
             async with self._client().post(self._url, data=body,
                                            timeout=aiohttp.ClientTimeout(total=deadline.remaining())) as response:
                 status = response.status
-                raw = await response.read()
+                raw = await _read_body(response)
         except TimeoutError:
             raise timed_out(PROVIDER) from None
         except aiohttp.ClientError as exc:
@@ -111,7 +113,7 @@ class OpenAIAdapter:
         del raw
         return _parse_success(payload, blobs, family)
 
-    def _failure(self, status: int, raw: bytes, request: ImageRequest) -> GenerationResult:
+    def _failure(self, status: int, raw: bytes | bytearray, request: ImageRequest) -> GenerationResult:
         error = _error_of(raw)
         code = str(error.get("code") or "")
         message = str(error.get("message") or "")
@@ -124,6 +126,25 @@ class OpenAIAdapter:
             await self._session.close()
 
 
+async def _read_body(response: aiohttp.ClientResponse) -> bytes | bytearray:
+    """The body in one buffer sized from Content-Length, filled chunk by chunk:
+    reading it whole would hold every chunk and their join at once (2x the body)."""
+    length = response.content_length
+    if length is None or length < _PREALLOCATE_FROM:
+        return await response.read()
+    body = bytearray(length)
+    filled = 0
+    async for chunk in response.content.iter_any():
+        end = filled + len(chunk)
+        if end > length:
+            raise unavailable(PROVIDER, "upstream sent more than its Content-Length")
+        body[filled:end] = chunk
+        filled = end
+    if filled != length:
+        raise unavailable(PROVIDER, "upstream closed the connection mid-body")
+    return body
+
+
 def _family(request: ImageRequest) -> Family:
     family = family_of(request.model_id, request.upstream_model_id)
     if family not in FAMILIES:
@@ -131,7 +152,7 @@ def _family(request: ImageRequest) -> Family:
     return family
 
 
-def _error_of(raw: bytes) -> dict[str, Any]:
+def _error_of(raw: bytes | bytearray) -> dict[str, Any]:
     try:
         payload = json.loads(raw)
     except ValueError:

@@ -121,3 +121,21 @@ def test_settings_need_no_credentials_and_read_the_standard_names(monkeypatch: p
     assert loaded.bedrock_endpoint_url == "http://bedrock.local"
     assert loaded.upstream_retries == 4
     assert "sk-env" not in repr(loaded)
+
+
+def test_the_spliced_encoding_is_the_message_field_for_field() -> None:
+    from provider_svc.domain import GenerationResult, Image, Usage
+    from provider_svc.servicer import encode_response, to_proto
+    from quantized.provider.v1 import provider_pb2
+
+    result = GenerationResult(created=1776443191, usage=Usage(input_tokens=3, output_tokens=0, megapixels=1.5),
+                              images=[Image(data=bytes(range(256)) * 9000, mime_type="image/png",
+                                            revised_prompt="", seed=0),
+                                      Image(flagged=True, flag_reason="blocked"),
+                                      Image(data=b"x", mime_type="image/webp", revised_prompt="r", seed=2**40)])
+
+    decoded = provider_pb2.GenerateResponse.FromString(encode_response(result, images_pb2.WATERMARK_C2PA))
+
+    assert decoded == to_proto(result, images_pb2.WATERMARK_C2PA)
+    assert decoded.images[0].HasField("seed") and decoded.images[0].HasField("revised_prompt")
+    assert decoded.usage.HasField("output_tokens") and not decoded.usage.HasField("total_tokens")
