@@ -76,13 +76,33 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def start(settings: EdgeSettings) -> RunningEdge:
-    """Open the peer channels on the running loop, then serve HTTP and gRPC."""
+    """Open the peer channels on the running loop, then serve HTTP, then gRPC.
+
+    gRPC comes last because its health service turning SERVING is what tells
+    the dev stack and orchestrators that the whole edge is ready.
+    """
     peers = Peers.open(settings.catalog_addr, settings.billing_addr, settings.provider_addr,
                        settings.max_message_bytes)
     flow = ImagesFlow(peers, settings)
     validator = RequestValidator()
-    servicer = ImagesServicer(flow, validator)
     try:
+        sock = _bind(settings.host, settings.port)
+    except BaseException:
+        await peers.close()
+        raise
+    http = _EmbeddedUvicorn(uvicorn.Config(
+        create_app(flow, validator, settings.max_body_bytes),
+        lifespan="off", access_log=False, log_config=None, server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
+    ))
+    http_task = asyncio.get_running_loop().create_task(http.serve(sockets=[sock]))
+    try:
+        while not http.started:
+            if http_task.done():
+                http_task.result()
+                raise RuntimeError("the HTTP server stopped during start-up")
+            await asyncio.sleep(0.005)
+        servicer = ImagesServicer(flow, validator)
         grpc_server = await create_server(
             settings.listen,
             [lambda server: images_pb2_grpc.add_ImagesServiceServicer_to_server(servicer, server)],
@@ -90,24 +110,11 @@ async def start(settings: EdgeSettings) -> RunningEdge:
             settings.max_message_bytes,
         )
     except BaseException:
+        http.should_exit = True
+        await asyncio.gather(http_task, return_exceptions=True)
+        sock.close()
         await peers.close()
         raise
-    sock = _bind(settings.host, settings.port)
-    config = uvicorn.Config(
-        create_app(flow, validator, settings.max_body_bytes),
-        lifespan="off", access_log=False, log_config=None, server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
-    )
-    http = _EmbeddedUvicorn(config)
-    http_task = asyncio.get_running_loop().create_task(http.serve(sockets=[sock]))
-    while not http.started:
-        if http_task.done():
-            await grpc_server.stop(0)
-            await peers.close()
-            sock.close()
-            http_task.result()
-            raise RuntimeError("the HTTP server stopped during start-up")
-        await asyncio.sleep(0.005)
     return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers)
 
 

@@ -11,6 +11,9 @@ import sys
 import httpx
 import pytest
 
+from edge.main import start
+from tests.edge.conftest import edge_settings
+
 
 @pytest.mark.slow
 def test_the_edge_process_serves_and_stops_on_sigterm() -> None:
@@ -40,3 +43,10 @@ def test_the_edge_process_serves_and_stops_on_sigterm() -> None:
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+async def test_a_bad_grpc_address_fails_start_cleanly() -> None:
+    """The HTTP server already started is stopped again and its socket closed
+    (an unclosed socket would fail this test: warnings are errors)."""
+    with pytest.raises(RuntimeError):
+        await start(edge_settings("127.0.0.1:9", listen="999.0.0.1:1"))
