@@ -6,16 +6,19 @@ Method
   when the prompt is "big"). No parsing beyond Content-Length, keep-alive on.
 - provider_svc in its own process (`python -m provider_svc.main`), pointed at it.
 - The bench process is the gRPC client. It measures, sequentially:
-  direct  - the same POST straight to the upstream with httpx (the floor);
-  via     - ProviderService.Generate through provider_svc;
-  and reports overhead = via - direct at p50/p99, provider_svc CPU per call
+  direct  - the same POST straight to the upstream with aiohttp (the floor);
+  via     - ProviderService.Generate through provider_svc (one extra gRPC hop);
+  interleaved call by call, and reports overhead = via - direct (per pair) at
+  p50/p99, provider_svc CPU per call
   (from /proc/<pid>/stat), CPU per call at 32 concurrent callers, and for the
   30 MB image: latency and provider_svc peak RSS above its resting RSS
-  (VmHWM after resetting it with /proc/<pid>/clear_refs).
+  (VmHWM after resetting it with /proc/<pid>/clear_refs). The load average is
+  printed too: on a shared 2-core machine the figures move with it.
 - `--client-cpu` compares upstream HTTP clients in-process (CPU per call at 32
-  concurrent callers); `--profile` runs pyinstrument over the OpenAI adapter.
+  concurrent callers); `--profile` runs pyinstrument over the OpenAI adapter;
+  `--grpc-floor` times the gRPC hop alone (canned answer, same runtime).
 
-Run: .venv/bin/python bench/provider_bench.py [--calls 2000] [--client-cpu] [--profile]
+Run: .venv/bin/python bench/provider_bench.py [--calls 2000] [--client-cpu | --profile | --grpc-floor]
 """
 
 from __future__ import annotations
@@ -163,39 +166,46 @@ def _request(prompt: str) -> provider_pb2.GenerateRequest:
 
 
 async def measure(upstream_port: int, provider_pid: int, provider_port: int, calls: int) -> dict:
+    import aiohttp
+
     results: dict = {}
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1/images/generations"
     body = json.dumps({"model": "gpt-image-1", "prompt": "small", "n": 1, "size": "1024x1024"}).encode()
-    async with httpx.AsyncClient() as client:
-        for _ in range(200):
-            await client.post(upstream_url, content=body)
-        direct = []
-        for _ in range(calls):
-            started = time.perf_counter()
-            await client.post(upstream_url, content=body, headers={"Authorization": f"Bearer {API_KEY}"})
-            direct.append(time.perf_counter() - started)
-
     channel = open_channel(f"127.0.0.1:{provider_port}")
     stub = provider_pb2_grpc.ProviderServiceStub(channel)
     await channel.channel_ready()
     small = _request("small")
-    for _ in range(200):
-        await stub.Generate(small, timeout=10)
-    via = []
-    cpu_before = cpu_seconds(provider_pid)
-    for _ in range(calls):
-        started = time.perf_counter()
-        await stub.Generate(small, timeout=10)
-        via.append(time.perf_counter() - started)
-    provider_cpu = (cpu_seconds(provider_pid) - cpu_before) / calls
+
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as session:
+        async def direct_call() -> None:
+            # The same client stack provider_svc uses, so the difference is provider_svc itself.
+            async with session.post(upstream_url, data=body) as response:
+                await response.read()
+
+        for _ in range(200):
+            await direct_call()
+            await stub.Generate(small, timeout=10)
+        direct, via = [], []
+        provider_cpu = 0.0
+        # Interleaved, so drifting machine load hits both series alike.
+        for _ in range(calls):
+            started = time.perf_counter()
+            await direct_call()
+            direct.append(time.perf_counter() - started)
+            cpu_before = cpu_seconds(provider_pid)
+            started = time.perf_counter()
+            await stub.Generate(small, timeout=10)
+            via.append(time.perf_counter() - started)
+            provider_cpu += cpu_seconds(provider_pid) - cpu_before
+    overheads = [v - d for v, d in zip(via, direct, strict=True)]
 
     results["sequential"] = {
         "calls": calls,
         "direct_p50_ms": percentile(direct, 0.5) * 1e3, "direct_p99_ms": percentile(direct, 0.99) * 1e3,
         "via_p50_ms": percentile(via, 0.5) * 1e3, "via_p99_ms": percentile(via, 0.99) * 1e3,
-        "overhead_p50_ms": (percentile(via, 0.5) - percentile(direct, 0.5)) * 1e3,
-        "overhead_p99_ms": (percentile(via, 0.99) - percentile(direct, 0.99)) * 1e3,
-        "provider_cpu_ms_per_call": provider_cpu * 1e3,
+        "overhead_p50_ms": percentile(overheads, 0.5) * 1e3,
+        "overhead_p99_ms": percentile(overheads, 0.99) * 1e3,
+        "provider_cpu_ms_per_call": provider_cpu / calls * 1e3,
     }
 
     concurrency = 32
@@ -280,7 +290,31 @@ async def client_cpu(upstream_port: int, calls: int) -> dict:
         await asyncio.gather(*(worker() for _ in range(32)))
         results[name] = (time.process_time() - cpu) / (calls // 32 * 32) * 1e3
         await client.aclose()
+    results["provider_svc OpenAIAdapter.generate (aiohttp + body + parse)"] = await _adapter_cpu(upstream_port, calls)
     return {"cpu_ms_per_call_32_concurrent": results}
+
+
+async def _adapter_cpu(upstream_port: int, calls: int) -> float:
+    from provider_svc.adapters.openai import OpenAIAdapter
+    from provider_svc.domain import ImageRequest
+    from provider_svc.retry import RequestDeadline
+    from provider_svc.settings import ProviderSettings
+
+    adapter = OpenAIAdapter(ProviderSettings(openai_api_key=API_KEY,
+                                             openai_base_url=f"http://127.0.0.1:{upstream_port}/v1"))
+    request = ImageRequest(provider="openai", model_id="gpt-image-1", upstream_model_id="gpt-image-1",
+                           region="", prompt="small")
+
+    async def worker() -> None:
+        for _ in range(calls // 32):
+            await adapter.generate(request, RequestDeadline(None, 30))
+
+    await worker()
+    cpu = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(32)))
+    elapsed = time.process_time() - cpu
+    await adapter.close()
+    return elapsed / (calls // 32 * 32) * 1e3
 
 
 async def _aiohttp_cpu(aiohttp: object, url: str, body: bytes, calls: int) -> float:
@@ -327,12 +361,53 @@ async def profile_adapter(upstream_port: int, calls: int) -> None:
     print(profiler.output_text(unicode=False, color=False, show_all=os.environ.get("BENCH_PROFILE_ALL") == "1"))
 
 
+async def grpc_floor(calls: int) -> dict:
+    """The same hop with no upstream: a ProviderService that answers a canned response,
+    served by the shared runtime (interceptor included), in this process."""
+    from quantized_runtime.server import create_server
+
+    canned = provider_pb2.GenerateResponse(created=1).SerializeToString()
+
+    async def generate(request: provider_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> bytes:
+        return canned
+
+    def register(server: grpc.aio.Server) -> None:
+        handler = grpc.unary_unary_rpc_method_handler(
+            generate, request_deserializer=provider_pb2.GenerateRequest.FromString,
+            response_serializer=lambda response: response)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "quantized.provider.v1.ProviderService", {"Generate": handler}),))
+
+    running = await create_server("127.0.0.1:0", [register], [], 128 * 1024 * 1024)
+    channel = open_channel(f"127.0.0.1:{running.port}")
+    stub = provider_pb2_grpc.ProviderServiceStub(channel)
+    small = _request("small")
+    for _ in range(200):
+        await stub.Generate(small, timeout=10)
+    latencies = []
+    cpu = time.process_time()
+    for _ in range(calls):
+        started = time.perf_counter()
+        await stub.Generate(small, timeout=10)
+        latencies.append(time.perf_counter() - started)
+    cpu_per_call = (time.process_time() - cpu) / calls
+    await channel.close()
+    await running.stop(0)
+    return {"grpc_hop_p50_ms": percentile(latencies, 0.5) * 1e3, "grpc_hop_p99_ms": percentile(latencies, 0.99) * 1e3,
+            "client_plus_server_cpu_ms_per_call": cpu_per_call * 1e3,
+            "load_average_1m": os.getloadavg()[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--client-cpu", action="store_true", help="compare upstream HTTP clients")
     parser.add_argument("--profile", action="store_true", help="pyinstrument the OpenAI adapter")
+    parser.add_argument("--grpc-floor", action="store_true", help="the gRPC hop alone, canned response")
     args = parser.parse_args()
+    if args.grpc_floor:
+        print(json.dumps(asyncio.run(grpc_floor(args.calls)), indent=2))
+        return
 
     upstream, upstream_port = start_upstream()
     try:
@@ -348,6 +423,7 @@ def main() -> None:
         finally:
             provider.terminate()
             provider.wait(timeout=30)
+        results["load_average_1m"] = os.getloadavg()[0]
         print(json.dumps(results, indent=2))
     finally:
         upstream.terminate()

@@ -3,10 +3,10 @@ the header (Pillow reads only the header, not the pixels)."""
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 
+import pybase64
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
@@ -42,6 +42,6 @@ def megapixels(images: list[bytes]) -> float:
 
 def decode_b64(text: str | bytes) -> bytes:
     try:
-        return base64.b64decode(text, validate=False)
+        return pybase64.b64decode(text, validate=False)
     except (binascii.Error, ValueError):
         return b""
