@@ -2,9 +2,11 @@
 
 Starts a real billing server as a separate process (so server and client each
 have a core), on SQLite and on PostgreSQL, and measures:
+  - the floor: bare health-check RPCs on the same server (no database);
   - Reserve+Settle pairs per second, C concurrent callers, one account each;
   - the same with every caller on one hot account (the row-lock worst case);
   - Authenticate latency (p50/p99), sequential, for an API key and an HS256 JWT;
+  - billing's domain and storage alone, in process, without gRPC;
   - a cached authentication as the edge does it (a dict hit, no RPC), for scale.
 
 Usage: .venv/bin/python bench/billing_bench.py [--seconds 8] [--concurrency 16]
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -31,6 +34,12 @@ import grpc
 import jwt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from billing_svc.domain import Usage
+from billing_svc.jwt_verifier import JwtVerifier
+from billing_svc.service import Billing
+from billing_svc.storage.engine import Database, create_engine
+from billing_svc.storage.factory import repository_for
+from billing_svc.storage.migrate import upgrade_to_head
 from quantized.billing.v1 import billing_pb2 as pb
 from quantized.billing.v1 import billing_pb2_grpc
 from quantized_runtime.channels import open_channel
@@ -132,6 +141,65 @@ async def pairs_per_second(stub, admin, server_pid: int, concurrency: int, secon
             (time.process_time() - client_cpu) * 1000 / done)
 
 
+async def domain_pairs_per_second(database_url: str, concurrency: int,
+                                  seconds: float) -> tuple[float, float]:
+    """Billing's own work without gRPC: the Billing use cases on the real database,
+    in this process. Pairs per second and CPU milliseconds per pair (this process)."""
+    database = Database(create_engine(database_url, pool_size=concurrency))
+    await upgrade_to_head(database.engine)
+    billing = Billing(repository_for(database), JwtVerifier(
+        secret=None, public_keys=[], issuer=None, audience=None, leeway_seconds=0),
+        timedelta(minutes=8))
+    account_ids = [(await billing.create_account(f"domain-{i}", 10**14, False))[0].account_id
+                   for i in range(concurrency)]
+    done = 0
+    stop_at = time.perf_counter() + 1.0
+
+    async def worker(account_id: str) -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            hold = await billing.reserve(account_id, PRICE, uuid.uuid4().hex)
+            await billing.settle(hold.hold_id, PRICE // 2,
+                                 Usage(model_id="gpt-image-1", provider="openai", images=1))
+            done += 1
+
+    try:
+        await asyncio.gather(*(worker(a) for a in account_ids))
+        done = 0
+        client_cpu = time.process_time()
+        started = time.perf_counter()
+        stop_at = started + seconds
+        await asyncio.gather(*(worker(a) for a in account_ids))
+        elapsed = time.perf_counter() - started
+        return done / elapsed, (time.process_time() - client_cpu) * 1000 / done
+    finally:
+        await database.dispose()
+
+
+async def bare_rpc_cost(channel, server_pid: int, concurrency: int,
+                        seconds: float) -> tuple[float, float, float]:
+    """The floor: health checks on the same server (no interceptor, no database)."""
+    health = health_pb2_grpc.HealthStub(channel)
+    done = 0
+    stop_at = time.perf_counter() + 1.0
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    done = 0
+    server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
+    started = time.perf_counter()
+    stop_at = started + seconds
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return (done / elapsed, (cpu_seconds(server_pid) - server_cpu) * 1000 / done,
+            (time.process_time() - client_cpu) * 1000 / done)
+
+
 async def auth_latency(stub, token: str, calls: int) -> tuple[float, float]:
     for _ in range(50):
         await stub.Authenticate(pb.AuthenticateRequest(token=token), timeout=10)
@@ -165,6 +233,7 @@ async def run_backend(name: str, database_url: str, data_dir: str, args) -> None
                                         args.seconds, False)
         hot = await pairs_per_second(stub, admin, process.pid, args.concurrency,
                                      args.seconds, True)
+        bare = await bare_rpc_cost(channel, process.pid, args.concurrency, args.seconds / 2)
         created = await admin.CreateAccount(pb.CreateAccountRequest(
             name="auth", credits_micro_credits=1), metadata=ADMIN)
         key_p50, key_p99 = await auth_latency(stub, created.api_key, args.auth_calls)
@@ -176,12 +245,18 @@ async def run_backend(name: str, database_url: str, data_dir: str, args) -> None
             print(f"{name}: reserve+settle, {args.concurrency} callers, {label}: "
                   f"{rate:.0f} pairs/s; CPU per pair: server {server_ms:.2f} ms, "
                   f"client {client_ms:.2f} ms")
+        print(f"{name}: floor, bare health-check RPC, {args.concurrency} callers: "
+              f"{bare[0]:.0f} RPC/s; CPU per RPC: server {bare[1]:.2f} ms, "
+              f"client {bare[2]:.2f} ms")
         print(f"{name}: Authenticate API key p50 {key_p50:.3f} ms, p99 {key_p99:.3f} ms")
         print(f"{name}: Authenticate HS256 JWT p50 {jwt_p50:.3f} ms, p99 {jwt_p99:.3f} ms")
     finally:
         await channel.close()
         process.terminate()
         process.wait(timeout=20)
+    rate, cpu_ms = await domain_pairs_per_second(database_url, args.concurrency, args.seconds)
+    print(f"{name}: domain only (no gRPC), {args.concurrency} callers, one account each: "
+          f"{rate:.0f} pairs/s; CPU per pair {cpu_ms:.2f} ms")
 
 
 async def main() -> None:
