@@ -13,6 +13,7 @@ from billing_svc.service import Billing
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
+from quantized_runtime.server import Registrar
 
 
 def _timestamp(value: datetime) -> Timestamp:
@@ -143,7 +144,7 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
             recent_usage=[_usage_entry(u) for u in view.recent_usage])
 
 
-def registrars(billing: Billing, admin_token: str) -> list:
+def registrars(billing: Billing, admin_token: str) -> list[Registrar]:
     public = BillingServicer(billing)
     admin = BillingAdminServicer(billing, admin_token)
     return [

@@ -17,7 +17,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -352,10 +352,3 @@ class BillingRepository:
                             input_tokens=u.input_tokens, output_tokens=u.output_tokens,
                             total_tokens=u.total_tokens, megapixels=u.megapixels,
                             user=u.end_user)) for u in usage])
-
-    async def ledger_total(self, account_id: str) -> int:
-        """The sum of the account's ledger rows (equals its balance)."""
-        async with self._db.read() as conn:
-            total = (await conn.execute(select(func.coalesce(func.sum(ledger.c.amount), 0))
-                                        .where(ledger.c.account_id == account_id))).scalar_one()
-        return int(total)

@@ -3,6 +3,8 @@ PostgreSQL: the arithmetic, the usage record, and the ledger matching the balanc
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from quantized.billing.v1 import billing_pb2 as pb
@@ -154,8 +156,6 @@ async def test_a_retried_reserve_returns_the_same_hold(client: BillingClient,
 
 async def test_a_retry_racing_its_original_places_one_hold(start_billing,
                                                            database_url) -> None:
-    import asyncio
-
     client = await start_billing()
     account_id = (await client.create_account(credits=10_000_000)).account.account_id
     holds = await asyncio.gather(*(client.reserve(account_id, 100_000, "req-race")
