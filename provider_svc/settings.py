@@ -3,7 +3,7 @@ optional: a provider without credentials fails its own calls, never the start.""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from quantized_runtime.defaults import PROVIDER_ADDR
@@ -27,8 +27,7 @@ class ProviderSettings(ServiceSettings):
     openai_max_connections: int = Field(default=100, ge=1)
 
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
-    openai_base_url: str = Field(default="https://api.openai.com/v1",
-                                 validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    openai_base_url: str = Field(default="https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL")
     openai_organization: str | None = Field(default=None, validation_alias="OPENAI_ORG_ID")
     openai_project: str | None = Field(default=None, validation_alias="OPENAI_PROJECT_ID")
 
