@@ -4,7 +4,9 @@ Each fake upstream subclasses `FakeUpstream` and implements `success(request)`.
 Tests steer it with:
 - `then(*behaviours)`: replies for the next requests, in order, then back to success;
 - `always(behaviour)`: every request gets this reply until `reset()`;
-- `delay_seconds`: sleep before answering (slow upstreams), interrupted by `stop()`.
+- `delay_seconds`: sleep before answering (slow upstreams), interrupted by `stop()`;
+- `hold()` / `release()`: keep every answer back until released (ordering tests
+  without timing).
 A behaviour is a `Reply` or a callable `RecordedRequest -> Reply`.
 """
 
@@ -59,6 +61,8 @@ class FakeUpstream:
         self._sticky: Behaviour | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._gate = threading.Event()
+        self._gate.set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -75,6 +79,7 @@ class FakeUpstream:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._gate.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -104,6 +109,12 @@ class FakeUpstream:
     def always(self, behaviour: Behaviour) -> None:
         self._sticky = behaviour
 
+    def hold(self) -> None:
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
     def reset(self) -> None:
         with self._lock:
             self._queue.clear()
@@ -131,6 +142,7 @@ class FakeUpstream:
     def _pause(self) -> None:
         if self.delay_seconds > 0:
             self._stopping.wait(self.delay_seconds)
+        self._gate.wait()
 
 
 def _handler_for(fake: FakeUpstream) -> type[BaseHTTPRequestHandler]:

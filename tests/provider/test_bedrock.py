@@ -199,3 +199,19 @@ async def test_missing_credentials_fail_the_call(harness_factory, monkeypatch: p
     assert failure.error.reason == Reason.UPSTREAM_UNAVAILABLE
     assert failure.error.message == "bedrock: no credentials configured"
     assert harness.bedrock.requests == []
+
+
+async def test_a_slow_bedrock_call_does_not_block_the_event_loop(harness: Harness) -> None:
+    import asyncio
+
+    harness.bedrock.hold()
+    slow = asyncio.ensure_future(harness.generate(TITAN))
+    while not harness.bedrock.requests:
+        await asyncio.sleep(0.01)
+
+    # boto3 blocks a pool thread, not the loop: another call is served meanwhile.
+    quick = await harness.generate("sandbox-image-1", size="16x16")
+
+    assert len(quick.images) == 1 and not slow.done()
+    harness.bedrock.release()
+    assert len((await slow).images) == 1

@@ -202,3 +202,10 @@ async def test_a_slow_upstream_times_out(harness_factory) -> None:
     failure = await harness.fail(IMAGEN)
 
     assert failure.error.message == "gemini: upstream timed out"
+
+
+async def test_flash_image_asks_for_n_candidates(harness: Harness) -> None:
+    response = await harness.generate(FLASH_IMAGE, n=2)
+
+    assert harness.google.last.json()["generationConfig"]["candidateCount"] == 2
+    assert len(response.images) == 2
