@@ -9,15 +9,13 @@ domain bytes, the message's copy, the serialised copy) on top of gRPC's own.
 from __future__ import annotations
 
 import grpc
-
-from provider_svc.dispatch import Dispatcher
 from google.protobuf.descriptor import FieldDescriptor
 
+from provider_svc.dispatch import Dispatcher
 from provider_svc.domain import GenerationResult, Image, ImageRequest
 from quantized.common.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
 from quantized_runtime.errors import Reason, ServiceError
-
 
 SERVICE_NAME = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
 

@@ -150,6 +150,8 @@ class BedrockAdapter:
             raise unavailable(PROVIDER, f"upstream call failed ({type(exc).__name__})") from None
         except ValueError:
             raise unavailable(PROVIDER, "upstream returned a malformed body") from None
+        if not isinstance(payload, dict):
+            raise unavailable(PROVIDER, "upstream returned a malformed body")
         if family is Family.STABILITY:
             return _stability_result(payload)
         return _titan_nova_result(payload, request.n)

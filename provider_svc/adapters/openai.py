@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
+from provider_svc.b64json import loads_with_blobs
 from provider_svc.domain import Deadline, GenerationResult, Image, ImageRequest, Usage, flagged_images
 from provider_svc.families import Family, family_of
-from provider_svc.b64json import loads_with_blobs
 from provider_svc.imaging import sniff_mime
 from provider_svc.policy import forwardable
 from provider_svc.settings import ProviderSettings
@@ -109,6 +109,8 @@ class OpenAIAdapter:
             payload, blobs = loads_with_blobs(raw, "b64_json")
         except (ValueError, TypeError):
             raise unavailable(PROVIDER, "upstream returned a malformed body") from None
+        if not isinstance(payload, dict):
+            raise unavailable(PROVIDER, "upstream returned a malformed body")
         # The body can be tens of megabytes: drop it before building the result.
         del raw
         return _parse_success(payload, blobs, family)

@@ -215,3 +215,14 @@ async def test_a_slow_bedrock_call_does_not_block_the_event_loop(harness: Harnes
     assert len(quick.images) == 1 and not slow.done()
     harness.bedrock.release()
     assert len((await slow).images) == 1
+
+
+async def test_a_malformed_body_is_an_upstream_failure(harness: Harness) -> None:
+    from tests.fake_upstreams import Reply
+
+    harness.bedrock.then(Reply(200, b"[]", {"Content-Type": "application/json"}))
+
+    failure = await harness.fail(TITAN)
+
+    assert failure.error.reason == Reason.UPSTREAM_UNAVAILABLE
+    assert failure.error.message == "bedrock: upstream returned a malformed body"

@@ -195,3 +195,16 @@ async def test_an_unreachable_upstream_is_unavailable(harness_factory) -> None:
 
     assert failure.error.reason == Reason.UPSTREAM_UNAVAILABLE
     assert failure.error.message.startswith("openai: could not reach upstream")
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"data": [{"url": "https://example.invalid/x.png"}]}'])
+async def test_a_malformed_success_body_is_an_upstream_failure(harness: Harness, body: bytes) -> None:
+    from tests.fake_upstreams import Reply
+
+    harness.openai.then(Reply(200, body, {"Content-Type": "application/json"}))
+
+    failure = await harness.fail("dall-e-3")
+
+    assert failure.error.reason == Reason.UPSTREAM_UNAVAILABLE
+    assert failure.error.message in ("openai: upstream returned a malformed body",
+                                     "openai: upstream returned an image without data")
