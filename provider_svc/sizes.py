@@ -8,9 +8,10 @@ lists, aspect-ratio lists and rule-based ranges (Nova Canvas) all go through it.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_SIZE = (1024, 1024)
@@ -82,7 +83,18 @@ def sizes(*labels: str) -> tuple[Size, ...]:
     return tuple(parsed)
 
 
-def nearest_ratio(size: str, ratios: Sequence[Size]) -> str:
+# Callers pass the same few size strings over and over; the results are tiny.
+_CACHE_SIZE = 1024
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def nearest_listed(size: str, candidates: tuple[Size, ...]) -> Size:
+    """The nearest listed size for a requested 'WxH' ('auto' is 1024x1024)."""
+    return nearest(requested_or_default(size), candidates)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def nearest_ratio(size: str, ratios: tuple[Size, ...]) -> str:
     """The nearest aspect ratio label ('16:9') for a requested size ('auto' is 1:1)."""
     return nearest(requested_or_default(size), ratios).ratio_label
 
@@ -134,6 +146,7 @@ def _steps_around(value: float, step: int) -> list[int]:
     return [low - step, low, low + step, low + 2 * step]
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def nearest_in_range(size: str, rules: SizeRange) -> Size:
     requested = requested_or_default(size)
     return nearest(requested, rules.candidates_near(requested))

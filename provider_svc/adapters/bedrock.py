@@ -32,7 +32,7 @@ from provider_svc.families import Family, family_of
 from provider_svc.imaging import decode_b64, megapixels, sniff_mime
 from provider_svc.policy import forwardable
 from provider_svc.settings import ProviderSettings
-from provider_svc.sizes import Size, SizeRange, nearest, nearest_in_range, nearest_ratio, requested_or_default, sizes
+from provider_svc.sizes import Size, SizeRange, nearest_in_range, nearest_listed, nearest_ratio, sizes
 from provider_svc.upstream_errors import (
     UpstreamError,
     model_not_served,
@@ -66,7 +66,7 @@ _STABILITY_FILTER_PREFIX = "filter reason"
 
 
 def titan_nova_body(request: ImageRequest, family: Family) -> dict[str, Any]:
-    size = (nearest(requested_or_default(request.size), TITAN_SIZES) if family is Family.TITAN
+    size = (nearest_listed(request.size, TITAN_SIZES) if family is Family.TITAN
             else nearest_in_range(request.size, NOVA_SIZES))
     fields = forwardable(request, family)
     text_params: dict[str, Any] = {"text": request.prompt}

@@ -20,7 +20,7 @@ from provider_svc.families import Family, family_of
 from provider_svc.imaging import sniff_mime
 from provider_svc.policy import forwardable
 from provider_svc.settings import ProviderSettings
-from provider_svc.sizes import Size, nearest, requested_or_default, sizes
+from provider_svc.sizes import Size, nearest_listed, sizes
 from provider_svc.upstream_errors import (
     UpstreamError,
     model_not_served,
@@ -49,7 +49,7 @@ def upstream_size(family: Family, size: str) -> str:
     """gpt-image models keep "auto"; everything else goes to the nearest listed size."""
     if family is Family.GPT_IMAGE and size.strip().lower() == "auto":
         return "auto"
-    return str(nearest(requested_or_default(size), SIZES[family]))
+    return str(nearest_listed(size, SIZES[family]))
 
 
 def build_body(request: ImageRequest, family: Family) -> dict[str, Any]:
