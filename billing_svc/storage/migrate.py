@@ -6,10 +6,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Replicas starting together migrate one after the other (PostgreSQL advisory
+# lock, held until the migration commits); SQLite's BEGIN IMMEDIATE does the same.
+MIGRATION_LOCK_KEY = 0x62696C6C  # "bill"
 
 
 def alembic_config() -> Config:
@@ -27,4 +31,7 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
         command.upgrade(config, "head")
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK_KEY})
         await conn.run_sync(upgrade)

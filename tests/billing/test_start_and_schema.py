@@ -4,6 +4,7 @@ refuses updates and deletes at the database level."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from billing_svc.main import start
+from billing_svc.main import RunningBilling, start
 from billing_svc.settings import BillingSettings
 from billing_svc.storage.schema import metadata
 from quantized_runtime.settings import SettingsError, load_settings
@@ -87,6 +88,20 @@ async def test_embedded_database_is_created_in_the_data_dir_and_survives_restart
         assert view.account.balance == 5
     finally:
         await second.stop(0)
+
+
+async def test_replicas_starting_together_all_come_up(database_url, data_dir) -> None:
+    outcomes = await asyncio.gather(*(start(make_settings(database_url, data_dir))
+                                      for _ in range(3)), return_exceptions=True)
+    replicas = [o for o in outcomes if isinstance(o, RunningBilling)]
+    try:
+        assert len(replicas) == 3, outcomes
+        account, _key = await replicas[0].billing.create_account("shared", 7, False)
+        for replica in replicas:
+            assert (await replica.billing.account_view(account.account_id)).account.balance == 7
+    finally:
+        for replica in replicas:
+            await replica.stop(0)
 
 
 async def test_migrations_build_exactly_the_declared_schema(start_billing: StartBilling,
