@@ -58,12 +58,13 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
         return await self._guarded(context, run)
 
     async def _guarded(self, context: grpc.aio.ServicerContext, run: Any) -> Any:
-        """A request id for callers that sent none, and no unexplained failure."""
-        request_id = current_request_id.get()
-        token = None
-        if request_id == "-":
-            request_id = new_request_id()
-            token = current_request_id.set(request_id)
+        """A fresh request id for every call, and no unexplained failure.
+
+        The id is also billing's idempotency key for the credit hold, so a caller's own
+        x-request-id (which two calls might share) is never used for it.
+        """
+        request_id = new_request_id()
+        token = current_request_id.set(request_id)
         try:
             await context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
             try:
@@ -74,5 +75,4 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
                 log.exception("unhandled error")
                 raise internal_error(request_id) from None
         finally:
-            if token is not None:
-                current_request_id.reset(token)
+            current_request_id.reset(token)

@@ -320,3 +320,15 @@ def test_a_30_mb_image_passes_through_intact(upstreams):
     reply = _post(upstreams, account.api_key, {"model": "gpt-image-1", "prompt": "a very big hedgehog"})
     assert reply.status_code == 200
     assert base64.b64decode(reply.json()["data"][0]["b64_json"]) == upstreams.openai.image_override
+
+
+def test_grpc_callers_reusing_a_request_id_are_each_served_and_charged(upstreams):
+    account = upstreams.create_account(OPENING_CREDITS)
+    metadata = [("authorization", f"Bearer {account.api_key}"), ("x-request-id", "req_reused")]
+    with grpc.insecure_channel(upstreams.edge_grpc_addr) as channel:
+        stub = images_pb2_grpc.ImagesServiceStub(channel)
+        replies = [stub.Generate(images_pb2.GenerateRequest(model="sandbox-image-1", prompt="x", size="16x16"),
+                                 metadata=metadata, timeout=30) for _ in range(2)]
+    used = sum(reply.usage.credits_used for reply in replies)
+    assert all(reply.usage.credits_used > 0 for reply in replies)
+    assert _balance(upstreams, account.account_id) == OPENING_CREDITS - used

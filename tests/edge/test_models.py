@@ -62,9 +62,11 @@ async def test_grpc_sends_the_request_id_in_initial_metadata(stack: Stack) -> No
     assert metadata["x-request-id"].startswith("req_")
 
 
-async def test_grpc_keeps_a_caller_request_id(stack: Stack) -> None:
-    call = stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="x"),
-                                 metadata=(("authorization", f"Bearer {VALID_KEY}"), ("x-request-id", "req_mine")))
-    answer = await call
-    assert answer.request_id == "req_mine"
-    assert stack.peers.provider.calls[0].request_id == "req_mine"
+async def test_grpc_mints_its_own_request_id_even_when_the_caller_sends_one(stack: Stack) -> None:
+    # The id keys billing's idempotent hold: two calls sharing a caller's id must not share a hold.
+    metadata = (("authorization", f"Bearer {VALID_KEY}"), ("x-request-id", "req_mine"))
+    first = await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="x"), metadata=metadata)
+    second = await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="x"), metadata=metadata)
+    assert "req_mine" not in (first.request_id, second.request_id)
+    assert first.request_id != second.request_id
+    assert [call.request_id for call in stack.peers.provider.calls[-2:]] == [first.request_id, second.request_id]
