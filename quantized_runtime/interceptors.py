@@ -20,46 +20,60 @@ _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
 class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # One wrapped handler per method, built on first use: the request id is read
+        # from each call's context, so nothing per call is allocated here.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or method.startswith(_QUIET_PREFIXES):
             return handler
-        inner = handler.unary_unary
-        request_id = _request_id(handler_call_details.invocation_metadata)
+        wrapped = _guard(method, handler)
+        self._wrapped[method] = wrapped
+        return wrapped
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = current_request_id.set(request_id)
-            started = time.perf_counter()
-            outcome = "OK"
-            try:
-                return await inner(request, context)
-            except ServiceError as error:
-                outcome = error.reason.value
-                await context.abort_with_status(to_rpc_status(error))
-            except grpc.aio.AbortError:
-                outcome = "ABORTED"
-                raise
-            except Exception:
-                outcome = Reason.INTERNAL.value
-                log.exception("unhandled error in %s", method)
-                await context.abort_with_status(to_rpc_status(
-                    ServiceError(Reason.INTERNAL, f"internal error (request id {request_id})")))
-            finally:
-                log.info("rpc", extra={"fields": {
-                    "method": method, "outcome": outcome,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
-                current_request_id.reset(token)
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+def _guard(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    inner = handler.unary_unary
+
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        request_id = _request_id(context.invocation_metadata())
+        token = current_request_id.set(request_id)
+        started = time.perf_counter()
+        outcome = "OK"
+        try:
+            return await inner(request, context)
+        except ServiceError as error:
+            outcome = error.reason.value
+            await context.abort_with_status(to_rpc_status(error))
+        except grpc.aio.AbortError:
+            outcome = "ABORTED"
+            raise
+        except Exception:
+            outcome = Reason.INTERNAL.value
+            log.exception("unhandled error in %s", method)
+            await context.abort_with_status(to_rpc_status(
+                ServiceError(Reason.INTERNAL, f"internal error (request id {request_id})")))
+        finally:
+            log.info("rpc", extra={"fields": {
+                "method": method, "outcome": outcome,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
+            current_request_id.reset(token)
+
+    return grpc.unary_unary_rpc_method_handler(
+        guarded,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _request_id(metadata: Any) -> str:
