@@ -50,3 +50,16 @@ def test_the_shared_error_model_has_no_grpc_import():
     # Domain code raises these; it must not need gRPC to do so.
     imports = _imported_top_levels("quantized_runtime")["quantized_runtime/errors.py"]
     assert "grpc" not in imports and "grpc_status" not in imports
+
+
+# The modules that translate between the wire and the domain; everything else in a
+# service is domain or storage code and must not need gRPC.
+GRPC_BOUNDARY_MODULES = {"main.py", "servicer.py", "peers.py"}
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_only_the_grpc_boundary_of_a_service_imports_grpc(package):
+    offenders = sorted(module for module, names in _imported_top_levels(package).items()
+                       if names & {"grpc", "grpc_status", "grpc_health", "grpc_reflection"}
+                       and Path(module).name not in GRPC_BOUNDARY_MODULES)
+    assert not offenders, f"domain or storage modules importing gRPC: {offenders}"
