@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -110,3 +111,53 @@ def test_a_child_that_dies_is_reported_and_the_stack_stops(tmp_path):
     assert running.wait() == 1
     assert any("provider exited unexpectedly" in line for line in running.stderr_lines)
     assert not [pid for pid in children if pid_alive(pid)]
+
+
+def _json_admin(stack, *args: str) -> dict:
+    result = stack.admin(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_admin_cli_keys_and_credits(stack):
+    account = _json_admin(stack, "account", "create", "--name", "keys", "--credits", "1000")
+    key = _json_admin(stack, "key", "create", "--account", account["account_id"])
+    client = openai.OpenAI(api_key=key["api_key"], base_url=stack.base_url, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as poor:
+        client.images.generate(model="sandbox-image-1", prompt="x", size="64x64")
+    assert poor.value.status_code == 402
+    granted = _json_admin(stack, "credits", "grant", "--account", account["account_id"], "--amount", "9000000")
+    assert int(granted["balance_micro_credits"]) == 9001000
+    assert client.images.generate(model="sandbox-image-1", prompt="x", size="64x64").data
+    revoked = _json_admin(stack, "key", "revoke", key["key_id"])
+    assert revoked["revoked"] is True
+    bad = stack.admin("credits", "grant", "--account", account["account_id"], "--amount", "-5")
+    assert bad.returncode == 2 and "positive" in bad.stderr
+
+
+def test_admin_cli_catalog_operations_take_effect_without_restart(stack):
+    client = openai.OpenAI(api_key=stack.api_key, base_url=stack.base_url, max_retries=0)
+    disabled = _json_admin(stack, "provider-model", "disable", "--provider", "sandbox", "--model", "sandbox-image-1")
+    assert disabled["is_active"] is False
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                client.images.generate(model="sandbox-image-1", prompt="x", size="64x64")
+            except openai.BadRequestError as refused:
+                assert "No active providers" in refused.message
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("disabling the sandbox row was not visible through the edge within 5 s")
+    finally:
+        _json_admin(stack, "provider-model", "enable", "--provider", "sandbox", "--model", "sandbox-image-1")
+    listed = _json_admin(stack, "catalog", "list")
+    row = next(r for r in listed["provider_models"] if r["model_id"] == "sandbox-image-1")
+    assert row["is_active"] is True
+    audit = _json_admin(stack, "catalog", "audit")
+    assert any("sandbox-image-1" in event["detail"] and event["actor"].endswith("@cli")
+               for event in audit["events"])
+    assert _json_admin(stack, "catalog", "reload")["catalog_version"]
+    unknown = stack.admin("provider-model", "enable", "--provider", "nope", "--model", "sandbox-image-1")
+    assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
