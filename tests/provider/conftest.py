@@ -63,7 +63,7 @@ class Harness:
     bedrock: FakeBedrock
     google: FakeGoogle
 
-    async def generate(self, model: str, *, timeout: float = 10, watermark: int = images_pb2.WATERMARK_NONE,
+    async def generate(self, model: str, *, timeout: float = 30, watermark: int = images_pb2.WATERMARK_NONE,
                        provider: str | None = None, region: str | None = None,
                        **fields: Any) -> provider_pb2.GenerateResponse:
         request = provider_pb2.GenerateRequest(
@@ -80,7 +80,7 @@ class Harness:
 
 def settings_for(openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle, **overrides: Any) -> ProviderSettings:
     values: dict[str, Any] = dict(
-        listen="127.0.0.1:0", upstream_timeout_seconds=2.0, upstream_retries=2, retry_backoff_seconds=0.01,
+        listen="127.0.0.1:0", upstream_timeout_seconds=15.0, upstream_retries=2, retry_backoff_seconds=0.01,
         bedrock_max_workers=4,
         openai_base_url=openai.base_url, openai_api_key=openai.api_key,
         bedrock_endpoint_url=bedrock.url,

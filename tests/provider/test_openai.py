@@ -93,7 +93,7 @@ async def test_a_30_mb_image_passes_intact(harness: Harness) -> None:
 
     big = big_png()
     harness.openai.image_override = big
-    response = await harness.generate("gpt-image-1", size="1024x1024", timeout=30)
+    response = await harness.generate("gpt-image-1", size="1024x1024", timeout=60)
 
     [image] = response.images
     assert len(image.image_data) >= 30 * 1024 * 1024
