@@ -10,7 +10,9 @@ deferred BEGIN would let two transactions read the same balance and then fail on
 upgrade), with a busy timeout for other processes sharing the file. Inside one
 process the writers also queue on an asyncio lock, so they wait in order instead
 of polling SQLite's busy handler. Reads use a plain deferred BEGIN; in WAL mode
-they never wait for the writer.
+they never wait for the writer. The request path on a SQLite file runs its short
+transactions synchronously on the event loop instead (see sqlite_transactions.py),
+queued on the same writer lock.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from billing_svc.storage.sqlite_transactions import SqliteTransactions
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 READ_ONLY_OPTION = "billing_read_only"
@@ -65,8 +69,14 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        sqlite_writer_queue = asyncio.Lock()
         self._writer_queue: contextlib.AbstractAsyncContextManager[Any] = (
-            asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext())
+            sqlite_writer_queue if self.dialect == "sqlite" else contextlib.nullcontext())
+        sqlite_file = _sqlite_file(engine)
+        # The request path's transactions on a SQLite file; None elsewhere.
+        self.sqlite: SqliteTransactions | None = (
+            SqliteTransactions(sqlite_file, sqlite_writer_queue, SQLITE_BUSY_TIMEOUT_MS / 1000)
+            if sqlite_file else None)
         self._autocommit_engine = (engine.execution_options(isolation_level="AUTOCOMMIT")
                                    if self.dialect == "postgresql" else None)
 
@@ -92,4 +102,17 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self.sqlite is not None:
+            self.sqlite.close()
         await self.engine.dispose()
+
+
+def _sqlite_file(engine: AsyncEngine) -> str | None:
+    """The database file of a SQLite engine (None for other databases, and for
+    in-memory or URI-form SQLite URLs, which keep the generic path)."""
+    url = engine.url
+    if engine.dialect.name != "sqlite" or url.query.get("uri"):
+        return None
+    if not url.database or url.database == ":memory:":
+        return None
+    return url.database

@@ -98,8 +98,32 @@ def _hold(row: Row[Any]) -> Hold:
                 amount=row.amount, expires_at=row.expires_at)
 
 
-def _not_found(what: str, identifier: str) -> ServiceError:
+def not_found(what: str, identifier: str) -> ServiceError:
     return ServiceError(Reason.NOT_FOUND, f"{what} {identifier!r} not found")
+
+
+def insufficient_credits(amount: int, available: int) -> ServiceError:
+    return ServiceError(
+        Reason.INSUFFICIENT_CREDITS,
+        f"insufficient credits: the request may cost up to {amount} micro-credits "
+        f"and the account has {available} available",
+        metadata={"required_micro_credits": str(amount),
+                  "available_micro_credits": str(available)})
+
+
+def unclosable_hold(hold_id: str, status: str, expires_at: datetime, amount: int,
+                    now: datetime, charged: int) -> ServiceError:
+    """Why an existing hold could not be closed."""
+    if status != OPEN:
+        return ServiceError(Reason.HOLD_CLOSED, f"hold {hold_id!r} is already {status}")
+    if expires_at <= now:
+        return ServiceError(Reason.HOLD_CLOSED, f"hold {hold_id!r} has expired")
+    if charged > amount:
+        return ServiceError(
+            Reason.INVALID_REQUEST,
+            f"cannot charge {charged} micro-credits against a hold of {amount}",
+            field="amount_micro_credits")
+    return ServiceError(Reason.INTERNAL, f"hold {hold_id!r} could not be closed")
 
 
 class _RetriedRequest(Exception):
@@ -173,13 +197,8 @@ class BillingRepository:
         row = (await conn.execute(select(accounts.c.balance)
                                   .where(accounts.c.id == account_id))).first()
         if row is None:
-            return _not_found("account", account_id)
-        return ServiceError(
-            Reason.INSUFFICIENT_CREDITS,
-            f"insufficient credits: the request may cost up to {amount} micro-credits "
-            f"and the account has {row.balance} available",
-            metadata={"required_micro_credits": str(amount),
-                      "available_micro_credits": str(row.balance)})
+            return not_found("account", account_id)
+        return insufficient_credits(amount, row.balance)
 
     async def settle(self, hold_id: str, charged: int, usage: Usage, now: datetime) -> Closed:
         async with self._db.write() as conn:
@@ -249,17 +268,8 @@ class BillingRepository:
         row = (await conn.execute(select(holds.c.status, holds.c.expires_at, holds.c.amount)
                                   .where(holds.c.id == hold_id))).first()
         if row is None:
-            return _not_found("hold", hold_id)
-        if row.status != OPEN:
-            return ServiceError(Reason.HOLD_CLOSED, f"hold {hold_id!r} is already {row.status}")
-        if row.expires_at <= now:
-            return ServiceError(Reason.HOLD_CLOSED, f"hold {hold_id!r} has expired")
-        if charged > row.amount:
-            return ServiceError(
-                Reason.INVALID_REQUEST,
-                f"cannot charge {charged} micro-credits against a hold of {row.amount}",
-                field="amount_micro_credits")
-        return ServiceError(Reason.INTERNAL, f"hold {hold_id!r} could not be closed")
+            return not_found("hold", hold_id)
+        return unclosable_hold(hold_id, row.status, row.expires_at, row.amount, now, charged)
 
     async def _hold_for_request(self, conn: AsyncConnection, account_id: str,
                                 request_id: str) -> Hold | None:
@@ -290,7 +300,7 @@ class BillingRepository:
         async with self._db.write() as conn:
             exists = (await conn.execute(_ACCOUNT_UNLIMITED, {"account_id": account_id})).first()
             if exists is None:
-                raise _not_found("account", account_id)
+                raise not_found("account", account_id)
             await self._insert_key(conn, account_id, key_id, key_prefix, key_hash, now)
         return ApiKeyInfo(key_id, account_id, key_prefix, False, now)
 
@@ -308,7 +318,7 @@ class BillingRepository:
                                .values(revoked_at=now))
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
             if row is None:
-                raise _not_found("API key", key_id)
+                raise not_found("API key", key_id)
             return _key_info(row)
 
     async def grant(self, account_id: str, amount: int, now: datetime) -> Account:
@@ -318,7 +328,7 @@ class BillingRepository:
                 .values(balance=accounts.c.balance + amount)
                 .returning(*accounts.c))).first()
             if row is None:
-                raise _not_found("account", account_id)
+                raise not_found("account", account_id)
             await conn.execute(_INSERT_LEDGER, {
                 "account_id": account_id, "kind": "grant", "amount": amount,
                 "hold_id": None, "created_at": now})
@@ -329,7 +339,7 @@ class BillingRepository:
             row = (await conn.execute(select(accounts)
                                       .where(accounts.c.id == account_id))).first()
             if row is None:
-                raise _not_found("account", account_id)
+                raise not_found("account", account_id)
             keys = (await conn.execute(select(api_keys)
                                        .where(api_keys.c.account_id == account_id)
                                        .order_by(api_keys.c.created_at, api_keys.c.id))).all()
