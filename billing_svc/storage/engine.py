@@ -103,7 +103,7 @@ class Database:
 
     async def dispose(self) -> None:
         if self.sqlite is not None:
-            self.sqlite.close()
+            await self.sqlite.close()
         await self.engine.dispose()
 
 

@@ -19,19 +19,31 @@ freeze the loop, so this connection has `busy_timeout = 0`: a busy database is
 reported at once, the transaction is rolled back and retried after an
 asyncio sleep (1 ms doubling to 50 ms), up to the same 10 s overall as the
 aiosqlite path, after which the `database is locked` error is raised.
+
+Checkpoints (copying the WAL back into the database file) end with fsyncs that
+take milliseconds, so they are kept off the loop too: this connection does not
+checkpoint automatically; every CHECKPOINT_EVERY_COMMITS write transactions a
+PASSIVE checkpoint runs in a worker thread on its own connection. A PASSIVE
+checkpoint never waits for, nor blocks, readers and writers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
 Result = TypeVar("Result")
 
+log = logging.getLogger("quantized.billing.sqlite")
+
 FIRST_RETRY_DELAY_SECONDS = 0.001
 MAX_RETRY_DELAY_SECONDS = 0.05
+# SQLite's own automatic checkpoint runs every 1,000 WAL pages; a Reserve or a
+# Settle writes about 7 pages, so this keeps the WAL at a similar size.
+CHECKPOINT_EVERY_COMMITS = 150
 # SQLite's result codes for "another connection holds the lock".
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
@@ -48,18 +60,35 @@ class SqliteTransactions:
                  ) -> None:
         # Autocommit mode: BEGIN and COMMIT are ours. The connection is only ever
         # used from the event loop's thread; disposal may run elsewhere.
+        self._path = path
         self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._cursor = self._connection.cursor()
-        for pragma in ("busy_timeout = 0", "journal_mode = WAL", "synchronous = NORMAL",
-                       "foreign_keys = ON"):
+        # Setting up may wait for another process (nothing is served yet); from
+        # then on a busy file is reported at once and waited for in _run.
+        busy_ms = int(busy_timeout_seconds * 1000)
+        for pragma in (f"busy_timeout = {busy_ms}", "journal_mode = WAL",
+                       "synchronous = NORMAL", "foreign_keys = ON", "wal_autocheckpoint = 0",
+                       "busy_timeout = 0"):
             self._cursor.execute(f"PRAGMA {pragma}")
         self._writer_queue = writer_queue
         self._busy_timeout_seconds = busy_timeout_seconds
+        self._commits_since_checkpoint = 0
+        self._checkpointing: asyncio.Future[None] | None = None
+        # Opened by the first checkpoint, used by one worker thread at a time.
+        self._checkpoint_connection: sqlite3.Connection | None = None
 
     async def write(self, work: Callable[[sqlite3.Cursor], Result]) -> Result:
         """BEGIN IMMEDIATE, work, COMMIT; rolled back when work raises."""
         async with self._writer_queue:
-            return await self._run("BEGIN IMMEDIATE", work)
+            result = await self._run("BEGIN IMMEDIATE", work)
+        self._commits_since_checkpoint += 1
+        if (self._commits_since_checkpoint >= CHECKPOINT_EVERY_COMMITS
+                and self._checkpointing is None):
+            self._commits_since_checkpoint = 0
+            self._checkpointing = asyncio.get_running_loop().run_in_executor(
+                None, self._checkpoint)
+            self._checkpointing.add_done_callback(self._checkpoint_done)
+        return result
 
     async def read(self, work: Callable[[sqlite3.Cursor], Result]) -> Result:
         """A deferred transaction: in WAL mode it never waits for a writer."""
@@ -91,7 +120,25 @@ class SqliteTransactions:
             raise
         return result
 
-    def close(self) -> None:
+    def _checkpoint(self) -> None:
+        """In a worker thread: copy what the WAL holds into the database file."""
+        if self._checkpoint_connection is None:
+            self._checkpoint_connection = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False)
+        self._checkpoint_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _checkpoint_done(self, checkpoint: asyncio.Future[None]) -> None:
+        self._checkpointing = None
+        if not checkpoint.cancelled() and checkpoint.exception() is not None:
+            # The WAL only grows until the next checkpoint; nothing is lost.
+            log.warning("SQLite checkpoint failed; retrying after more commits",
+                        exc_info=checkpoint.exception())
+
+    async def close(self) -> None:
+        if self._checkpointing is not None:
+            await asyncio.wait([self._checkpointing])
+        if self._checkpoint_connection is not None:
+            self._checkpoint_connection.close()
         self._cursor.close()
         self._connection.close()
 

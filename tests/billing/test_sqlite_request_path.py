@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from billing_svc.storage.sqlite_transactions import SqliteTransactions
+from billing_svc.storage.sqlite_transactions import CHECKPOINT_EVERY_COMMITS, SqliteTransactions
 
 from .conftest import BillingClient, read_books
 
@@ -73,7 +73,7 @@ async def test_a_file_locked_past_the_limit_fails_and_writes_nothing(data_dir) -
         other.close()
     assert await transactions.read(
         lambda cursor: cursor.execute("SELECT count(*) FROM t").fetchone()) == (0,)
-    transactions.close()
+    await transactions.close()
 
 
 async def test_work_that_raises_is_rolled_back(data_dir) -> None:
@@ -89,4 +89,25 @@ async def test_work_that_raises_is_rolled_back(data_dir) -> None:
         await transactions.write(insert_then_fail)
     assert await transactions.read(
         lambda cursor: cursor.execute("SELECT count(*) FROM t").fetchone()) == (0,)
-    transactions.close()
+    await transactions.close()
+
+
+async def test_checkpoints_run_off_the_loop_every_so_many_commits(data_dir) -> None:
+    path = Path(data_dir) / "checkpointed.db"
+    transactions = SqliteTransactions(str(path), asyncio.Lock(), busy_timeout_seconds=1)
+    await transactions.write(lambda cursor: cursor.execute("CREATE TABLE t (x BLOB)"))
+    empty_size = path.stat().st_size
+    for _ in range(CHECKPOINT_EVERY_COMMITS - 2):
+        await transactions.write(
+            lambda cursor: cursor.execute("INSERT INTO t VALUES (zeroblob(32768))"))
+    # No automatic checkpoint on the loop: everything is still in the WAL.
+    assert path.stat().st_size == empty_size
+
+    await transactions.write(lambda cursor: cursor.execute("INSERT INTO t VALUES (1)"))
+    # The background checkpoint copies the rows into the database file.
+    for _ in range(500):
+        if path.stat().st_size > empty_size:
+            break
+        await asyncio.sleep(0.02)
+    assert path.stat().st_size > empty_size * 100
+    await transactions.close()
