@@ -22,6 +22,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -77,8 +78,10 @@ class Database:
         self.sqlite: SqliteTransactions | None = (
             SqliteTransactions(sqlite_file, sqlite_writer_queue, SQLITE_BUSY_TIMEOUT_MS / 1000)
             if sqlite_file else None)
-        self._autocommit_engine = (engine.execution_options(isolation_level="AUTOCOMMIT")
-                                   if self.dialect == "postgresql" else None)
+        # PostgreSQL's request path: asyncpg connections of their own (opened on
+        # first use), without SQLAlchemy in between.
+        self._driver_pool: asyncpg.Pool | None = None
+        self._driver_pool_opening = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -93,15 +96,32 @@ class Database:
             yield conn
 
     @contextlib.asynccontextmanager
-    async def single_statement(self) -> AsyncIterator[AsyncConnection]:
-        """A connection without BEGIN/COMMIT round trips, for work done in one
-        statement (atomic on its own). PostgreSQL only."""
-        if self._autocommit_engine is None:
-            raise RuntimeError("single-statement connections are for PostgreSQL")
-        async with self._autocommit_engine.connect() as conn:
+    async def driver_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled asyncpg connection in autocommit (no BEGIN/COMMIT round trips),
+        for work done in one statement, atomic on its own. PostgreSQL only.
+
+        SQLAlchemy's execution layer (connection checkout, compiled-statement
+        cache, result rows) cost more CPU than the statement's round trip; asyncpg
+        keeps each statement prepared per connection by itself."""
+        pool = self._driver_pool or await self._open_driver_pool()
+        async with pool.acquire() as conn:
             yield conn
 
+    async def _open_driver_pool(self) -> asyncpg.Pool:
+        if self.dialect != "postgresql":
+            raise RuntimeError("driver connections are for PostgreSQL")
+        async with self._driver_pool_opening:
+            if self._driver_pool is None:
+                size = self.engine.pool.size()  # type: ignore[attr-defined]
+                dsn = self.engine.url.set(drivername="postgresql").render_as_string(
+                    hide_password=False)
+                self._driver_pool = await asyncpg.create_pool(dsn, min_size=1,
+                                                              max_size=2 * size)
+        return self._driver_pool
+
     async def dispose(self) -> None:
+        if self._driver_pool is not None:
+            await self._driver_pool.close()
         if self.sqlite is not None:
             await self.sqlite.close()
         await self.engine.dispose()

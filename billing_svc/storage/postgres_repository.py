@@ -2,6 +2,8 @@
 as ONE statement sent without BEGIN/COMMIT (a statement is atomic by itself), so
 each costs one round trip instead of four to six. Data-modifying CTEs chain the
 steps; the same ledger rows as the generic path are written (see repository.py).
+The statements go straight to asyncpg (prepared once per connection); the
+explanation of a refusal, off the hot path, goes through SQLAlchemy.
 
 Concurrency is the same as in the generic path: the conditional UPDATE of the
 account row takes its row lock, and a waiting writer re-checks the balance
@@ -10,27 +12,46 @@ against the committed row before it debits.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import TextClause, text
-from sqlalchemy.exc import IntegrityError
+import asyncpg
 
 from billing_svc.domain import Closed, Hold, Identity, Usage, new_id
 from billing_svc.storage.repository import BillingRepository
 
-UNIQUE_VIOLATION = "23505"
 
-_AUTHENTICATE_KEY = text(
+
+class _Statement:
+    """SQL written with :named parameters, sent with asyncpg's $1, $2, ..."""
+
+    def __init__(self, sql: str) -> None:
+        self.names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.names:
+                self.names.append(name)
+            return f"${self.names.index(name) + 1}"
+
+        self.sql = re.sub(r"(?<![:\w]):([a-z_]+)", number, sql)
+
+    def arguments(self, params: dict[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
+
+
+_AUTHENTICATE_KEY = _Statement(
     "SELECT k.id, k.account_id, a.unlimited FROM api_keys k "
     "JOIN accounts a ON a.id = k.account_id "
     "WHERE k.secret_hash = :secret_hash AND k.revoked_at IS NULL")
 
-_ACCOUNT_UNLIMITED = text("SELECT unlimited FROM accounts WHERE id = :account_id")
+_ACCOUNT_UNLIMITED = _Statement("SELECT unlimited FROM accounts WHERE id = :account_id")
 
 # Debit only when no hold exists for the request id yet; a concurrent retry that
 # slips past that check fails on the unique (account_id, request_id) instead,
 # and the whole statement, debit included, is undone.
-_RESERVE = text("""
+_RESERVE = _Statement("""
 WITH debit AS (
     UPDATE accounts
        SET balance = balance - CAST(:amount AS BIGINT), held = held + CAST(:amount AS BIGINT)
@@ -53,7 +74,7 @@ RETURNING id
 """)
 
 
-def _close_statement(status: str, ledger_kind: str, *, with_usage: bool) -> TextClause:
+def _close_statement(status: str, ledger_kind: str, *, with_usage: bool) -> _Statement:
     charge_condition = "AND amount >= CAST(:charged AS BIGINT)" if with_usage else ""
     usage_insert = """, usage AS (
     INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images,
@@ -66,7 +87,7 @@ def _close_statement(status: str, ledger_kind: str, *, with_usage: bool) -> Text
            CAST(:end_user AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
       FROM closed
 )""" if with_usage else ""
-    return text(f"""
+    return _Statement(f"""
 WITH closed AS (
     UPDATE holds
        SET status = '{status}', charged = CAST(:charged AS BIGINT),
@@ -96,32 +117,32 @@ _RELEASE = _close_statement("released", "release", with_usage=False)
 
 
 class PostgresBillingRepository(BillingRepository):
+    async def _fetch_row(self, statement: _Statement,
+                         params: dict[str, Any]) -> asyncpg.Record | None:
+        async with self._db.driver_connection() as conn:
+            return await conn.fetchrow(statement.sql, *statement.arguments(params))
+
     async def identity_for_key_hash(self, secret_hash: str) -> Identity | None:
-        async with self._db.single_statement() as conn:
-            row = (await conn.execute(_AUTHENTICATE_KEY, {"secret_hash": secret_hash})).first()
+        row = await self._fetch_row(_AUTHENTICATE_KEY, {"secret_hash": secret_hash})
         if row is None:
             return None
-        return Identity(account_id=row.account_id, unlimited=bool(row.unlimited), key_id=row.id)
+        return Identity(account_id=row["account_id"], unlimited=row["unlimited"],
+                        key_id=row["id"])
 
     async def identity_for_account(self, account_id: str) -> Identity | None:
-        async with self._db.single_statement() as conn:
-            unlimited = (await conn.execute(_ACCOUNT_UNLIMITED,
-                                            {"account_id": account_id})).scalar()
-        if unlimited is None:
+        row = await self._fetch_row(_ACCOUNT_UNLIMITED, {"account_id": account_id})
+        if row is None:
             return None
-        return Identity(account_id=account_id, unlimited=bool(unlimited))
+        return Identity(account_id=account_id, unlimited=row["unlimited"])
 
     async def reserve(self, account_id: str, amount: int, request_id: str,
                       now: datetime, expires_at: datetime) -> Hold:
         hold_id = new_id("hold")
         try:
-            async with self._db.single_statement() as conn:
-                placed = (await conn.execute(_RESERVE, {
-                    "account_id": account_id, "amount": amount, "request_id": request_id,
-                    "hold_id": hold_id, "now": now, "expires_at": expires_at})).first()
-        except IntegrityError as exc:
-            if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
-                raise
+            placed = await self._fetch_row(_RESERVE, {
+                "account_id": account_id, "amount": amount, "request_id": request_id,
+                "hold_id": hold_id, "now": now, "expires_at": expires_at})
+        except asyncpg.UniqueViolationError:
             placed = None
         if placed is not None:
             return Hold(hold_id, account_id, request_id, amount, expires_at)
@@ -144,12 +165,10 @@ class PostgresBillingRepository(BillingRepository):
         return await self._close(_RELEASE, {"hold_id": hold_id, "charged": 0, "now": now},
                                  hold_id, 0, now)
 
-    async def _close(self, statement: TextClause, params: dict, hold_id: str, charged: int,
-                     now: datetime) -> Closed:
-        async with self._db.single_statement() as conn:
-            row = (await conn.execute(statement, params)).first()
+    async def _close(self, statement: _Statement, params: dict[str, Any], hold_id: str,
+                     charged: int, now: datetime) -> Closed:
+        row = await self._fetch_row(statement, params)
         if row is None:
             async with self._db.read() as conn:
                 raise await self._unclosable(conn, hold_id, now, charged)
-        return Closed(charged=charged, balance=None if row.unlimited else row.balance)
-
+        return Closed(charged=charged, balance=None if row["unlimited"] else row["balance"])
