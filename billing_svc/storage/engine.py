@@ -3,6 +3,7 @@
 PostgreSQL: READ COMMITTED; every money write is a conditional UPDATE ... RETURNING
 on the account row, which takes the row lock, so concurrent writers of one account
 queue on that lock and each re-checks the condition against the committed row.
+The request path's single statements use an asyncpg pool of their own.
 
 SQLite (the embedded default): one writer at a time for the whole file. Write
 transactions start with BEGIN IMMEDIATE, which takes the write lock up front (a
