@@ -1,8 +1,13 @@
-"""The OpenAI-compatible HTTP API (Starlette).
+"""The OpenAI-compatible HTTP API (Starlette, with a direct path for generations).
 
 Every response carries `x-request-id`; every error uses the OpenAI error shape.
 The generation route hands the flow a loader that reads, parses and validates the
 body, so HTTP and gRPC share one flow.
+
+`POST /v1/images/generations` is the hot path: `EdgeHttpApp` answers it straight
+from the ASGI scope, without Starlette's middleware, routing and Request objects
+(about a tenth of the edge's per-request CPU). Everything else, including the other
+methods on that path, goes through the Starlette app, and both share `_answer`.
 """
 
 from __future__ import annotations
@@ -10,15 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from quantized_runtime.errors import ServiceError
 from quantized_runtime.request_context import current_request_id, new_request_id
@@ -31,9 +36,14 @@ from edge.validation import RequestValidator
 
 log = logging.getLogger("quantized.edge.http")
 
+GENERATIONS_PATH = "/v1/images/generations"
 REQUEST_ID_HEADER = "x-request-id"
 PROVIDER_HEADER = "x-quantized-provider"
 JSON_MEDIA_TYPE = "application/json"
+
+# Response parts up to this size are joined into one ASGI message (one socket write);
+# a larger part (a big base64 image) is sent on its own rather than copied again.
+COALESCE_BYTES = 64 * 1024
 
 # Routes the spec names as not shipped in this release.
 NOT_IN_RELEASE = {
@@ -50,6 +60,9 @@ NOT_IN_RELEASE = {
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
+Body = bytes | list[bytes]
+HeaderLookup = Callable[[str], str | None]
+
 
 class HttpProblem(Exception):
     """A transport-level rejection that has no ServiceError reason (400, 405, 413, 415)."""
@@ -60,84 +73,116 @@ class HttpProblem(Exception):
         self.message = message
         self.code = code
 
+    def body(self) -> bytes:
+        return error_body("invalid_request_error", self.message, None, self.code)
 
-class JsonPartsResponse(Response):
-    """A JSON body sent as several parts with one Content-Length, so a multi-megabyte
-    base64 image is written out without first being joined into one more copy."""
 
-    def __init__(self, parts: list[bytes], status_code: int, request_id: str) -> None:
-        super().__init__(b"", status_code=status_code, media_type=JSON_MEDIA_TYPE,
-                         headers={REQUEST_ID_HEADER: request_id})
-        self.parts = parts or [b""]
-        self.headers["content-length"] = str(sum(len(part) for part in parts))
+def _coalesce(parts: Sequence[bytes]) -> list[bytes]:
+    """Adjacent small parts joined; parts over COALESCE_BYTES kept whole and apart."""
+    merged: list[bytes] = []
+    pending: list[bytes] = []
+    pending_size = 0
+    for part in parts:
+        if len(part) > COALESCE_BYTES:
+            if pending:
+                merged.append(b"".join(pending))
+                pending, pending_size = [], 0
+            merged.append(part)
+        elif pending_size + len(part) > COALESCE_BYTES:
+            merged.append(b"".join(pending))
+            pending, pending_size = [part], len(part)
+        else:
+            pending.append(part)
+            pending_size += len(part)
+    if pending or not merged:
+        merged.append(b"".join(pending))
+    return merged
+
+
+async def _send_json(send: Send, status: int, body: Body, request_id: str,
+                     headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A JSON response with one Content-Length, its body sent as few messages as sensible."""
+    parts = _coalesce(body) if isinstance(body, list) else [body]
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-length", str(sum(len(part) for part in parts)).encode()),
+        (b"content-type", JSON_MEDIA_TYPE.encode()),
+        (REQUEST_ID_HEADER.encode(), request_id.encode()),
+        *headers,
+    ]})
+    last = len(parts) - 1
+    for index, part in enumerate(parts):
+        await send({"type": "http.response.body", "body": part, "more_body": index < last})
+
+
+class JsonResponse(Response):
+    """A Starlette response written by `_send_json`, so both paths send the same bytes."""
+
+    def __init__(self, status: int, body: Body, request_id: str,
+                 headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(status_code=status)
+        self._body = body
+        self._request_id = request_id
+        self._extra_headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        last = len(self.parts) - 1
-        for index, part in enumerate(self.parts):
-            await send({"type": "http.response.body", "body": part, "more_body": index < last})
+        await _send_json(send, self.status_code, self._body, self._request_id, self._extra_headers)
 
 
-def _json_response(status: int, body: bytes | list[bytes], request_id: str) -> Response:
-    if isinstance(body, list):
-        return JsonPartsResponse(body, status, request_id)
-    return Response(body, status_code=status, media_type=JSON_MEDIA_TYPE,
-                    headers={REQUEST_ID_HEADER: request_id})
+async def _answer(handler: Callable[[], Awaitable[Body]], method: str, path: str) -> tuple[int, Body, str]:
+    """Request id, one log line, and every failure turned into an OpenAI error body."""
+    request_id = new_request_id()
+    token = current_request_id.set(request_id)
+    started = time.perf_counter()
+    try:
+        try:
+            status, body = 200, await handler()
+        except ServiceError as error:
+            status, body = service_error_response(error)
+        except HttpProblem as problem:
+            status, body = problem.status, problem.body()
+        except Exception:
+            log.exception("unhandled error", extra={"fields": {"path": path}})
+            status, body = service_error_response(internal_error(request_id))
+        log.info("request", extra={"fields": {
+            "method": method, "path": path, "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
+        return status, body, request_id
+    finally:
+        current_request_id.reset(token)
 
 
-def _problem_response(problem: HttpProblem, request_id: str) -> Response:
-    return _json_response(problem.status, error_body("invalid_request_error", problem.message, None, problem.code),
-                          request_id)
-
-
-Handler = Callable[[Request], Awaitable[bytes | list[bytes]]]
+Handler = Callable[[Request], Awaitable[Body]]
 
 
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Request id, one log line, and every failure turned into an OpenAI error body."""
-
     async def endpoint(request: Request) -> Response:
-        request_id = new_request_id()
-        token = current_request_id.set(request_id)
-        started = time.perf_counter()
-        try:
-            try:
-                response = _json_response(200, await handler(request), request_id)
-            except ServiceError as error:
-                response = _json_response(*service_error_response(error), request_id)
-            except HttpProblem as problem:
-                response = _problem_response(problem, request_id)
-            except Exception:
-                log.exception("unhandled error", extra={"fields": {"path": request.url.path}})
-                response = _json_response(*service_error_response(internal_error(request_id)), request_id)
-            log.info("request", extra={"fields": {
-                "method": request.method, "path": request.url.path, "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
-            return response
-        finally:
-            current_request_id.reset(token)
+        status, body, request_id = await _answer(lambda: handler(request), request.method, request.url.path)
+        return JsonResponse(status, body, request_id)
 
     return endpoint
 
 
-async def _read_json(request: Request, max_body_bytes: int) -> Any:
-    content_type = request.headers.get("content-type", "")
+async def _read_json(header: HeaderLookup, receive: Receive, max_body_bytes: int) -> Any:
+    content_type = header("content-type") or ""
     if content_type.split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE:
         raise HttpProblem(415, "Content-Type must be application/json", "unsupported_media_type")
-    declared = request.headers.get("content-length")
+    declared = header("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
         raise _too_large(max_body_bytes)
     chunks = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                raise _too_large(max_body_bytes)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        # Nobody is left to answer; not a server failure either.
-        raise HttpProblem(400, "the client disconnected while sending the body", "client_disconnected") from None
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            # Nobody is left to answer; not a server failure either.
+            raise HttpProblem(400, "the client disconnected while sending the body", "client_disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise _too_large(max_body_bytes)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     try:
         return json.loads(b"".join(chunks))
     except (ValueError, RecursionError):
@@ -148,48 +193,88 @@ def _too_large(limit: int) -> HttpProblem:
     return HttpProblem(413, f"the request body is larger than {limit} bytes", "request_too_large")
 
 
-def create_app(flow: ImagesFlow, validator: RequestValidator, max_body_bytes: int) -> Starlette:
-    openapi_body = json.dumps(openapi_document(validator)).encode()
+def _scope_header(scope: Scope) -> HeaderLookup:
+    """Header lookup on the raw ASGI headers: the first value, like Starlette's Headers.get."""
+    raw = scope["headers"]
 
-    async def generate_images(request: Request) -> list[bytes]:
+    def header(name: str) -> str | None:
+        key = name.encode()
+        for found, value in raw:
+            if found == key:
+                return value.decode("latin-1")
+        return None
+
+    return header
+
+
+class EdgeHttpApp:
+    """The ASGI app uvicorn runs: generations directly, everything else through Starlette."""
+
+    def __init__(self, flow: ImagesFlow, validator: RequestValidator, max_body_bytes: int) -> None:
+        self._flow = flow
+        self._validator = validator
+        self._max_body_bytes = max_body_bytes
+        self.starlette = self._starlette_app()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == GENERATIONS_PATH:
+            header = _scope_header(scope)
+            status, body, request_id = await _answer(lambda: self._generate(header, receive),
+                                                     "POST", GENERATIONS_PATH)
+            await _send_json(send, status, body, request_id)
+            return
+        await self.starlette(scope, receive, send)
+
+    async def _generate(self, header: HeaderLookup, receive: Receive) -> list[bytes]:
         async def load_request() -> Any:
-            return validator.from_json(await _read_json(request, max_body_bytes))
+            return self._validator.from_json(await _read_json(header, receive, self._max_body_bytes))
 
-        outcome = await flow.generate(request.headers.get("authorization"),
-                                      request.headers.get(PROVIDER_HEADER, ""), load_request, flow.deadline())
+        outcome = await self._flow.generate(header("authorization"), header(PROVIDER_HEADER) or "",
+                                            load_request, self._flow.deadline())
         return generation_json(outcome)
 
-    async def list_models(request: Request) -> bytes:
-        return await flow.list_models(request.headers.get("authorization"), flow.deadline(), models_json)
+    def _starlette_app(self) -> ASGIApp:
+        flow = self._flow
+        openapi_body = json.dumps(openapi_document(self._validator)).encode()
 
-    async def openapi(request: Request) -> bytes:
-        return openapi_body
+        async def generate_images(request: Request) -> list[bytes]:
+            return await self._generate(request.headers.get, request.receive)
 
-    async def not_in_release(request: Request) -> bytes:
-        raise HttpProblem(404, NOT_IN_RELEASE[request.url.path], "not_available_in_this_release")
+        async def list_models(request: Request) -> bytes:
+            return await flow.list_models(request.headers.get("authorization"), flow.deadline(), models_json)
 
-    async def http_exception(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        request_id = new_request_id()
-        if exc.status_code == 405:
-            problem = HttpProblem(405, f"method {request.method} is not allowed on {request.url.path}",
-                                  "method_not_allowed")
-        elif exc.status_code == 404:
-            problem = HttpProblem(404, f"no such route: {request.url.path}", "route_not_found")
-        else:
-            problem = HttpProblem(exc.status_code, str(exc.detail), "http_error")
-        response = _problem_response(problem, request_id)
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
+        async def openapi(request: Request) -> bytes:
+            return openapi_body
 
-    routes = [
-        Route("/v1/images/generations", _endpoint(generate_images), methods=["POST"]),
-        Route("/v1/models", _endpoint(list_models), methods=["GET"]),
-        Route("/openapi.json", _endpoint(openapi), methods=["GET"]),
-        *(Route(path, _endpoint(not_in_release), methods=ALL_METHODS) for path in NOT_IN_RELEASE),
-    ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception})
-    # /v1/images/generations/ is not a route; do not redirect to one.
-    app.router.redirect_slashes = False
-    return app
+        async def not_in_release(request: Request) -> bytes:
+            raise HttpProblem(404, NOT_IN_RELEASE[request.url.path], "not_available_in_this_release")
+
+        async def http_exception(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, HTTPException)
+            if exc.status_code == 405:
+                problem = HttpProblem(405, f"method {request.method} is not allowed on {request.url.path}",
+                                      "method_not_allowed")
+            elif exc.status_code == 404:
+                problem = HttpProblem(404, f"no such route: {request.url.path}", "route_not_found")
+            else:
+                problem = HttpProblem(exc.status_code, str(exc.detail), "http_error")
+            headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                       for name, value in (exc.headers or {}).items()]
+            return JsonResponse(problem.status, problem.body(), new_request_id(), headers)
+
+        # The generations route also lives here: it answers the other methods with 405,
+        # and serves POST when the scope path does not match exactly (a root_path).
+        routes = [
+            Route(GENERATIONS_PATH, _endpoint(generate_images), methods=["POST"]),
+            Route("/v1/models", _endpoint(list_models), methods=["GET"]),
+            Route("/openapi.json", _endpoint(openapi), methods=["GET"]),
+            *(Route(path, _endpoint(not_in_release), methods=ALL_METHODS) for path in NOT_IN_RELEASE),
+        ]
+        app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception})
+        # /v1/images/generations/ is not a route; do not redirect to one.
+        app.router.redirect_slashes = False
+        return app
+
+
+def create_app(flow: ImagesFlow, validator: RequestValidator, max_body_bytes: int) -> EdgeHttpApp:
+    return EdgeHttpApp(flow, validator, max_body_bytes)

@@ -92,7 +92,9 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         raise
     http = _EmbeddedUvicorn(uvicorn.Config(
         create_app(flow, validator, settings.max_body_bytes),
-        lifespan="off", access_log=False, log_config=None, server_header=False,
+        # No lifespan, access log or proxy-header rewriting: the edge logs its own line per
+        # request and never reads the client address, so each would be per-request work for nothing.
+        lifespan="off", access_log=False, proxy_headers=False, log_config=None, server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
     ))
     http_task = asyncio.get_running_loop().create_task(http.serve(sockets=[sock]))
