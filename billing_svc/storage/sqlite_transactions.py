@@ -49,8 +49,11 @@ _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
-    return (getattr(error, "sqlite_errorcode", None) in _BUSY_CODES
-            or "database is locked" in str(error))
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        return "database is locked" in str(error)
+    # The primary code is the low byte (SQLITE_BUSY_RECOVERY and the like are BUSY).
+    return code & 0xFF in _BUSY_CODES
 
 
 class SqliteTransactions:
