@@ -16,9 +16,11 @@ from tests.edge.conftest import edge_settings
 
 
 @pytest.mark.slow
-def test_the_edge_process_serves_and_stops_on_sigterm() -> None:
+@pytest.mark.parametrize(("event_loop", "expected_loop"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_the_edge_process_serves_and_stops_on_sigterm(event_loop: str, expected_loop: str) -> None:
     env = {**os.environ, "QUANTIZED_EDGE_PORT": "0", "QUANTIZED_EDGE_GRPC_LISTEN": "127.0.0.1:0",
-           "QUANTIZED_CATALOG_ADDR": "127.0.0.1:9", "QUANTIZED_EDGE_SHUTDOWN_GRACE_SECONDS": "1"}
+           "QUANTIZED_CATALOG_ADDR": "127.0.0.1:9", "QUANTIZED_EDGE_SHUTDOWN_GRACE_SECONDS": "1",
+           "QUANTIZED_EDGE_EVENT_LOOP": event_loop}
     process = subprocess.Popen([sys.executable, "-m", "edge.main"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None
@@ -29,6 +31,7 @@ def test_the_edge_process_serves_and_stops_on_sigterm() -> None:
                 ports = entry
                 break
         assert ports is not None and ports["http_port"] > 0 and ports["grpc_port"] > 0
+        assert ports["event_loop"] == expected_loop
         response = httpx.get(f"http://127.0.0.1:{ports['http_port']}/openapi.json", timeout=10)
         assert response.status_code == 200
         unauthenticated = httpx.post(f"http://127.0.0.1:{ports['http_port']}/v1/images/generations", json={},
