@@ -133,10 +133,11 @@ async def _serve(settings: EdgeSettings) -> None:
     log.info("edge stopped")
 
 
-def run_on_event_loop(choice: str, main_coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop when chosen ("auto") and installed: on this path its loop costs about
-    a tenth less of the edge's CPU per request (docs/benchmarks-edge.md)."""
-    if choice == "auto" and importlib.util.find_spec("uvloop") is not None:
+def run_on_event_loop(main_coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (uvicorn[standard] brings it on Linux and macOS):
+    its loop costs the edge about a tenth less CPU per request than asyncio's own
+    (docs/benchmarks-edge.md); elsewhere, asyncio's loop."""
+    if importlib.util.find_spec("uvloop") is not None:
         import uvloop
 
         uvloop.run(main_coroutine)
@@ -160,7 +161,7 @@ def main() -> None:
     settings = load_settings(EdgeSettings)
     configure_logging(settings.log_level)
     skip_unused_log_record_fields()
-    run_on_event_loop(settings.event_loop, _serve(settings))
+    run_on_event_loop(_serve(settings))
 
 
 if __name__ == "__main__":

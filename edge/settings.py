@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -36,6 +34,3 @@ class EdgeSettings(ServiceSettings):
     catalog_cache_ttl_seconds: float = Field(default=2.0, ge=0, le=5)
     # Entries kept per cache before the oldest are dropped.
     cache_max_entries: int = Field(default=10_000, gt=0)
-    # "auto": uvloop when it is installed (uvicorn[standard] brings it on Linux and macOS),
-    # which spends less CPU per request than asyncio's own loop; "asyncio": always the latter.
-    event_loop: Literal["auto", "asyncio"] = "auto"

@@ -12,7 +12,7 @@ from edge.settings import EdgeSettings
 ENV_NAMES = ["QUANTIZED_EDGE_HOST", "QUANTIZED_EDGE_PORT", "QUANTIZED_EDGE_GRPC_LISTEN", "QUANTIZED_CATALOG_ADDR",
              "QUANTIZED_BILLING_ADDR", "QUANTIZED_PROVIDER_ADDR", "QUANTIZED_EDGE_REQUEST_TIMEOUT_SECONDS",
              "QUANTIZED_EDGE_MAX_BODY_BYTES", "QUANTIZED_EDGE_AUTH_CACHE_TTL_SECONDS",
-             "QUANTIZED_EDGE_CATALOG_CACHE_TTL_SECONDS", "QUANTIZED_EDGE_EVENT_LOOP"]
+             "QUANTIZED_EDGE_CATALOG_CACHE_TTL_SECONDS"]
 
 
 @pytest.fixture(autouse=True)
@@ -49,13 +49,4 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_auth_cache_longer_than_30_seconds_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUANTIZED_EDGE_AUTH_CACHE_TTL_SECONDS", "60")
     with pytest.raises(SettingsError, match="QUANTIZED_EDGE_AUTH_CACHE_TTL_SECONDS"):
-        load_settings(EdgeSettings)
-
-
-def test_the_event_loop_is_auto_or_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings(EdgeSettings).event_loop == "auto"
-    monkeypatch.setenv("QUANTIZED_EDGE_EVENT_LOOP", "asyncio")
-    assert load_settings(EdgeSettings).event_loop == "asyncio"
-    monkeypatch.setenv("QUANTIZED_EDGE_EVENT_LOOP", "trio")
-    with pytest.raises(SettingsError, match="QUANTIZED_EDGE_EVENT_LOOP"):
         load_settings(EdgeSettings)
