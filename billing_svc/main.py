@@ -15,6 +15,7 @@ from billing_svc.settings import BillingSettings
 from billing_svc.storage.engine import Database, create_engine
 from billing_svc.storage.migrate import upgrade_to_head
 from billing_svc.storage.factory import repository_for
+from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import SettingsError, load_settings
@@ -86,7 +87,7 @@ async def _serve(settings: BillingSettings) -> None:
 def main() -> None:
     settings = load_settings(BillingSettings)
     configure_logging(settings.log_level)
-    asyncio.run(_serve(settings))
+    run_service(_serve(settings))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import load_settings
@@ -86,7 +86,7 @@ def main() -> None:
     settings = load_settings(CatalogSettings)
     configure_logging(settings.log_level)
     try:
-        asyncio.run(_serve(settings))
+        run_service(_serve(settings))
     except CatalogFileError as exc:
         raise SystemExit(f"catalog file error: {exc}") from None
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import socket
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import uvicorn
 
 from quantized.images.v1 import images_pb2, images_pb2_grpc
+from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, wait_for_shutdown_signal
 from quantized_runtime.settings import load_settings
@@ -133,35 +132,10 @@ async def _serve(settings: EdgeSettings) -> None:
     log.info("edge stopped")
 
 
-def run_on_event_loop(main_coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop when it is installed (uvicorn[standard] brings it on Linux and macOS):
-    its loop costs the edge about a tenth less CPU per request than asyncio's own
-    (docs/benchmarks-edge.md); elsewhere, asyncio's loop."""
-    if importlib.util.find_spec("uvloop") is not None:
-        import uvloop
-
-        uvloop.run(main_coroutine)
-    else:
-        asyncio.run(main_coroutine)
-
-
-def skip_unused_log_record_fields() -> None:
-    """Log records without caller, thread, process and task details: the JSON formatter
-    prints none of them, and gathering them (a stack walk among others) costs about a
-    fifth of each request's log line. These are the switches the logging HOWTO's
-    "Optimization" section documents; they apply to the whole process."""
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logging.logAsyncioTasks = False
-
-
 def main() -> None:
     settings = load_settings(EdgeSettings)
     configure_logging(settings.log_level)
-    skip_unused_log_record_fields()
-    run_on_event_loop(_serve(settings))
+    run_service(_serve(settings))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ from provider_svc.adapters import build_adapters
 from provider_svc.dispatch import Dispatcher
 from provider_svc.servicer import SERVICE_NAME, ProviderServicer
 from provider_svc.settings import ProviderSettings
+from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import load_settings
@@ -61,7 +61,7 @@ def main() -> None:
     configure_logging(settings.log_level)
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    asyncio.run(_serve(settings))
+    run_service(_serve(settings))
 
 
 if __name__ == "__main__":
