@@ -11,7 +11,7 @@ have a core), on SQLite and on PostgreSQL, and measures:
 
 Usage: .venv/bin/python bench/billing_bench.py [--seconds 8] [--concurrency 16]
 PostgreSQL: QUANTIZED_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test);
-a scratch database is created and dropped. Figures go in docs/benchmarks-billing.md.
+a scratch database is created and dropped. Figures go in docs/benchmarks.md.
 """
 
 from __future__ import annotations

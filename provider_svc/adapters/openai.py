@@ -4,7 +4,7 @@ Families: gpt-image-1 (and later GPT image models), dall-e-3, dall-e-2.
 `response_format` is never sent: the Images API answers base64.
 
 aiohttp rather than httpx: at 32 concurrent callers httpx's pool spent ~15x the
-CPU per call of aiohttp on this machine (docs/benchmarks-provider.md).
+CPU per call of aiohttp on this machine (docs/benchmarks.md).
 """
 
 from __future__ import annotations

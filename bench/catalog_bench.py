@@ -1,9 +1,9 @@
 """Benchmark: the catalog's request-path calls (not collected by pytest).
 
-Run: .venv/bin/python -m tests.catalog.bench_catalog [CALLS]
+Run: .venv/bin/python bench/catalog_bench.py [CALLS]
 Starts a real catalog server on 127.0.0.1 (SQLite in a temporary directory) and
 times, sequentially: the in-process snapshot resolution, then ResolveRoute,
-QuotePrice and PriceUsage over gRPC. Results go to docs/benchmarks-catalog.md.
+QuotePrice and PriceUsage over gRPC. Results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
