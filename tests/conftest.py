@@ -63,6 +63,14 @@ async def postgres_url() -> AsyncIterator[str]:
             await admin.close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path) -> str:
+    """Each storage test runs twice: on the embedded SQLite default and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
 def data_dir(tmp_path) -> Iterator[str]:
     path = tmp_path / "data"

@@ -38,13 +38,6 @@ def _clean_billing_environment(monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request, data_dir) -> str:
-    if request.param == "sqlite":
-        return sqlite_url(data_dir, "billing.db")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def sqlite_database_url(data_dir) -> str:
     return sqlite_url(data_dir, "billing.db")

@@ -16,13 +16,6 @@ from catalog_svc.settings import BUNDLED_CATALOG_FILE
 from .support import CatalogClient, make_settings, serving
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return sqlite_url(tmp_path, "catalog.db")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def catalog_file(tmp_path) -> Path:
     path = tmp_path / "catalog.yaml"
