@@ -111,6 +111,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
             [lambda server: images_pb2_grpc.add_ImagesServiceServicer_to_server(servicer, server)],
             [IMAGES_SERVICE_NAME],
             settings.max_message_bytes,
+            mint_request_ids=True,
         )
     except BaseException:
         http.should_exit = True

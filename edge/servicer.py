@@ -13,7 +13,7 @@ import grpc
 
 from quantized.images.v1 import images_pb2, images_pb2_grpc
 from quantized_runtime.errors import ServiceError
-from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id, new_request_id
+from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id
 
 from edge.errors import internal_error
 from edge.flow import ImagesFlow
@@ -58,21 +58,15 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
         return await self._guarded(context, run)
 
     async def _guarded(self, context: grpc.aio.ServicerContext, run: Any) -> Any:
-        """A fresh request id for every call, and no unexplained failure.
-
-        The id is also billing's idempotency key for the credit hold, so a caller's own
-        x-request-id (which two calls might share) is never used for it.
-        """
-        request_id = new_request_id()
-        token = current_request_id.set(request_id)
+        """No unexplained failure; the request id was minted for this call by the
+        server's interceptor (a caller's own x-request-id is never reused: it keys
+        billing's idempotent credit hold)."""
+        request_id = current_request_id.get()
+        await context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
         try:
-            await context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
-            try:
-                return await run(_metadata(context), request_id)
-            except ServiceError:
-                raise
-            except Exception:
-                log.exception("unhandled error")
-                raise internal_error(request_id) from None
-        finally:
-            current_request_id.reset(token)
+            return await run(_metadata(context), request_id)
+        except ServiceError:
+            raise
+        except Exception:
+            log.exception("unhandled error")
+            raise internal_error(request_id) from None

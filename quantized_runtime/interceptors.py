@@ -11,7 +11,7 @@ import grpc
 
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.grpc_errors import to_rpc_status
-from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id
+from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id, new_request_id
 
 log = logging.getLogger("quantized.rpc")
 
@@ -20,7 +20,12 @@ _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
 class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
+    """Internal services take the request id their caller forwards; a public server
+    (`mint_request_ids`) gives every call a fresh one, because callers may reuse ids
+    and the id keys billing's idempotent credit hold."""
+
+    def __init__(self, mint_request_ids: bool = False) -> None:
+        self._mint_request_ids = mint_request_ids
         # One wrapped handler per method, built on first use: the request id is read
         # from each call's context, so nothing per call is allocated here.
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -37,16 +42,16 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or method.startswith(_QUIET_PREFIXES):
             return handler
-        wrapped = _guard(method, handler)
+        wrapped = _guard(method, handler, self._mint_request_ids)
         self._wrapped[method] = wrapped
         return wrapped
 
 
-def _guard(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _guard(method: str, handler: grpc.RpcMethodHandler, mint_request_ids: bool) -> grpc.RpcMethodHandler:
     inner = handler.unary_unary
 
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        request_id = _request_id(context.invocation_metadata())
+        request_id = new_request_id() if mint_request_ids else _request_id(context.invocation_metadata())
         token = current_request_id.set(request_id)
         started = time.perf_counter()
         outcome = "OK"

@@ -43,10 +43,11 @@ async def create_server(
     registrars: Iterable[Registrar],
     service_names: Iterable[str],
     max_message_bytes: int,
+    mint_request_ids: bool = False,
 ) -> RunningServer:
     """Build, bind and start a server; health turns SERVING only once it has started."""
     server = grpc.aio.server(
-        interceptors=[ErrorAndLoggingInterceptor()],
+        interceptors=[ErrorAndLoggingInterceptor(mint_request_ids)],
         options=channel_options(max_message_bytes),
     )
     for register in registrars:

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.grpc_errors import from_rpc_error
+from quantized_runtime.request_context import current_request_id
 from quantized_runtime.server import create_server
 
 PROVIDER_SERVICE = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
@@ -143,3 +144,48 @@ async def test_sigterm_lets_the_in_flight_call_finish():
         if process.poll() is None:
             process.kill()
         process.communicate()
+
+
+async def test_a_public_server_mints_its_own_request_id_for_every_call():
+    seen: list[str] = []
+
+    class RecordingProvider(provider_pb2_grpc.ProviderServiceServicer):
+        async def Generate(self, request, context):
+            seen.append(current_request_id.get())
+            return provider_pb2.GenerateResponse()
+
+    running = await create_server(
+        "127.0.0.1:0",
+        [lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(RecordingProvider(), server)],
+        [PROVIDER_SERVICE], max_message_bytes=4 * 1024 * 1024, mint_request_ids=True)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = provider_pb2_grpc.ProviderServiceStub(channel)
+            for _ in range(2):
+                await stub.Generate(provider_pb2.GenerateRequest(), timeout=5,
+                                    metadata=[("x-request-id", "req_callers_own")])
+    finally:
+        await running.stop(0)
+    assert len(set(seen)) == 2 and all(rid.startswith("req_") for rid in seen)
+    assert "req_callers_own" not in seen
+
+
+async def test_an_internal_server_keeps_the_forwarded_request_id():
+    seen: list[str] = []
+
+    class RecordingProvider(provider_pb2_grpc.ProviderServiceServicer):
+        async def Generate(self, request, context):
+            seen.append(current_request_id.get())
+            return provider_pb2.GenerateResponse()
+
+    running = await create_server(
+        "127.0.0.1:0",
+        [lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(RecordingProvider(), server)],
+        [PROVIDER_SERVICE], max_message_bytes=4 * 1024 * 1024)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            await provider_pb2_grpc.ProviderServiceStub(channel).Generate(
+                provider_pb2.GenerateRequest(), timeout=5, metadata=[("x-request-id", "req_forwarded")])
+    finally:
+        await running.stop(0)
+    assert seen == ["req_forwarded"]
