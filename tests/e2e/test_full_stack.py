@@ -18,7 +18,7 @@ import pytest
 
 from quantized.images.v1 import images_pb2, images_pb2_grpc
 from quantized_runtime.grpc_errors import from_rpc_error
-from tests.e2e.stack import AUTH_CACHE_TTL_SECONDS, CATALOG_CACHE_TTL_SECONDS, Stack
+from tests.e2e.stack import Stack
 from tests.fake_upstreams import FakeBedrock, FakeGoogle, FakeOpenAI, big_png
 
 pytestmark = pytest.mark.slow
@@ -268,8 +268,6 @@ def test_a_revoked_key_stops_working_within_the_cache_time(upstreams):
     assert _post(upstreams, account.api_key, body).status_code == 200
     upstreams.revoke_key(account.key_id)
     assert _eventually(lambda: _post(upstreams, account.api_key, body).status_code == 401)
-    assert AUTH_CACHE_TTL_SECONDS < VISIBILITY_DEADLINE_SECONDS
-    assert CATALOG_CACHE_TTL_SECONDS < VISIBILITY_DEADLINE_SECONDS
 
 
 # Money adds up.
