@@ -41,3 +41,22 @@ class ServiceError(Exception):
 
     def __repr__(self) -> str:
         return f"ServiceError({self.reason.value!r}, {self.message!r}, field={self.field!r})"
+
+
+_REASON_NAMES = {number: name.removeprefix(_PREFIX)
+                 for name, number in errors_pb2.ErrorReason.items()}
+
+
+def to_call_error(error: ServiceError) -> errors_pb2.CallError:
+    """The error as one entry of a batch reply."""
+    return errors_pb2.CallError(
+        reason=errors_pb2.ErrorReason.Value(_PREFIX + error.reason.value),
+        message=error.message, field=error.field or "", metadata=error.metadata)
+
+
+def from_call_error(message: errors_pb2.CallError) -> ServiceError:
+    """The ServiceError a batch entry carries; an unknown reason reads as INTERNAL."""
+    name = _REASON_NAMES.get(message.reason, "")
+    reason = name if name in Reason.__members__ else Reason.INTERNAL
+    return ServiceError(reason, message.message, field=message.field or None,
+                        metadata=dict(message.metadata))

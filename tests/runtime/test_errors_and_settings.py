@@ -6,7 +6,7 @@ import pytest
 from pydantic_settings import SettingsConfigDict
 
 from quantized.common.v1 import errors_pb2
-from quantized_runtime.errors import Reason
+from quantized_runtime.errors import Reason, ServiceError, from_call_error, to_call_error
 from quantized_runtime.grpc_errors import GRPC_CODE_BY_REASON
 from quantized_runtime.settings import ServiceSettings, SettingsError, load_settings
 
@@ -38,3 +38,17 @@ def test_settings_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("QUANTIZED_EXAMPLE_ADMIN_TOKEN", "t")
     settings = load_settings(ExampleSettings)
     assert (settings.listen, settings.admin_token) == ("127.0.0.1:1234", "t")
+
+
+def test_call_error_carries_reason_message_field_and_metadata_both_ways() -> None:
+    error = ServiceError(Reason.INSUFFICIENT_CREDITS, "not enough", field="amount",
+                         metadata={"available_micro_credits": "5"})
+    back = from_call_error(to_call_error(error))
+    assert (back.reason, back.message, back.field, back.metadata) == (
+        Reason.INSUFFICIENT_CREDITS, "not enough", "amount", {"available_micro_credits": "5"})
+
+
+def test_call_error_with_an_unknown_or_unset_reason_reads_as_internal() -> None:
+    for number in (0, 999):
+        error = from_call_error(errors_pb2.CallError(reason=number, message="odd"))
+        assert error.reason is Reason.INTERNAL and error.field is None

@@ -23,64 +23,73 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from quantized.common.v1 import errors_pb2 as quantized_dot_common_dot_v1_dot_errors__pb2
 from quantized.common.v1 import images_pb2 as quantized_dot_common_dot_v1_dot_images__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"quantized/billing/v1/billing.proto\x12\x14quantized.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a quantized/common/v1/images.proto\"$\n\x13\x41uthenticateRequest\x12\r\n\x05token\x18\x01 \x01(\t\"M\n\x14\x41uthenticateResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tunlimited\x18\x02 \x01(\x08\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"V\n\x0eReserveRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61mount_micro_credits\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"R\n\x0fReserveResponse\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x01\n\x0bUsageRecord\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x01(\x05\x12\x31\n\x05usage\x18\x04 \x01(\x0b\x32\".quantized.common.v1.UpstreamUsage\x12\x0c\n\x04user\x18\x05 \x01(\t\"p\n\rSettleRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61mount_micro_credits\x18\x02 \x01(\x03\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.quantized.billing.v1.UsageRecord\"m\n\x0eSettleResponse\x12\x1d\n\x15\x63harged_micro_credits\x18\x01 \x01(\x03\x12\"\n\x15\x62\x61lance_micro_credits\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x18\n\x16_balance_micro_credits\"!\n\x0eReleaseRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\"O\n\x0fReleaseResponse\x12\"\n\x15\x62\x61lance_micro_credits\x18\x01 \x01(\x03H\x00\x88\x01\x01\x42\x18\n\x16_balance_micro_credits\"\xa9\x01\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tunlimited\x18\x03 \x01(\x08\x12\x1d\n\x15\x62\x61lance_micro_credits\x18\x04 \x01(\x03\x12\x1a\n\x12held_micro_credits\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x0f\n\x07revoked\x18\x03 \x01(\x08\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x04Hold\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61mount_micro_credits\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\nUsageEntry\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.quantized.billing.v1.UsageRecord\x12\x15\n\rmicro_credits\x18\x04 \x01(\x03\"V\n\x14\x43reateAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x15\x63redits_micro_credits\x18\x02 \x01(\x03\x12\x11\n\tunlimited\x18\x03 \x01(\x08\"\x83\x01\n\x15\x43reateAccountResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.quantized.billing.v1.Account\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12)\n\x03key\x18\x03 \x01(\x0b\x32\x1c.quantized.billing.v1.ApiKey\")\n\x13\x43reateApiKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"R\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12)\n\x03key\x18\x02 \x01(\x0b\x32\x1c.quantized.billing.v1.ApiKey\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"A\n\x14RevokeApiKeyResponse\x12)\n\x03key\x18\x01 \x01(\x0b\x32\x1c.quantized.billing.v1.ApiKey\"G\n\x13GrantCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61mount_micro_credits\x18\x02 \x01(\x03\"F\n\x14GrantCreditsResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.quantized.billing.v1.Account\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\xd3\x01\n\x12GetAccountResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.quantized.billing.v1.Account\x12*\n\x04keys\x18\x02 \x03(\x0b\x32\x1c.quantized.billing.v1.ApiKey\x12)\n\x05holds\x18\x03 \x03(\x0b\x32\x1a.quantized.billing.v1.Hold\x12\x36\n\x0crecent_usage\x18\x04 \x03(\x0b\x32 .quantized.billing.v1.UsageEntry2\xfc\x02\n\x0e\x42illingService\x12\x65\n\x0c\x41uthenticate\x12).quantized.billing.v1.AuthenticateRequest\x1a*.quantized.billing.v1.AuthenticateResponse\x12V\n\x07Reserve\x12$.quantized.billing.v1.ReserveRequest\x1a%.quantized.billing.v1.ReserveResponse\x12S\n\x06Settle\x12#.quantized.billing.v1.SettleRequest\x1a$.quantized.billing.v1.SettleResponse\x12V\n\x07Release\x12$.quantized.billing.v1.ReleaseRequest\x1a%.quantized.billing.v1.ReleaseResponse2\x95\x04\n\x13\x42illingAdminService\x12h\n\rCreateAccount\x12*.quantized.billing.v1.CreateAccountRequest\x1a+.quantized.billing.v1.CreateAccountResponse\x12\x65\n\x0c\x43reateApiKey\x12).quantized.billing.v1.CreateApiKeyRequest\x1a*.quantized.billing.v1.CreateApiKeyResponse\x12\x65\n\x0cRevokeApiKey\x12).quantized.billing.v1.RevokeApiKeyRequest\x1a*.quantized.billing.v1.RevokeApiKeyResponse\x12\x65\n\x0cGrantCredits\x12).quantized.billing.v1.GrantCreditsRequest\x1a*.quantized.billing.v1.GrantCreditsResponse\x12_\n\nGetAccount\x12\'.quantized.billing.v1.GetAccountRequest\x1a(.quantized.billing.v1.GetAccountResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"quantized/billing/v1/billing.proto\x12\x14quantized.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a quantized/common/v1/errors.proto\x1a quantized/common/v1/images.proto\"$\n\x13\x41uthenticateRequest\x12\r\n\x05token\x18\x01 \x01(\t\"M\n\x14\x41uthenticateResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tunlimited\x18\x02 \x01(\x08\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"V\n\x0eReserveRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61mount_micro_credits\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"R\n\x0fReserveResponse\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x01\n\x0bUsageRecord\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x01(\x05\x12\x31\n\x05usage\x18\x04 \x01(\x0b\x32\".quantized.common.v1.UpstreamUsage\x12\x0c\n\x04user\x18\x05 \x01(\t\"p\n\rSettleRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61mount_micro_credits\x18\x02 \x01(\x03\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.quantized.billing.v1.UsageRecord\"m\n\x0eSettleResponse\x12\x1d\n\x15\x63harged_micro_credits\x18\x01 \x01(\x03\x12\"\n\x15\x62\x61lance_micro_credits\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x18\n\x16_balance_micro_credits\"!\n\x0eReleaseRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\"O\n\x0fReleaseResponse\x12\"\n\x15\x62\x61lance_micro_credits\x18\x01 \x01(\x03H\x00\x88\x01\x01\x42\x18\n\x16_balance_micro_credits\"\xc7\x01\n\x0fLedgerOperation\x12\x37\n\x07reserve\x18\x01 \x01(\x0b\x32$.quantized.billing.v1.ReserveRequestH\x00\x12\x35\n\x06settle\x18\x02 \x01(\x0b\x32#.quantized.billing.v1.SettleRequestH\x00\x12\x37\n\x07release\x18\x03 \x01(\x0b\x32$.quantized.billing.v1.ReleaseRequestH\x00\x42\x0b\n\toperation\"\\\n\rLedgerRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x39\n\noperations\x18\x02 \x03(\x0b\x32%.quantized.billing.v1.LedgerOperation\"\xf5\x01\n\x0cLedgerResult\x12\x38\n\x07reserve\x18\x01 \x01(\x0b\x32%.quantized.billing.v1.ReserveResponseH\x00\x12\x36\n\x06settle\x18\x02 \x01(\x0b\x32$.quantized.billing.v1.SettleResponseH\x00\x12\x38\n\x07release\x18\x03 \x01(\x0b\x32%.quantized.billing.v1.ReleaseResponseH\x00\x12/\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1e.quantized.common.v1.CallErrorH\x00\x42\x08\n\x06result\"W\n\x0eLedgerResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".quantized.billing.v1.LedgerResult\"\xa9\x01\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tunlimited\x18\x03 \x01(\x08\x12\x1d\n\x15\x62\x61lance_micro_credits\x18\x04 \x01(\x03\x12\x1a\n\x12held_micro_credits\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x0f\n\x07revoked\x18\x03 \x01(\x08\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x04Hold\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61mount_micro_credits\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\nUsageEntry\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.quantized.billing.v1.UsageRecord\x12\x15\n\rmicro_credits\x18\x04 \x01(\x03\"V\n\x14\x43reateAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x15\x63redits_micro_credits\x18\x02 \x01(\x03\x12\x11\n\tunlimited\x18\x03 \x01(\x08\"\x83\x01\n\x15\x43reateAccountResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.quantized.billing.v1.Account\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12)\n\x03key\x18\x03 \x01(\x0b\x32\x1c.quantized.billing.v1.ApiKey\")\n\x13\x43reateApiKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"R\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12)\n\x03key\x18\x02 \x01(\x0b\x32\x1c.quantized.billing.v1.ApiKey\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"A\n\x14RevokeApiKeyResponse\x12)\n\x03key\x18\x01 \x01(\x0b\x32\x1c.quantized.billing.v1.ApiKey\"G\n\x13GrantCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61mount_micro_credits\x18\x02 \x01(\x03\"F\n\x14GrantCreditsResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.quantized.billing.v1.Account\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\xd3\x01\n\x12GetAccountResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.quantized.billing.v1.Account\x12*\n\x04keys\x18\x02 \x03(\x0b\x32\x1c.quantized.billing.v1.ApiKey\x12)\n\x05holds\x18\x03 \x03(\x0b\x32\x1a.quantized.billing.v1.Hold\x12\x36\n\x0crecent_usage\x18\x04 \x03(\x0b\x32 .quantized.billing.v1.UsageEntry2\xd5\x03\n\x0e\x42illingService\x12\x65\n\x0c\x41uthenticate\x12).quantized.billing.v1.AuthenticateRequest\x1a*.quantized.billing.v1.AuthenticateResponse\x12V\n\x07Reserve\x12$.quantized.billing.v1.ReserveRequest\x1a%.quantized.billing.v1.ReserveResponse\x12S\n\x06Settle\x12#.quantized.billing.v1.SettleRequest\x1a$.quantized.billing.v1.SettleResponse\x12V\n\x07Release\x12$.quantized.billing.v1.ReleaseRequest\x1a%.quantized.billing.v1.ReleaseResponse\x12W\n\x06Ledger\x12#.quantized.billing.v1.LedgerRequest\x1a$.quantized.billing.v1.LedgerResponse(\x01\x30\x01\x32\x95\x04\n\x13\x42illingAdminService\x12h\n\rCreateAccount\x12*.quantized.billing.v1.CreateAccountRequest\x1a+.quantized.billing.v1.CreateAccountResponse\x12\x65\n\x0c\x43reateApiKey\x12).quantized.billing.v1.CreateApiKeyRequest\x1a*.quantized.billing.v1.CreateApiKeyResponse\x12\x65\n\x0cRevokeApiKey\x12).quantized.billing.v1.RevokeApiKeyRequest\x1a*.quantized.billing.v1.RevokeApiKeyResponse\x12\x65\n\x0cGrantCredits\x12).quantized.billing.v1.GrantCreditsRequest\x1a*.quantized.billing.v1.GrantCreditsResponse\x12_\n\nGetAccount\x12\'.quantized.billing.v1.GetAccountRequest\x1a(.quantized.billing.v1.GetAccountResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quantized.billing.v1.billing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUTHENTICATEREQUEST']._serialized_start=127
-  _globals['_AUTHENTICATEREQUEST']._serialized_end=163
-  _globals['_AUTHENTICATERESPONSE']._serialized_start=165
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=242
-  _globals['_RESERVEREQUEST']._serialized_start=244
-  _globals['_RESERVEREQUEST']._serialized_end=330
-  _globals['_RESERVERESPONSE']._serialized_start=332
-  _globals['_RESERVERESPONSE']._serialized_end=414
-  _globals['_USAGERECORD']._serialized_start=417
-  _globals['_USAGERECORD']._serialized_end=547
-  _globals['_SETTLEREQUEST']._serialized_start=549
-  _globals['_SETTLEREQUEST']._serialized_end=661
-  _globals['_SETTLERESPONSE']._serialized_start=663
-  _globals['_SETTLERESPONSE']._serialized_end=772
-  _globals['_RELEASEREQUEST']._serialized_start=774
-  _globals['_RELEASEREQUEST']._serialized_end=807
-  _globals['_RELEASERESPONSE']._serialized_start=809
-  _globals['_RELEASERESPONSE']._serialized_end=888
-  _globals['_ACCOUNT']._serialized_start=891
-  _globals['_ACCOUNT']._serialized_end=1060
-  _globals['_APIKEY']._serialized_start=1062
-  _globals['_APIKEY']._serialized_end=1167
-  _globals['_HOLD']._serialized_start=1169
-  _globals['_HOLD']._serialized_end=1290
-  _globals['_USAGEENTRY']._serialized_start=1293
-  _globals['_USAGEENTRY']._serialized_end=1440
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=1442
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=1528
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=1531
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=1662
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1664
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1705
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1707
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1789
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1791
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1828
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1830
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1895
-  _globals['_GRANTCREDITSREQUEST']._serialized_start=1897
-  _globals['_GRANTCREDITSREQUEST']._serialized_end=1968
-  _globals['_GRANTCREDITSRESPONSE']._serialized_start=1970
-  _globals['_GRANTCREDITSRESPONSE']._serialized_end=2040
-  _globals['_GETACCOUNTREQUEST']._serialized_start=2042
-  _globals['_GETACCOUNTREQUEST']._serialized_end=2081
-  _globals['_GETACCOUNTRESPONSE']._serialized_start=2084
-  _globals['_GETACCOUNTRESPONSE']._serialized_end=2295
-  _globals['_BILLINGSERVICE']._serialized_start=2298
-  _globals['_BILLINGSERVICE']._serialized_end=2678
-  _globals['_BILLINGADMINSERVICE']._serialized_start=2681
-  _globals['_BILLINGADMINSERVICE']._serialized_end=3214
+  _globals['_AUTHENTICATEREQUEST']._serialized_start=161
+  _globals['_AUTHENTICATEREQUEST']._serialized_end=197
+  _globals['_AUTHENTICATERESPONSE']._serialized_start=199
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=276
+  _globals['_RESERVEREQUEST']._serialized_start=278
+  _globals['_RESERVEREQUEST']._serialized_end=364
+  _globals['_RESERVERESPONSE']._serialized_start=366
+  _globals['_RESERVERESPONSE']._serialized_end=448
+  _globals['_USAGERECORD']._serialized_start=451
+  _globals['_USAGERECORD']._serialized_end=581
+  _globals['_SETTLEREQUEST']._serialized_start=583
+  _globals['_SETTLEREQUEST']._serialized_end=695
+  _globals['_SETTLERESPONSE']._serialized_start=697
+  _globals['_SETTLERESPONSE']._serialized_end=806
+  _globals['_RELEASEREQUEST']._serialized_start=808
+  _globals['_RELEASEREQUEST']._serialized_end=841
+  _globals['_RELEASERESPONSE']._serialized_start=843
+  _globals['_RELEASERESPONSE']._serialized_end=922
+  _globals['_LEDGEROPERATION']._serialized_start=925
+  _globals['_LEDGEROPERATION']._serialized_end=1124
+  _globals['_LEDGERREQUEST']._serialized_start=1126
+  _globals['_LEDGERREQUEST']._serialized_end=1218
+  _globals['_LEDGERRESULT']._serialized_start=1221
+  _globals['_LEDGERRESULT']._serialized_end=1466
+  _globals['_LEDGERRESPONSE']._serialized_start=1468
+  _globals['_LEDGERRESPONSE']._serialized_end=1555
+  _globals['_ACCOUNT']._serialized_start=1558
+  _globals['_ACCOUNT']._serialized_end=1727
+  _globals['_APIKEY']._serialized_start=1729
+  _globals['_APIKEY']._serialized_end=1834
+  _globals['_HOLD']._serialized_start=1836
+  _globals['_HOLD']._serialized_end=1957
+  _globals['_USAGEENTRY']._serialized_start=1960
+  _globals['_USAGEENTRY']._serialized_end=2107
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=2109
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=2195
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=2198
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=2329
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2331
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2372
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2374
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2456
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2458
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2495
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2497
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2562
+  _globals['_GRANTCREDITSREQUEST']._serialized_start=2564
+  _globals['_GRANTCREDITSREQUEST']._serialized_end=2635
+  _globals['_GRANTCREDITSRESPONSE']._serialized_start=2637
+  _globals['_GRANTCREDITSRESPONSE']._serialized_end=2707
+  _globals['_GETACCOUNTREQUEST']._serialized_start=2709
+  _globals['_GETACCOUNTREQUEST']._serialized_end=2748
+  _globals['_GETACCOUNTRESPONSE']._serialized_start=2751
+  _globals['_GETACCOUNTRESPONSE']._serialized_end=2962
+  _globals['_BILLINGSERVICE']._serialized_start=2965
+  _globals['_BILLINGSERVICE']._serialized_end=3434
+  _globals['_BILLINGADMINSERVICE']._serialized_start=3437
+  _globals['_BILLINGADMINSERVICE']._serialized_end=3970
 # @@protoc_insertion_point(module_scope)

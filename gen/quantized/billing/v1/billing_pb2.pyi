@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from quantized.common.v1 import errors_pb2 as _errors_pb2
 from quantized.common.v1 import images_pb2 as _images_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -87,6 +88,44 @@ class ReleaseResponse(_message.Message):
     BALANCE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     balance_micro_credits: int
     def __init__(self, balance_micro_credits: _Optional[int] = ...) -> None: ...
+
+class LedgerOperation(_message.Message):
+    __slots__ = ("reserve", "settle", "release")
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    reserve: ReserveRequest
+    settle: SettleRequest
+    release: ReleaseRequest
+    def __init__(self, reserve: _Optional[_Union[ReserveRequest, _Mapping]] = ..., settle: _Optional[_Union[SettleRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ...) -> None: ...
+
+class LedgerRequest(_message.Message):
+    __slots__ = ("batch_id", "operations")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    operations: _containers.RepeatedCompositeFieldContainer[LedgerOperation]
+    def __init__(self, batch_id: _Optional[int] = ..., operations: _Optional[_Iterable[_Union[LedgerOperation, _Mapping]]] = ...) -> None: ...
+
+class LedgerResult(_message.Message):
+    __slots__ = ("reserve", "settle", "release", "error")
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    reserve: ReserveResponse
+    settle: SettleResponse
+    release: ReleaseResponse
+    error: _errors_pb2.CallError
+    def __init__(self, reserve: _Optional[_Union[ReserveResponse, _Mapping]] = ..., settle: _Optional[_Union[SettleResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.CallError, _Mapping]] = ...) -> None: ...
+
+class LedgerResponse(_message.Message):
+    __slots__ = ("batch_id", "results")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    results: _containers.RepeatedCompositeFieldContainer[LedgerResult]
+    def __init__(self, batch_id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[LedgerResult, _Mapping]]] = ...) -> None: ...
 
 class Account(_message.Message):
     __slots__ = ("account_id", "name", "unlimited", "balance_micro_credits", "held_micro_credits", "created_at")

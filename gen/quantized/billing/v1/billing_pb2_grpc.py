@@ -55,6 +55,11 @@ class BillingServiceStub:
                 request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.Ledger = channel.stream_stream(
+                '/quantized.billing.v1.BillingService/Ledger',
+                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerRequest.SerializeToString,
+                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -89,6 +94,18 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Ledger(self, request_iterator, context):
+        """Reserve, Settle and Release in batches over one long-lived stream, for a
+        caller with many requests in flight (the edge). Each LedgerRequest is
+        applied in one database transaction and answered by one LedgerResponse
+        with the same batch_id; batches may be answered out of order. Each
+        operation succeeds or fails on its own, exactly as its unary RPC would,
+        and a failed operation writes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +128,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseRequest.FromString,
                     response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'Ledger': grpc.stream_stream_rpc_method_handler(
+                    servicer.Ledger,
+                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerRequest.FromString,
+                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +244,33 @@ class BillingService:
             '/quantized.billing.v1.BillingService/Release',
             quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseRequest.SerializeToString,
             quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ledger(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/quantized.billing.v1.BillingService/Ledger',
+            quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerRequest.SerializeToString,
+            quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerResponse.FromString,
             options,
             channel_credentials,
             insecure,

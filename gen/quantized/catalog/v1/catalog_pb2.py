@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from quantized.common.v1 import images_pb2 as quantized_dot_common_dot_v1_dot_images__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"quantized/catalog/v1/catalog.proto\x12\x14quantized.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a quantized/common/v1/images.proto\"P\n\x13ResolveRouteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x19\n\x11provider_override\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\"\x9b\x01\n\x05Route\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x19\n\x11upstream_model_id\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x31\n\twatermark\x18\x06 \x01(\x0e\x32\x1e.quantized.common.v1.Watermark\"e\n\x14ResolveRouteResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12+\n\x06routes\x18\x02 \x03(\x0b\x32\x1b.quantized.catalog.v1.Route\x12\x0e\n\x06pinned\x18\x03 \x01(\x08\"m\n\x11QuotePriceRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\t\x12-\n\x07quality\x18\x03 \x01(\x0e\x32\x1c.quantized.common.v1.Quality\x12\t\n\x01n\x18\x04 \x01(\x05\"f\n\x12QuotePriceResponse\x12\x19\n\x11max_micro_credits\x18\x01 \x01(\x03\x12\x1f\n\x17per_image_micro_credits\x18\x02 \x01(\x03\x12\x14\n\x0cusage_priced\x18\x03 \x01(\x08\"\xa5\x01\n\x11PriceUsageRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\t\x12-\n\x07quality\x18\x03 \x01(\x0e\x32\x1c.quantized.common.v1.Quality\x12\x0e\n\x06images\x18\x04 \x01(\x05\x12\x31\n\x05usage\x18\x05 \x01(\x0b\x32\".quantized.common.v1.UpstreamUsage\"+\n\x12PriceUsageResponse\x12\x15\n\rmicro_credits\x18\x01 \x01(\x03\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.quantized.common.v1.Model\"\xca\x01\n\rProviderModel\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x19\n\x11upstream_model_id\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x11\n\tis_active\x18\x06 \x01(\x08\x12\x13\n\x0b\x66ile_active\x18\x07 \x01(\x08\x12\x1c\n\x0foperator_active\x18\x08 \x01(\x08H\x00\x88\x01\x01\x42\x12\n\x10_operator_active\"e\n\x1dSetProviderModelActiveRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x11\n\tis_active\x18\x03 \x01(\x08\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"]\n\x1eSetProviderModelActiveResponse\x12;\n\x0eprovider_model\x18\x01 \x01(\x0b\x32#.quantized.catalog.v1.ProviderModel\"\x14\n\x12ListCatalogRequest\"\x98\x01\n\x13ListCatalogResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.quantized.common.v1.Model\x12<\n\x0fprovider_models\x18\x02 \x03(\x0b\x32#.quantized.catalog.v1.ProviderModel\x12\x17\n\x0f\x63\x61talog_version\x18\x03 \x01(\t\"%\n\x14ReloadCatalogRequest\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\"Y\n\x15ReloadCatalogResponse\x12\x17\n\x0f\x63\x61talog_version\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x01(\x05\x12\x17\n\x0fprovider_models\x18\x03 \x01(\x05\"\'\n\x16ListAuditEventsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"e\n\nAuditEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"K\n\x17ListAuditEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .quantized.catalog.v1.AuditEvent2\x9a\x03\n\x0e\x43\x61talogService\x12\x65\n\x0cResolveRoute\x12).quantized.catalog.v1.ResolveRouteRequest\x1a*.quantized.catalog.v1.ResolveRouteResponse\x12_\n\nQuotePrice\x12\'.quantized.catalog.v1.QuotePriceRequest\x1a(.quantized.catalog.v1.QuotePriceResponse\x12_\n\nPriceUsage\x12\'.quantized.catalog.v1.PriceUsageRequest\x1a(.quantized.catalog.v1.PriceUsageResponse\x12_\n\nListModels\x12\'.quantized.catalog.v1.ListModelsRequest\x1a(.quantized.catalog.v1.ListModelsResponse2\xd9\x03\n\x13\x43\x61talogAdminService\x12\x83\x01\n\x16SetProviderModelActive\x12\x33.quantized.catalog.v1.SetProviderModelActiveRequest\x1a\x34.quantized.catalog.v1.SetProviderModelActiveResponse\x12\x62\n\x0bListCatalog\x12(.quantized.catalog.v1.ListCatalogRequest\x1a).quantized.catalog.v1.ListCatalogResponse\x12h\n\rReloadCatalog\x12*.quantized.catalog.v1.ReloadCatalogRequest\x1a+.quantized.catalog.v1.ReloadCatalogResponse\x12n\n\x0fListAuditEvents\x12,.quantized.catalog.v1.ListAuditEventsRequest\x1a-.quantized.catalog.v1.ListAuditEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"quantized/catalog/v1/catalog.proto\x12\x14quantized.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a quantized/common/v1/images.proto\"P\n\x13ResolveRouteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x19\n\x11provider_override\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\"\x9b\x01\n\x05Route\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x19\n\x11upstream_model_id\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x31\n\twatermark\x18\x06 \x01(\x0e\x32\x1e.quantized.common.v1.Watermark\"e\n\x14ResolveRouteResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12+\n\x06routes\x18\x02 \x03(\x0b\x32\x1b.quantized.catalog.v1.Route\x12\x0e\n\x06pinned\x18\x03 \x01(\x08\"m\n\x11QuotePriceRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\t\x12-\n\x07quality\x18\x03 \x01(\x0e\x32\x1c.quantized.common.v1.Quality\x12\t\n\x01n\x18\x04 \x01(\x05\"\xa1\x01\n\x12QuotePriceResponse\x12\x19\n\x11max_micro_credits\x18\x01 \x01(\x03\x12\x1f\n\x17per_image_micro_credits\x18\x02 \x01(\x03\x12\x14\n\x0cusage_priced\x18\x03 \x01(\x08\x12\x39\n\x0busage_price\x18\x04 \x01(\x0b\x32$.quantized.catalog.v1.UsagePriceCard\"\x94\x01\n\x0eUsagePriceCard\x12 \n\x18input_per_million_tokens\x18\x01 \x01(\t\x12!\n\x19output_per_million_tokens\x18\x02 \x01(\t\x12#\n\x1bworst_case_output_per_image\x18\x03 \x01(\t\x12\x18\n\x10worst_case_input\x18\x04 \x01(\t\"\xa5\x01\n\x11PriceUsageRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\t\x12-\n\x07quality\x18\x03 \x01(\x0e\x32\x1c.quantized.common.v1.Quality\x12\x0e\n\x06images\x18\x04 \x01(\x05\x12\x31\n\x05usage\x18\x05 \x01(\x0b\x32\".quantized.common.v1.UpstreamUsage\"+\n\x12PriceUsageResponse\x12\x15\n\rmicro_credits\x18\x01 \x01(\x03\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.quantized.common.v1.Model\"\xca\x01\n\rProviderModel\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x19\n\x11upstream_model_id\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x11\n\tis_active\x18\x06 \x01(\x08\x12\x13\n\x0b\x66ile_active\x18\x07 \x01(\x08\x12\x1c\n\x0foperator_active\x18\x08 \x01(\x08H\x00\x88\x01\x01\x42\x12\n\x10_operator_active\"e\n\x1dSetProviderModelActiveRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x11\n\tis_active\x18\x03 \x01(\x08\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"]\n\x1eSetProviderModelActiveResponse\x12;\n\x0eprovider_model\x18\x01 \x01(\x0b\x32#.quantized.catalog.v1.ProviderModel\"\x14\n\x12ListCatalogRequest\"\x98\x01\n\x13ListCatalogResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.quantized.common.v1.Model\x12<\n\x0fprovider_models\x18\x02 \x03(\x0b\x32#.quantized.catalog.v1.ProviderModel\x12\x17\n\x0f\x63\x61talog_version\x18\x03 \x01(\t\"%\n\x14ReloadCatalogRequest\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\"Y\n\x15ReloadCatalogResponse\x12\x17\n\x0f\x63\x61talog_version\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x01(\x05\x12\x17\n\x0fprovider_models\x18\x03 \x01(\x05\"\'\n\x16ListAuditEventsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"e\n\nAuditEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"K\n\x17ListAuditEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .quantized.catalog.v1.AuditEvent2\x9a\x03\n\x0e\x43\x61talogService\x12\x65\n\x0cResolveRoute\x12).quantized.catalog.v1.ResolveRouteRequest\x1a*.quantized.catalog.v1.ResolveRouteResponse\x12_\n\nQuotePrice\x12\'.quantized.catalog.v1.QuotePriceRequest\x1a(.quantized.catalog.v1.QuotePriceResponse\x12_\n\nPriceUsage\x12\'.quantized.catalog.v1.PriceUsageRequest\x1a(.quantized.catalog.v1.PriceUsageResponse\x12_\n\nListModels\x12\'.quantized.catalog.v1.ListModelsRequest\x1a(.quantized.catalog.v1.ListModelsResponse2\xd9\x03\n\x13\x43\x61talogAdminService\x12\x83\x01\n\x16SetProviderModelActive\x12\x33.quantized.catalog.v1.SetProviderModelActiveRequest\x1a\x34.quantized.catalog.v1.SetProviderModelActiveResponse\x12\x62\n\x0bListCatalog\x12(.quantized.catalog.v1.ListCatalogRequest\x1a).quantized.catalog.v1.ListCatalogResponse\x12h\n\rReloadCatalog\x12*.quantized.catalog.v1.ReloadCatalogRequest\x1a+.quantized.catalog.v1.ReloadCatalogResponse\x12n\n\x0fListAuditEvents\x12,.quantized.catalog.v1.ListAuditEventsRequest\x1a-.quantized.catalog.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,38 +41,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOLVEROUTERESPONSE']._serialized_end=468
   _globals['_QUOTEPRICEREQUEST']._serialized_start=470
   _globals['_QUOTEPRICEREQUEST']._serialized_end=579
-  _globals['_QUOTEPRICERESPONSE']._serialized_start=581
-  _globals['_QUOTEPRICERESPONSE']._serialized_end=683
-  _globals['_PRICEUSAGEREQUEST']._serialized_start=686
-  _globals['_PRICEUSAGEREQUEST']._serialized_end=851
-  _globals['_PRICEUSAGERESPONSE']._serialized_start=853
-  _globals['_PRICEUSAGERESPONSE']._serialized_end=896
-  _globals['_LISTMODELSREQUEST']._serialized_start=898
-  _globals['_LISTMODELSREQUEST']._serialized_end=917
-  _globals['_LISTMODELSRESPONSE']._serialized_start=919
-  _globals['_LISTMODELSRESPONSE']._serialized_end=983
-  _globals['_PROVIDERMODEL']._serialized_start=986
-  _globals['_PROVIDERMODEL']._serialized_end=1188
-  _globals['_SETPROVIDERMODELACTIVEREQUEST']._serialized_start=1190
-  _globals['_SETPROVIDERMODELACTIVEREQUEST']._serialized_end=1291
-  _globals['_SETPROVIDERMODELACTIVERESPONSE']._serialized_start=1293
-  _globals['_SETPROVIDERMODELACTIVERESPONSE']._serialized_end=1386
-  _globals['_LISTCATALOGREQUEST']._serialized_start=1388
-  _globals['_LISTCATALOGREQUEST']._serialized_end=1408
-  _globals['_LISTCATALOGRESPONSE']._serialized_start=1411
-  _globals['_LISTCATALOGRESPONSE']._serialized_end=1563
-  _globals['_RELOADCATALOGREQUEST']._serialized_start=1565
-  _globals['_RELOADCATALOGREQUEST']._serialized_end=1602
-  _globals['_RELOADCATALOGRESPONSE']._serialized_start=1604
-  _globals['_RELOADCATALOGRESPONSE']._serialized_end=1693
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1695
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1734
-  _globals['_AUDITEVENT']._serialized_start=1736
-  _globals['_AUDITEVENT']._serialized_end=1837
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1839
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1914
-  _globals['_CATALOGSERVICE']._serialized_start=1917
-  _globals['_CATALOGSERVICE']._serialized_end=2327
-  _globals['_CATALOGADMINSERVICE']._serialized_start=2330
-  _globals['_CATALOGADMINSERVICE']._serialized_end=2803
+  _globals['_QUOTEPRICERESPONSE']._serialized_start=582
+  _globals['_QUOTEPRICERESPONSE']._serialized_end=743
+  _globals['_USAGEPRICECARD']._serialized_start=746
+  _globals['_USAGEPRICECARD']._serialized_end=894
+  _globals['_PRICEUSAGEREQUEST']._serialized_start=897
+  _globals['_PRICEUSAGEREQUEST']._serialized_end=1062
+  _globals['_PRICEUSAGERESPONSE']._serialized_start=1064
+  _globals['_PRICEUSAGERESPONSE']._serialized_end=1107
+  _globals['_LISTMODELSREQUEST']._serialized_start=1109
+  _globals['_LISTMODELSREQUEST']._serialized_end=1128
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1130
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1194
+  _globals['_PROVIDERMODEL']._serialized_start=1197
+  _globals['_PROVIDERMODEL']._serialized_end=1399
+  _globals['_SETPROVIDERMODELACTIVEREQUEST']._serialized_start=1401
+  _globals['_SETPROVIDERMODELACTIVEREQUEST']._serialized_end=1502
+  _globals['_SETPROVIDERMODELACTIVERESPONSE']._serialized_start=1504
+  _globals['_SETPROVIDERMODELACTIVERESPONSE']._serialized_end=1597
+  _globals['_LISTCATALOGREQUEST']._serialized_start=1599
+  _globals['_LISTCATALOGREQUEST']._serialized_end=1619
+  _globals['_LISTCATALOGRESPONSE']._serialized_start=1622
+  _globals['_LISTCATALOGRESPONSE']._serialized_end=1774
+  _globals['_RELOADCATALOGREQUEST']._serialized_start=1776
+  _globals['_RELOADCATALOGREQUEST']._serialized_end=1813
+  _globals['_RELOADCATALOGRESPONSE']._serialized_start=1815
+  _globals['_RELOADCATALOGRESPONSE']._serialized_end=1904
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1906
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1945
+  _globals['_AUDITEVENT']._serialized_start=1947
+  _globals['_AUDITEVENT']._serialized_end=2048
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=2050
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=2125
+  _globals['_CATALOGSERVICE']._serialized_start=2128
+  _globals['_CATALOGSERVICE']._serialized_end=2538
+  _globals['_CATALOGADMINSERVICE']._serialized_start=2541
+  _globals['_CATALOGADMINSERVICE']._serialized_end=3014
 # @@protoc_insertion_point(module_scope)

@@ -59,14 +59,28 @@ class QuotePriceRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., size: _Optional[str] = ..., quality: _Optional[_Union[_images_pb2.Quality, str]] = ..., n: _Optional[int] = ...) -> None: ...
 
 class QuotePriceResponse(_message.Message):
-    __slots__ = ("max_micro_credits", "per_image_micro_credits", "usage_priced")
+    __slots__ = ("max_micro_credits", "per_image_micro_credits", "usage_priced", "usage_price")
     MAX_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     PER_IMAGE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     USAGE_PRICED_FIELD_NUMBER: _ClassVar[int]
+    USAGE_PRICE_FIELD_NUMBER: _ClassVar[int]
     max_micro_credits: int
     per_image_micro_credits: int
     usage_priced: bool
-    def __init__(self, max_micro_credits: _Optional[int] = ..., per_image_micro_credits: _Optional[int] = ..., usage_priced: _Optional[bool] = ...) -> None: ...
+    usage_price: UsagePriceCard
+    def __init__(self, max_micro_credits: _Optional[int] = ..., per_image_micro_credits: _Optional[int] = ..., usage_priced: _Optional[bool] = ..., usage_price: _Optional[_Union[UsagePriceCard, _Mapping]] = ...) -> None: ...
+
+class UsagePriceCard(_message.Message):
+    __slots__ = ("input_per_million_tokens", "output_per_million_tokens", "worst_case_output_per_image", "worst_case_input")
+    INPUT_PER_MILLION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PER_MILLION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WORST_CASE_OUTPUT_PER_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    WORST_CASE_INPUT_FIELD_NUMBER: _ClassVar[int]
+    input_per_million_tokens: str
+    output_per_million_tokens: str
+    worst_case_output_per_image: str
+    worst_case_input: str
+    def __init__(self, input_per_million_tokens: _Optional[str] = ..., output_per_million_tokens: _Optional[str] = ..., worst_case_output_per_image: _Optional[str] = ..., worst_case_input: _Optional[str] = ...) -> None: ...
 
 class PriceUsageRequest(_message.Message):
     __slots__ = ("model_id", "size", "quality", "images", "usage")
