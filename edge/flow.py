@@ -141,14 +141,14 @@ class ImagesFlow:
         resolved = await self._resolve(request.model, provider_override.strip(), deadline)
         params = generation_params(request)
         quote = await self._quote(resolved.model_id, params, deadline)
-        hold = await self._call(self._peers.billing.Reserve, billing_pb2.ReserveRequest(
+        hold = await self._ledger(self._peers.ledger.reserve, billing_pb2.ReserveRequest(
             account_id=caller.account_id, amount_micro_credits=quote.max_micro_credits,
             request_id=current_request_id.get()), deadline)
         try:
             route, answer = await self._dispatch(resolved, params, deadline)
             generated = sum(1 for image in answer.images if not image.flagged)
             price = await self._price(resolved.model_id, params, quote, generated, answer.usage, deadline)
-            settled = await self._call(self._peers.billing.Settle, billing_pb2.SettleRequest(
+            settled = await self._ledger(self._peers.ledger.settle, billing_pb2.SettleRequest(
                 hold_id=hold.hold_id, amount_micro_credits=price,
                 usage=billing_pb2.UsageRecord(model_id=resolved.model_id, provider=route.provider,
                                               images=generated, usage=answer.usage, user=params.user),
@@ -236,8 +236,8 @@ class ImagesFlow:
 
     async def _release(self, hold_id: str, deadline: Deadline) -> None:
         try:
-            await self._call(self._peers.billing.Release, billing_pb2.ReleaseRequest(hold_id=hold_id),
-                             deadline, bookkeeping=True)
+            await self._ledger(self._peers.ledger.release, billing_pb2.ReleaseRequest(hold_id=hold_id),
+                               deadline, bookkeeping=True)
         except Exception:
             # The hold expires on its own; the caller's error matters more than this one.
             log.exception("could not release hold", extra={"fields": {"hold_id": hold_id}})
@@ -249,20 +249,31 @@ class ImagesFlow:
 
     async def _call(self, method: Any, request: Any, deadline: Deadline, *, cap: float | None = None,
                     upstream: bool = False, bookkeeping: bool = False) -> Any:
-        """One peer call within the deadline.
+        """One unary peer call within the deadline (see _checked for its errors)."""
+        timeout = self._timeout(deadline, cap, bookkeeping)
+        return await self._checked(call(method, request, timeout=timeout), _method_name(method),
+                                   deadline, upstream)
 
-        Bookkeeping calls (settle, release, usage pricing) happen after the upstream
-        did its work, so they get the internal timeout even when the deadline is spent:
-        an expired request must still be charged or released.
-        Reasons the caller should not see (a closed hold, an unimplemented method,
-        a dead peer) become a generic INTERNAL error, logged with the request id.
-        """
+    async def _ledger(self, operation: Callable[[Any, float], Awaitable[Any]], request: Any,
+                      deadline: Deadline, *, bookkeeping: bool = False) -> Any:
+        """One money operation on billing's batched Ledger stream."""
+        timeout = self._timeout(deadline, None, bookkeeping)
+        return await self._checked(operation(request, timeout), f"Ledger.{operation.__name__}",
+                                   deadline, upstream=False)
+
+    def _timeout(self, deadline: Deadline, cap: float | None, bookkeeping: bool) -> float:
+        """Bookkeeping calls (settle, release) happen after the upstream did its work,
+        so they get the internal timeout even when the deadline is spent: an expired
+        request must still be charged or released."""
         if bookkeeping:
-            timeout = self._rpc_cap
-        else:
-            timeout = deadline.timeout(self._rpc_cap if cap is None else cap)
+            return self._rpc_cap
+        return deadline.timeout(self._rpc_cap if cap is None else cap)
+
+    async def _checked(self, pending: Awaitable[Any], name: str, deadline: Deadline, upstream: bool) -> Any:
+        """Reasons the caller should not see (a closed hold, an unimplemented method,
+        a dead peer) become a generic INTERNAL error, logged with the request id."""
         try:
-            return await call(method, request, timeout=timeout)
+            return await pending
         except ServiceError as error:
             if error.reason in CALLER_FACING_REASONS:
                 raise
@@ -270,7 +281,7 @@ class ImagesFlow:
                 raise ServiceError(Reason.UPSTREAM_UNAVAILABLE,
                                    "the upstream provider did not answer within the request deadline") from None
             log.error("peer call failed", extra={"fields": {
-                "method": _method_name(method), "reason": error.reason.value, "detail": error.message}})
+                "method": name, "reason": error.reason.value, "detail": error.message}})
             raise internal_error(current_request_id.get()) from None
 
 

@@ -1,4 +1,5 @@
-"""The edge's three peers: one long-lived grpc.aio channel each, opened on the running loop."""
+"""The edge's three peers: one long-lived grpc.aio channel each, opened on the running loop,
+and the batched Ledger stream to billing on billing's channel."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from quantized.catalog.v1 import catalog_pb2_grpc
 from quantized.provider.v1 import provider_pb2_grpc
 from quantized_runtime.channels import open_channel
 
+from edge.ledger import LedgerClient
+
 
 @dataclass
 class Peers:
     catalog: catalog_pb2_grpc.CatalogServiceStub
     billing: billing_pb2_grpc.BillingServiceStub
     provider: provider_pb2_grpc.ProviderServiceStub
+    ledger: LedgerClient
     channels: tuple[grpc.aio.Channel, ...]
 
     @classmethod
@@ -25,13 +29,16 @@ class Peers:
         catalog = open_channel(catalog_addr, max_message_bytes)
         billing = open_channel(billing_addr, max_message_bytes)
         provider = open_channel(provider_addr, max_message_bytes)
+        billing_stub = billing_pb2_grpc.BillingServiceStub(billing)
         return cls(
             catalog=catalog_pb2_grpc.CatalogServiceStub(catalog),
-            billing=billing_pb2_grpc.BillingServiceStub(billing),
+            billing=billing_stub,
             provider=provider_pb2_grpc.ProviderServiceStub(provider),
+            ledger=LedgerClient(billing_stub),
             channels=(catalog, billing, provider),
         )
 
     async def close(self) -> None:
+        await self.ledger.close()
         for channel in self.channels:
             await channel.close()

@@ -6,18 +6,20 @@ so a test states the peer behaviour it needs and then asserts on the calls.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from google.protobuf import struct_pb2
 
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
-from quantized_runtime.errors import Reason, ServiceError
+from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.server import RunningServer, create_server
 
 VALID_KEY = "sk-quantized-test-key"
@@ -137,6 +139,10 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
         self.holds: dict[str, tuple[Account, int]] = {}
         self.calls: list[tuple[str, Any]] = []
         self._ids = itertools.count(1)
+        # Ledger stream behaviour: a pause before each answer, and a batch count
+        # after which the stream is aborted instead of answered.
+        self.ledger_delay_seconds = 0.0
+        self.ledger_abort_after_batches: int | None = None
 
     def count(self, method: str) -> int:
         return sum(1 for name, _ in self.calls if name == method)
@@ -180,6 +186,26 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
         if not account.unlimited:
             account.balance += held
         return billing_pb2.ReleaseResponse()
+
+    async def Ledger(self, request_iterator: Any, context: Any) -> Any:
+        """Each batched operation through the unary handler above, in order."""
+        handlers = {"reserve": self.Reserve, "settle": self.Settle, "release": self.Release}
+        async for batch in request_iterator:
+            self.calls.append(("Ledger", batch))
+            if self.ledger_abort_after_batches is not None and self.count("Ledger") > self.ledger_abort_after_batches:
+                self.ledger_abort_after_batches = None
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "billing went away")
+            await asyncio.sleep(self.ledger_delay_seconds)
+            results = []
+            for operation in batch.operations:
+                kind = operation.WhichOneof("operation")
+                try:
+                    answer = await handlers[kind](getattr(operation, kind), context)
+                except ServiceError as error:
+                    results.append(billing_pb2.LedgerResult(error=to_call_error(error)))
+                else:
+                    results.append(billing_pb2.LedgerResult(**{kind: answer}))
+            yield billing_pb2.LedgerResponse(batch_id=batch.batch_id, results=results)
 
 
 ProviderBehaviour = provider_pb2.GenerateResponse | ServiceError | Callable[[Any], Any]

@@ -1,0 +1,107 @@
+"""The edge's batched Ledger stream client against a fake billing on a real gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
+from quantized_runtime.channels import open_channel
+from quantized_runtime.errors import Reason, ServiceError
+
+from edge.ledger import LedgerClient
+from tests.edge.fakes import Peers, start_fake_peers
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[Peers]:
+    running = await start_fake_peers()
+    try:
+        yield running
+    finally:
+        await running.server.stop(None)
+
+
+@pytest.fixture
+async def ledger(peers: Peers) -> AsyncIterator[LedgerClient]:
+    channel = open_channel(peers.address)
+    client = LedgerClient(billing_pb2_grpc.BillingServiceStub(channel))
+    try:
+        yield client
+    finally:
+        await client.close()
+        await channel.close()
+
+
+def reserve(amount: int, request_id: str, account_id: str = "acct_valid") -> billing_pb2.ReserveRequest:
+    return billing_pb2.ReserveRequest(account_id=account_id, amount_micro_credits=amount, request_id=request_id)
+
+
+async def test_a_lone_operation_goes_at_once_in_its_own_batch(peers: Peers, ledger: LedgerClient) -> None:
+    hold = await ledger.reserve(reserve(100, "r1"), TIMEOUT)
+    settled = await ledger.settle(billing_pb2.SettleRequest(hold_id=hold.hold_id, amount_micro_credits=40), TIMEOUT)
+    assert settled.charged_micro_credits == 40
+    batches = peers.billing.requests("Ledger")
+    assert [len(batch.operations) for batch in batches] == [1, 1]
+
+
+async def test_concurrent_operations_share_batches_and_each_gets_its_own_answer(
+        peers: Peers, ledger: LedgerClient) -> None:
+    peers.billing.ledger_delay_seconds = 0.02
+    amounts = list(range(1, 41))
+    holds = await asyncio.gather(*(ledger.reserve(reserve(a, f"r{a}"), TIMEOUT) for a in amounts))
+    assert len({hold.hold_id for hold in holds}) == 40
+    held = {hold.hold_id: amount for hold, amount in zip(holds, amounts, strict=True)}
+    assert {hold_id: peers.billing.holds[hold_id][1] for hold_id in held} == held
+    batches = peers.billing.requests("Ledger")
+    assert sum(len(batch.operations) for batch in batches) == 40
+    assert len(batches) < 40
+    assert len({batch.batch_id for batch in batches}) == len(batches)
+
+
+async def test_a_refused_operation_fails_alone_with_its_reason(peers: Peers, ledger: LedgerClient) -> None:
+    peers.billing.ledger_delay_seconds = 0.02
+    results = await asyncio.gather(
+        ledger.reserve(reserve(5, "ok-1"), TIMEOUT),
+        ledger.reserve(reserve(50, "too-much", account_id="acct_poor"), TIMEOUT),
+        ledger.reserve(reserve(5, "ok-2"), TIMEOUT),
+        return_exceptions=True)
+    assert isinstance(results[1], ServiceError) and results[1].reason is Reason.INSUFFICIENT_CREDITS
+    assert all(isinstance(result, billing_pb2.ReserveResponse) for result in (results[0], results[2]))
+
+
+async def test_a_reserve_answered_after_its_caller_gave_up_is_released(peers: Peers, ledger: LedgerClient) -> None:
+    peers.billing.ledger_delay_seconds = 0.3
+    balance = peers.billing._account("acct_valid").balance
+    with pytest.raises(ServiceError) as raised:
+        await ledger.reserve(reserve(1_000, "slow"), 0.05)
+    assert raised.value.reason is Reason.INTERNAL and "did not answer" in raised.value.message
+    peers.billing.ledger_delay_seconds = 0.0
+    for _ in range(200):
+        if peers.billing.count("Release") == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert peers.billing.count("Release") == 1
+    assert peers.billing.holds == {} and peers.billing._account("acct_valid").balance == balance
+
+
+async def test_a_broken_stream_fails_what_was_in_flight_and_the_next_batch_reopens_it(
+        peers: Peers, ledger: LedgerClient) -> None:
+    await ledger.reserve(reserve(1, "before"), TIMEOUT)
+    peers.billing.ledger_abort_after_batches = 1
+    with pytest.raises(ServiceError) as raised:
+        await ledger.reserve(reserve(1, "lost"), TIMEOUT)
+    assert raised.value.reason is Reason.INTERNAL and "UNAVAILABLE" in raised.value.message
+    hold = await ledger.reserve(reserve(1, "after"), TIMEOUT)
+    assert hold.hold_id in peers.billing.holds
+
+
+async def test_a_closed_client_refuses_new_operations(ledger: LedgerClient) -> None:
+    await ledger.close()
+    with pytest.raises(ServiceError) as raised:
+        await ledger.reserve(reserve(1, "late"), TIMEOUT)
+    assert raised.value.reason is Reason.INTERNAL
