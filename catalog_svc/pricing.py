@@ -13,13 +13,18 @@ Pure domain code. The rules (also in docs/catalog.md):
   an unknown value, or unset without a default takes the most expensive quality
   for that size. A fallback never prices below a listed price and never at zero
   unless the catalog says zero.
-- Quote (before the call): the worst case for n images. For per_token models:
-  n x the worst-case output tokens per image (by quality and size, same lookup
-  rules) at the output rate, plus the model's worst-case input tokens once.
+- Usage price card (per_token only): the model's rates for a size and quality in
+  exact micro-credits (token rates per million, the worst-case output of one
+  image by quality and size with the same lookup rules, the worst-case input).
+  Callers get it with a quote and price usage from it themselves.
+- Quote (before the call): the worst case for n images. For per_token models the
+  card's price of n images with no tokens reported: n x the worst-case output per
+  image plus the worst-case input once.
 - Usage (after the call): 0 images -> 0 (nothing was generated, spec "flagged").
-  per_token: input and output tokens at their rates (only a total reported: all
-  at the higher rate; no tokens reported: the quote's worst case for the images
-  produced). Other shapes: images x the per-image price.
+  per_token: the card priced by quantized_runtime.pricing (input and output
+  tokens at their rates; only a total reported: all at the higher rate; no tokens
+  reported: the quote's worst case for the images produced). Other shapes:
+  images x the per-image price.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import TypeVar
+
+from quantized.catalog.v1 import catalog_pb2
+from quantized.common.v1 import images_pb2
+from quantized_runtime.pricing import EXACT_CONTEXT, price_usage
 
 from catalog_svc.catalog_file import (
     Cost,
@@ -41,7 +50,7 @@ from catalog_svc.catalog_file import (
 DEFAULT_CREDITS_PER_USD = 16_000_000
 DEFAULT_SIZE = "1024x1024"
 AUTO = "auto"
-_MILLION = Decimal(1_000_000)
+_PER_MILLION = -6
 _SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 
 V = TypeVar("V", Decimal, int)
@@ -54,6 +63,8 @@ class Quote:
     per_image_micro_credits: int
     # True when the final price comes from measured tokens (PriceUsage).
     usage_priced: bool
+    # The rates that price the measured tokens, set when usage_priced.
+    usage_price: catalog_pb2.UsagePriceCard | None = None
 
 
 @dataclass(frozen=True)
@@ -77,9 +88,11 @@ class Pricer:
         if n < 1:
             raise ValueError("n must be at least 1")
         if isinstance(cost, PerTokenCost):
-            per_image_usd = _worst_output_usd_per_image(cost, size, quality)
-            total_usd = per_image_usd * n + _input_usd(cost, cost.worst_case_input_tokens)
-            return Quote(self.to_micro_credits(total_usd), self.to_micro_credits(per_image_usd), True)
+            worst_output_usd = _worst_output_usd_per_image(cost, size, quality)
+            card = self._card(cost, worst_output_usd)
+            # The worst case is what n images cost when the upstream reports no tokens.
+            worst_case = price_usage(card, n, images_pb2.UpstreamUsage())
+            return Quote(worst_case, self.to_micro_credits(worst_output_usd), True, card)
         per_image = self.to_micro_credits(image_price_usd(cost, size, quality))
         return Quote(per_image * n, per_image, False)
 
@@ -88,14 +101,21 @@ class Pricer:
             return 0
         if not isinstance(cost, PerTokenCost):
             return self.to_micro_credits(image_price_usd(cost, size, quality)) * usage.images
-        if usage.input_tokens is not None or usage.output_tokens is not None:
-            usd = (_input_usd(cost, usage.input_tokens or 0)
-                   + cost.usd_per_million_output_tokens * (usage.output_tokens or 0) / _MILLION)
-            return self.to_micro_credits(usd)
-        if usage.total_tokens is not None:
-            rate = max(cost.usd_per_million_input_tokens, cost.usd_per_million_output_tokens)
-            return self.to_micro_credits(rate * usage.total_tokens / _MILLION)
-        return self.quote(cost, size, quality, usage.images).max_micro_credits
+        return price_usage(self.usage_price_card(cost, size, quality), usage.images, _upstream_usage(usage))
+
+    def usage_price_card(self, cost: PerTokenCost, size: str | None,
+                         quality: str | None) -> catalog_pb2.UsagePriceCard:
+        """The rates that price a token-priced image model's usage, in exact micro-credits."""
+        return self._card(cost, _worst_output_usd_per_image(cost, size, quality))
+
+    def _card(self, cost: PerTokenCost, worst_output_usd_per_image: Decimal) -> catalog_pb2.UsagePriceCard:
+        with localcontext(EXACT_CONTEXT):
+            return catalog_pb2.UsagePriceCard(
+                input_per_million_tokens=_decimal_text(cost.usd_per_million_input_tokens * self._rate),
+                output_per_million_tokens=_decimal_text(cost.usd_per_million_output_tokens * self._rate),
+                worst_case_output_per_image=_decimal_text(worst_output_usd_per_image * self._rate),
+                worst_case_input=_decimal_text(_input_usd(cost, cost.worst_case_input_tokens) * self._rate),
+            )
 
 
 def image_price_usd(cost: Cost, size: str | None, quality: str | None) -> Decimal:
@@ -114,11 +134,29 @@ def _worst_output_usd_per_image(cost: PerTokenCost, size: str | None, quality: s
     if bound is None:
         raise ValueError("this token-priced model has no worst-case image bound")
     tokens = bound if isinstance(bound, int) else pick_by_quality_and_size(bound, quality, size, None)
-    return cost.usd_per_million_output_tokens * tokens / _MILLION
+    with localcontext(EXACT_CONTEXT):
+        return (cost.usd_per_million_output_tokens * tokens).scaleb(_PER_MILLION)
 
 
 def _input_usd(cost: PerTokenCost, tokens: int) -> Decimal:
-    return cost.usd_per_million_input_tokens * tokens / _MILLION
+    with localcontext(EXACT_CONTEXT):
+        return (cost.usd_per_million_input_tokens * tokens).scaleb(_PER_MILLION)
+
+
+def _decimal_text(value: Decimal) -> str:
+    """Plain decimal text without an exponent or trailing zeros ("80000000", "3.2")."""
+    return format(value.normalize(), "f")
+
+
+def _upstream_usage(usage: Usage) -> images_pb2.UpstreamUsage:
+    message = images_pb2.UpstreamUsage()
+    if usage.input_tokens is not None:
+        message.input_tokens = usage.input_tokens
+    if usage.output_tokens is not None:
+        message.output_tokens = usage.output_tokens
+    if usage.total_tokens is not None:
+        message.total_tokens = usage.total_tokens
+    return message
 
 
 def normalise_size(size: str | None) -> str:

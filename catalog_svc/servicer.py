@@ -96,7 +96,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return catalog_pb2.QuotePriceResponse(
             max_micro_credits=quote.max_micro_credits,
             per_image_micro_credits=quote.per_image_micro_credits,
-            usage_priced=quote.usage_priced)
+            usage_priced=quote.usage_priced,
+            usage_price=quote.usage_price)
 
     async def PriceUsage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         reported = request.usage

@@ -158,3 +158,20 @@ def test_token_prices_are_summed_exactly_then_rounded_once():
                         worst_case_output_tokens_per_image=1)
     # 1 + 1 tokens at $0.3/M is 9.6 micro-credits: rounded once -> 10, not 5 + 5.
     assert PRICER.price_usage(cost, "", None, Usage(images=1, input_tokens=1, output_tokens=1)) == 10
+
+
+def test_the_usage_price_card_holds_exact_micro_credit_rates():
+    card = PRICER.usage_price_card(GPT_IMAGE_1, "1024x1024", "high")
+    assert (card.input_per_million_tokens, card.output_per_million_tokens,
+            card.worst_case_output_per_image, card.worst_case_input) == (
+        "80000000", "640000000", "2662400", "160000")
+    # Plain decimal text: no exponent, no trailing zeros, fractions kept exactly.
+    unit = Pricer(credits_per_usd=1).usage_price_card(GPT_IMAGE_1, "1536x1024", "high")
+    assert (unit.input_per_million_tokens, unit.output_per_million_tokens,
+            unit.worst_case_output_per_image, unit.worst_case_input) == ("5", "40", "0.2496", "0.01")
+
+
+def test_a_token_quote_carries_its_card_and_a_per_image_quote_none():
+    quote = PRICER.quote(GPT_IMAGE_1, "1024x1024", "low", 2)
+    assert quote.usage_price == PRICER.usage_price_card(GPT_IMAGE_1, "1024x1024", "low")
+    assert PRICER.quote(DALL_E_3, "1024x1024", "standard", 1).usage_price is None

@@ -14,6 +14,7 @@ from quantized_runtime.channels import open_channel
 from quantized_runtime.client import call
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.grpc_errors import from_rpc_error
+from quantized_runtime.pricing import price_usage
 from quantized_runtime.settings import SettingsError, load_settings
 
 from catalog_svc.catalog_file import CatalogFileError
@@ -242,6 +243,41 @@ async def test_quote_and_usage_prices_on_the_wire(catalog_server):
     sandbox = await call(stub.PriceUsage, catalog_pb2.PriceUsageRequest(
         model_id="sandbox-image-1", size="512x256", images=3), timeout=TIMEOUT)
     assert sandbox.micro_credits == 3 * 160_000
+
+
+USAGES = [
+    images_pb2.UpstreamUsage(input_tokens=238, output_tokens=4160, total_tokens=4398),
+    images_pb2.UpstreamUsage(input_tokens=17),
+    images_pb2.UpstreamUsage(output_tokens=1291),
+    images_pb2.UpstreamUsage(total_tokens=3333),
+    images_pb2.UpstreamUsage(),
+]
+
+
+@pytest.mark.parametrize("model", ["gpt-image-1", "gemini-2.5-flash-image"])
+async def test_the_quoted_usage_price_card_prices_usage_as_price_usage_does(catalog_server, model):
+    stub = catalog_server.catalog
+    for size in ("1024x1024", "1536x1024", "1024x1536", "auto", "", "2048x2048", "16:9"):
+        for quality in (images_pb2.QUALITY_UNSPECIFIED, images_pb2.QUALITY_LOW, images_pb2.QUALITY_MEDIUM,
+                        images_pb2.QUALITY_HIGH, images_pb2.QUALITY_AUTO, images_pb2.QUALITY_HD):
+            quote = await call(stub.QuotePrice, catalog_pb2.QuotePriceRequest(
+                model_id=model, size=size, quality=quality, n=2), timeout=TIMEOUT)
+            assert quote.usage_priced and quote.HasField("usage_price")
+            # The card's worst case for n images is the quote itself.
+            assert price_usage(quote.usage_price, 2, images_pb2.UpstreamUsage()) == quote.max_micro_credits
+            for images in (0, 1, 2):
+                for usage in USAGES:
+                    priced = await call(stub.PriceUsage, catalog_pb2.PriceUsageRequest(
+                        model_id=model, size=size, quality=quality, images=images, usage=usage),
+                        timeout=TIMEOUT)
+                    assert price_usage(quote.usage_price, images, usage) == priced.micro_credits, (
+                        size, quality, images, usage)
+
+
+async def test_a_per_image_quote_has_no_usage_price_card(catalog_server):
+    quote = await call(catalog_server.catalog.QuotePrice, catalog_pb2.QuotePriceRequest(
+        model_id="dall-e-3", size="1024x1024", quality=images_pb2.QUALITY_STANDARD), timeout=TIMEOUT)
+    assert quote.usage_priced is False and not quote.HasField("usage_price")
 
 
 @pytest.mark.parametrize(("model", "reason"), [
