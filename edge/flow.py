@@ -1,7 +1,8 @@
 """The one generation flow behind both the HTTP route and the gRPC ImagesService:
 
 authenticate -> validate -> resolve route -> quote + reserve -> generate -> price
--> settle -> outcome. A failure after the reserve releases the hold; an
+-> settle -> outcome. Routes and quotes are cached; the price of measured usage
+comes from the quote's card; money moves on billing's batched Ledger stream. A failure after the reserve releases the hold; an
 UPSTREAM_UNAVAILABLE before any image falls back to the next route unless the
 caller pinned a provider. Every internal call gets what is left of the request's
 deadline.
@@ -23,6 +24,7 @@ from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.provider.v1 import provider_pb2
 from quantized_runtime.client import call
 from quantized_runtime.errors import Reason, ServiceError
+from quantized_runtime.pricing import price_usage
 from quantized_runtime.request_context import current_request_id
 
 from edge.cache import MISSING, TtlCache
@@ -147,7 +149,7 @@ class ImagesFlow:
         try:
             route, answer = await self._dispatch(resolved, params, deadline)
             generated = sum(1 for image in answer.images if not image.flagged)
-            price = await self._price(resolved.model_id, params, quote, generated, answer.usage, deadline)
+            price = self._price(quote, generated, answer.usage)
             settled = await self._ledger(self._peers.ledger.settle, billing_pb2.SettleRequest(
                 hold_id=hold.hold_id, amount_micro_credits=price,
                 usage=billing_pb2.UsageRecord(model_id=resolved.model_id, provider=route.provider,
@@ -220,16 +222,15 @@ class ImagesFlow:
                     "next_provider": routes[index + 1].provider, "error": error.message}})
         raise AssertionError("unreachable: the last route either answers or raises")
 
-    async def _price(self, model_id: str, params: common_pb2.GenerationParams, quote: Any,
-                     generated: int, usage: common_pb2.UpstreamUsage, deadline: Deadline) -> int:
-        """The charge for what was generated, never more than the hold."""
+    @staticmethod
+    def _price(quote: Any, generated: int, usage: common_pb2.UpstreamUsage) -> int:
+        """The charge for what was generated, never more than the hold. Token-priced
+        models are priced here from the quote's card, with the catalog's own rule,
+        so settling costs no catalog round trip."""
         if generated == 0:
             return 0
         if quote.usage_priced:
-            priced = await self._call(self._peers.catalog.PriceUsage, catalog_pb2.PriceUsageRequest(
-                model_id=model_id, size=params.size, quality=params.quality, images=generated,
-                usage=usage), deadline, bookkeeping=True)
-            price = priced.micro_credits
+            price = price_usage(quote.usage_price, generated, usage)
         else:
             price = quote.per_image_micro_credits * generated
         return max(0, min(price, quote.max_micro_credits))

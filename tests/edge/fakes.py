@@ -60,9 +60,12 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
             "dall-e-2": ServiceError(Reason.NO_ACTIVE_PROVIDERS, "model 'dall-e-2' has no active providers"),
         }
         self.quotes: dict[str, catalog_pb2.QuotePriceResponse] = {
-            "gpt-image-1": catalog_pb2.QuotePriceResponse(max_micro_credits=3_360_000, usage_priced=True),
+            "gpt-image-1": catalog_pb2.QuotePriceResponse(
+                max_micro_credits=3_360_000, usage_priced=True,
+                usage_price=catalog_pb2.UsagePriceCard(
+                    input_per_million_tokens="80000000", output_per_million_tokens="640000000",
+                    worst_case_output_per_image="3000000", worst_case_input="360000")),
         }
-        self.usage_price = 1_000_000
         self.models = [
             common_pb2.Model(id="gpt-image-1", created=1700000000, owned_by="openai",
                              supported_features=["image_generation"], input_modalities=["text"],
@@ -78,6 +81,9 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
 
     def count(self, method: str) -> int:
         return sum(1 for name, _ in self.calls if name == method)
+
+    def requests(self, method: str) -> list[Any]:
+        return [request for name, request in self.calls if name == method]
 
     async def ResolveRoute(self, request: Any, context: Any) -> Any:
         self.calls.append(("ResolveRoute", request))
@@ -106,10 +112,6 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
             return quote
         return catalog_pb2.QuotePriceResponse(max_micro_credits=DALL_E_3_PRICE * request.n,
                                               per_image_micro_credits=DALL_E_3_PRICE)
-
-    async def PriceUsage(self, request: Any, context: Any) -> Any:
-        self.calls.append(("PriceUsage", request))
-        return catalog_pb2.PriceUsageResponse(micro_credits=self.usage_price)
 
     async def ListModels(self, request: Any, context: Any) -> Any:
         self.calls.append(("ListModels", request))

@@ -125,20 +125,21 @@ async def test_token_priced_models_are_priced_from_usage(stack: Stack) -> None:
         created=5, images=[image(watermark=common_pb2.WATERMARK_C2PA)], usage=usage)
     response = await generate(stack, {"model": "gpt-image-1", "prompt": "x", "quality": "low", "user": "u1"})
     body = response.json()
-    priced = stack.peers.catalog.calls[-1]
-    assert priced[0] == "PriceUsage" and priced[1].usage == usage and priced[1].images == 1
-    assert priced[1].quality == common_pb2.QUALITY_LOW
+    # The quote's card: 80 micro-credits per input token, 640 per output token.
+    price = 50 * 80 + 4160 * 640
+    assert stack.peers.catalog.requests("QuotePrice")[0].quality == common_pb2.QUALITY_LOW
     settle = stack.peers.billing.requests("Settle")[0]
-    assert settle.amount_micro_credits == 1_000_000
+    assert settle.amount_micro_credits == price
     assert (settle.usage.model_id, settle.usage.provider, settle.usage.user) == ("gpt-image-1", "openai", "u1")
     assert body["usage"] == {"images": 1, "input_tokens": 50, "output_tokens": 4160, "total_tokens": 4210,
-                             "megapixels": None, "credits_used": 1_000_000,
-                             "credits_remaining": 99_000_000}
+                             "megapixels": None, "credits_used": price,
+                             "credits_remaining": 100_000_000 - price}
     assert body["data"][0]["watermark"] == "c2pa"
 
 
 async def test_the_charge_never_exceeds_the_hold(stack: Stack) -> None:
-    stack.peers.catalog.usage_price = 99_000_000
+    stack.peers.provider.behaviour["openai"] = provider_pb2.GenerateResponse(
+        images=[image()], usage=common_pb2.UpstreamUsage(input_tokens=10, output_tokens=99_000))
     response = await generate(stack, {"model": "gpt-image-1", "prompt": "x"})
     assert stack.peers.billing.requests("Settle")[0].amount_micro_credits == 3_360_000
     assert response.json()["usage"]["credits_used"] == 3_360_000
