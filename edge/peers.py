@@ -12,7 +12,7 @@ from quantized.catalog.v1 import catalog_pb2_grpc
 from quantized.provider.v1 import provider_pb2_grpc
 from quantized_runtime.channels import open_channel
 
-from edge.ledger import LedgerClient
+from edge.ledger_client import LedgerClient
 
 
 @dataclass

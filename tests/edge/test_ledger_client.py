@@ -11,7 +11,7 @@ from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized_runtime.channels import open_channel
 from quantized_runtime.errors import Reason, ServiceError
 
-from edge.ledger import LedgerClient
+from edge.ledger_client import LedgerClient
 from tests.edge.fakes import Peers, start_fake_peers
 
 TIMEOUT = 5.0
