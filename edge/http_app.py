@@ -31,7 +31,7 @@ from quantized_runtime.request_context import current_request_id, new_request_id
 from edge.errors import error_body, internal_error, service_error_response
 from edge.flow import ImagesFlow
 from edge.openapi import openapi_document
-from edge.render import generation_json, models_json
+from edge.render import Base64Text, BodyPart, generation_json, models_json
 from edge.validation import RequestValidator
 
 log = logging.getLogger("quantized.edge.http")
@@ -60,7 +60,7 @@ NOT_IN_RELEASE = {
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
-Body = bytes | list[bytes]
+Body = bytes | list[BodyPart]
 HeaderLookup = Callable[[str], str | None]
 
 
@@ -77,13 +77,13 @@ class HttpProblem(Exception):
         return error_body("invalid_request_error", self.message, None, self.code)
 
 
-def _coalesce(parts: Sequence[bytes]) -> list[bytes]:
+def _coalesce(parts: Sequence[BodyPart]) -> list[BodyPart]:
     """Adjacent small parts joined; parts over COALESCE_BYTES kept whole and apart."""
-    merged: list[bytes] = []
+    merged: list[BodyPart] = []
     pending: list[bytes] = []
     pending_size = 0
     for part in parts:
-        if len(part) > COALESCE_BYTES:
+        if isinstance(part, Base64Text) or len(part) > COALESCE_BYTES:
             if pending:
                 merged.append(b"".join(pending))
                 pending, pending_size = [], 0
@@ -111,7 +111,15 @@ async def _send_json(send: Send, status: int, body: Body, request_id: str,
     ]})
     last = len(parts) - 1
     for index, part in enumerate(parts):
-        await send({"type": "http.response.body", "body": part, "more_body": index < last})
+        if not isinstance(part, Base64Text):
+            await send({"type": "http.response.body", "body": part, "more_body": index < last})
+            continue
+        for piece in part.pieces():
+            # Each send waits while the socket's buffer is full, so pieces go out
+            # as they are encoded instead of piling up.
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        if index == last:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class JsonResponse(Response):
