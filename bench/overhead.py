@@ -74,7 +74,8 @@ def wait_for(port: int, deadline: float = 60) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def start_stack(data_dir: Path, upstream_port: int) -> tuple[dict[str, subprocess.Popen], dict[str, int], str]:
+def start_stack(data_dir: Path, upstream_port: int, extra_env: dict[str, str] | None = None,
+                ) -> tuple[dict[str, subprocess.Popen], dict[str, int], str]:
     ports = {name: free_port() for name in (*SERVICES, "http")}
     admin_token = secrets.token_urlsafe(24)
     env = {key: value for key, value in os.environ.items() if not key.startswith("QUANTIZED_")}
@@ -90,6 +91,7 @@ def start_stack(data_dir: Path, upstream_port: int) -> tuple[dict[str, subproces
         "QUANTIZED_PROVIDER_ADDR": f"127.0.0.1:{ports['provider']}",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
         "OPENAI_API_KEY": "sk-bench-not-a-real-key",
+        **(extra_env or {}),
     })
     processes = {}
     for name in SERVICES:
