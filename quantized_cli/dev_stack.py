@@ -20,6 +20,7 @@ from pathlib import Path
 
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized_cli.health import wait_until_serving
+from quantized_cli.serve import PARENT_PID_ENV
 from quantized_cli.state_file import DevStackState, read_state, remove_state, write_state, state_path
 from quantized_runtime import defaults
 from quantized_runtime.channels import open_channel
@@ -125,6 +126,7 @@ class DevStack:
             "QUANTIZED_CATALOG_ADDR": self.children["catalog"].address,
             "QUANTIZED_BILLING_ADDR": self.children["billing"].address,
             "QUANTIZED_PROVIDER_ADDR": self.children["provider"].address,
+            PARENT_PID_ENV: str(os.getpid()),
         })
         return env
 

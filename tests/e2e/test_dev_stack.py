@@ -161,3 +161,15 @@ def test_admin_cli_catalog_operations_take_effect_without_restart(stack):
     assert _json_admin(stack, "catalog", "reload")["catalog_version"]
     unknown = stack.admin("provider-model", "enable", "--provider", "nope", "--model", "sandbox-image-1")
     assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
+
+
+def test_children_stop_when_the_dev_process_is_killed(tmp_path):
+    running = start_dev_stack(tmp_path)
+    children = child_pids(running.process.pid)
+    assert len(children) == 4
+    running.process.kill()
+    assert running.wait() == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and [pid for pid in children if pid_alive(pid)]:
+        time.sleep(0.1)
+    assert not [pid for pid in children if pid_alive(pid)]
