@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from quantized_runtime.errors import ServiceError
+
 # No single movement may exceed this (62.5 million USD at the default rate), so
 # sums of many movements stay far inside a signed 64-bit integer.
 MAX_AMOUNT_MICRO_CREDITS = 10**15
@@ -89,6 +91,37 @@ class Closed:
 
     charged: int
     balance: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOp:
+    """A Reserve inside a ledger batch."""
+
+    account_id: str
+    amount: int
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettleOp:
+    """A Settle inside a ledger batch."""
+
+    hold_id: str
+    amount: int
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseOp:
+    """A Release inside a ledger batch."""
+
+    hold_id: str
+
+
+LedgerOp = ReserveOp | SettleOp | ReleaseOp
+# Per operation of a batch: its value (Hold for a Reserve, Closed otherwise) or why
+# it was refused (nothing written for it).
+LedgerOutcome = Hold | Closed | ServiceError
 
 
 @dataclass(frozen=True, slots=True)

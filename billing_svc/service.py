@@ -4,8 +4,9 @@ lifetimes. Storage is behind BillingRepository; nothing here knows gRPC."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from billing_svc import api_keys
 from billing_svc.domain import (
@@ -20,6 +21,11 @@ from billing_svc.domain import (
     Hold,
     Identity,
     IssuedKey,
+    LedgerOp,
+    LedgerOutcome,
+    ReleaseOp,
+    ReserveOp,
+    SettleOp,
     Usage,
     new_id,
 )
@@ -74,6 +80,43 @@ def _check_usage(usage: Usage) -> Usage:
                  megapixels=usage.megapixels, user=user)
 
 
+def _checked_reserve(op: ReserveOp) -> ReserveOp:
+    account_id = _require_id(op.account_id, "account_id")
+    _check_amount(op.amount, "amount_micro_credits", allow_zero=True)
+    request_id = _require_id(op.request_id, "request_id")
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise _invalid("request_id", f"request_id is longer than {MAX_REQUEST_ID_LENGTH}")
+    return ReserveOp(account_id, op.amount, request_id)
+
+
+def _checked_settle(op: SettleOp) -> SettleOp:
+    hold_id = _require_id(op.hold_id, "hold_id")
+    _check_amount(op.amount, "amount_micro_credits", allow_zero=True)
+    return SettleOp(hold_id, op.amount, _check_usage(op.usage))
+
+
+def _checked_release(op: ReleaseOp) -> ReleaseOp:
+    return ReleaseOp(_require_id(op.hold_id, "hold_id"))
+
+
+def _checked(op: LedgerOp) -> LedgerOp:
+    """The operation as storage takes it, or the ServiceError its unary call raises."""
+    if isinstance(op, ReserveOp):
+        return _checked_reserve(op)
+    if isinstance(op, SettleOp):
+        return _checked_settle(op)
+    return _checked_release(op)
+
+
+def _amount_conflict(op: ReserveOp, hold: Hold) -> ServiceError | None:
+    """A request id already holding another amount (storage returned that hold and
+    wrote nothing)."""
+    if hold.amount == op.amount:
+        return None
+    return _invalid("request_id", f"request id {op.request_id!r} already holds "
+                                  f"{hold.amount} micro-credits, not {op.amount}")
+
+
 class Billing:
     def __init__(self, repository: BillingRepository, jwt_verifier: JwtVerifier,
                  hold_ttl: timedelta, clock: Callable[[], datetime] = utc_now) -> None:
@@ -102,26 +145,46 @@ class Billing:
         return identity
 
     async def reserve(self, account_id: str, amount: int, request_id: str) -> Hold:
-        account_id = _require_id(account_id, "account_id")
-        _check_amount(amount, "amount_micro_credits", allow_zero=True)
-        request_id = _require_id(request_id, "request_id")
-        if len(request_id) > MAX_REQUEST_ID_LENGTH:
-            raise _invalid("request_id", f"request_id is longer than {MAX_REQUEST_ID_LENGTH}")
+        op = _checked_reserve(ReserveOp(account_id, amount, request_id))
         now = self._clock()
-        hold = await self._repo.reserve(account_id, amount, request_id, now,
+        hold = await self._repo.reserve(op.account_id, op.amount, op.request_id, now,
                                         now + self._hold_ttl)
-        if hold.amount != amount:
-            raise _invalid("request_id", f"request id {request_id!r} already holds "
-                                         f"{hold.amount} micro-credits, not {amount}")
+        conflict = _amount_conflict(op, hold)
+        if conflict is not None:
+            raise conflict
         return hold
 
     async def settle(self, hold_id: str, amount: int, usage: Usage) -> Closed:
-        hold_id = _require_id(hold_id, "hold_id")
-        _check_amount(amount, "amount_micro_credits", allow_zero=True)
-        return await self._repo.settle(hold_id, amount, _check_usage(usage), self._clock())
+        op = _checked_settle(SettleOp(hold_id, amount, usage))
+        return await self._repo.settle(op.hold_id, op.amount, op.usage, self._clock())
 
     async def release(self, hold_id: str) -> Closed:
-        return await self._repo.release(_require_id(hold_id, "hold_id"), self._clock())
+        op = _checked_release(ReleaseOp(hold_id))
+        return await self._repo.release(op.hold_id, self._clock())
+
+    async def apply_batch(self, operations: Sequence[LedgerOp]) -> list[LedgerOutcome]:
+        """Reserves, Settles and Releases in one storage transaction, one outcome per
+        operation, in order. Each operation is checked as its unary call is; one
+        that fails its checks gets that error and never reaches storage. Storage
+        applies the rest in order, so an operation sees the batch's earlier ones
+        (two Reserves on one account draw on one balance)."""
+        outcomes: list[LedgerOutcome | None] = [None] * len(operations)
+        accepted: list[tuple[int, LedgerOp]] = []
+        for index, op in enumerate(operations):
+            try:
+                accepted.append((index, _checked(op)))
+            except ServiceError as refusal:
+                outcomes[index] = refusal
+        if accepted:
+            now = self._clock()
+            stored = await self._repo.apply_batch([op for _, op in accepted], now,
+                                                  now + self._hold_ttl)
+            for (index, op), outcome in zip(accepted, stored, strict=True):
+                if isinstance(op, ReserveOp) and isinstance(outcome, Hold):
+                    outcome = _amount_conflict(op, outcome) or outcome
+                outcomes[index] = outcome
+        # Every slot was filled above: by its refusal or by storage's outcome.
+        return cast(list[LedgerOutcome], outcomes)
 
     async def expire_due_holds(self, batch_size: int) -> int:
         return await self._repo.expire_due_holds(self._clock(), batch_size)

@@ -2,25 +2,58 @@
 as ONE statement sent without BEGIN/COMMIT (a statement is atomic by itself), so
 each costs one round trip instead of four to six. Data-modifying CTEs chain the
 steps; the same ledger rows as the generic path are written (see repository.py).
-The statements go straight to asyncpg (prepared once per connection); the
-explanation of a refusal, off the hot path, goes through SQLAlchemy.
+The statements go straight to asyncpg (prepared once per connection), and so
+does the explanation of a refusal.
 
 Concurrency is the same as in the generic path: the conditional UPDATE of the
 account row takes its row lock, and a waiting writer re-checks the balance
 against the committed row before it debits.
+
+A Ledger batch runs the same statements, one per operation, in one transaction
+on one connection. Its row locks last until its commit, so it first locks every
+hold it closes and then every account it touches, each set in id order: two
+batches (or a batch and the reaper, or a unary call) then never wait for each
+other in a circle. A refused operation's statement changed nothing, so the
+batch carries on; its explanation is read on the same connection, where the
+batch's own earlier operations are visible.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from billing_svc.domain import Closed, Hold, Identity, Usage, new_id
-from billing_svc.storage.repository import BillingRepository
+from billing_svc.domain import (
+    Closed,
+    Hold,
+    Identity,
+    LedgerOp,
+    LedgerOutcome,
+    ReleaseOp,
+    ReserveOp,
+    Usage,
+    new_id,
+)
+from billing_svc.storage.repository import (
+    BillingRepository,
+    insufficient_credits,
+    not_found,
+    unclosable_hold,
+)
+from quantized_runtime.errors import ServiceError
 
+log = logging.getLogger("quantized.billing.postgres")
+
+# A batch that lost a race is rolled back and run again, at most this many times
+# in all: a unique violation (a concurrent Reserve of the same request id
+# committed first; the rerun finds its hold), a deadlock or a serialization failure.
+MAX_BATCH_ATTEMPTS = 3
+_RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.TransactionRollbackError)
 
 
 class _Statement:
@@ -115,12 +148,101 @@ SELECT balance, unlimited FROM credited
 _SETTLE = _close_statement("settled", "settle", with_usage=True)
 _RELEASE = _close_statement("released", "release", with_usage=False)
 
+# Why nothing was written: read after a statement that returned no row.
+_HOLD_FOR_REQUEST = _Statement(
+    "SELECT id, amount, expires_at FROM holds "
+    "WHERE account_id = :account_id AND request_id = :request_id")
+_ACCOUNT_BALANCE = _Statement("SELECT balance FROM accounts WHERE id = :account_id")
+_HOLD_STATE = _Statement("SELECT status, expires_at, amount FROM holds WHERE id = :hold_id")
+
+# A batch's locks, taken up front in one global order (byte order of the ids, as
+# the reaper sorts its accounts). NO KEY UPDATE is the lock the UPDATEs take
+# anyway; it leaves foreign-key checks of other inserts alone.
+_LOCK_HOLDS = _Statement(
+    "SELECT account_id FROM holds WHERE id = ANY(CAST(:hold_ids AS TEXT[])) "
+    'ORDER BY id COLLATE "C" FOR NO KEY UPDATE')
+_LOCK_ACCOUNTS = _Statement(
+    "SELECT id FROM accounts WHERE id = ANY(CAST(:account_ids AS TEXT[])) "
+    'ORDER BY id COLLATE "C" FOR NO KEY UPDATE')
+
+
+async def _fetch_row(conn: asyncpg.Connection, statement: _Statement,
+                     params: dict[str, Any]) -> asyncpg.Record | None:
+    return await conn.fetchrow(statement.sql, *statement.arguments(params))
+
+
+async def _place_hold(conn: asyncpg.Connection, account_id: str, amount: int,
+                      request_id: str, now: datetime, expires_at: datetime) -> Hold:
+    hold_id = new_id("hold")
+    placed = await _fetch_row(conn, _RESERVE, {
+        "account_id": account_id, "amount": amount, "request_id": request_id,
+        "hold_id": hold_id, "now": now, "expires_at": expires_at})
+    if placed is not None:
+        return Hold(hold_id, account_id, request_id, amount, expires_at)
+    return await _existing_hold_or_refusal(conn, account_id, amount, request_id)
+
+
+async def _existing_hold_or_refusal(conn: asyncpg.Connection, account_id: str, amount: int,
+                                    request_id: str) -> Hold:
+    """After a Reserve that wrote nothing: the request id's hold, or why not."""
+    existing = await _fetch_row(conn, _HOLD_FOR_REQUEST,
+                                {"account_id": account_id, "request_id": request_id})
+    if existing is not None:
+        return Hold(existing["id"], account_id, request_id, existing["amount"],
+                    existing["expires_at"])
+    account = await _fetch_row(conn, _ACCOUNT_BALANCE, {"account_id": account_id})
+    if account is None:
+        raise not_found("account", account_id)
+    raise insufficient_credits(amount, account["balance"])
+
+
+async def _close_hold(conn: asyncpg.Connection, hold_id: str, charged: int,
+                      usage: Usage | None, now: datetime) -> Closed:
+    """Settle the hold (with a usage record) when usage is given, else release it."""
+    if usage is None:
+        row = await _fetch_row(conn, _RELEASE, {"hold_id": hold_id, "charged": 0, "now": now})
+    else:
+        row = await _fetch_row(conn, _SETTLE, {
+            "hold_id": hold_id, "charged": charged, "now": now,
+            "model_id": usage.model_id, "provider": usage.provider, "images": usage.images,
+            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens, "megapixels": usage.megapixels,
+            "end_user": usage.user})
+    if row is not None:
+        return Closed(charged=charged, balance=None if row["unlimited"] else row["balance"])
+    state = await _fetch_row(conn, _HOLD_STATE, {"hold_id": hold_id})
+    if state is None:
+        raise not_found("hold", hold_id)
+    raise unclosable_hold(hold_id, state["status"], state["expires_at"], state["amount"],
+                          now, charged)
+
+
+async def _apply_operation(conn: asyncpg.Connection, op: LedgerOp, now: datetime,
+                           expires_at: datetime) -> Hold | Closed:
+    if isinstance(op, ReserveOp):
+        return await _place_hold(conn, op.account_id, op.amount, op.request_id, now,
+                                 expires_at)
+    if isinstance(op, ReleaseOp):
+        return await _close_hold(conn, op.hold_id, 0, None, now)
+    return await _close_hold(conn, op.hold_id, op.amount, op.usage, now)
+
+
+async def _lock_rows(conn: asyncpg.Connection, operations: Sequence[LedgerOp]) -> None:
+    """Every hold the batch closes, then every account it debits or credits."""
+    account_ids = {op.account_id for op in operations if isinstance(op, ReserveOp)}
+    hold_ids = list({op.hold_id for op in operations if not isinstance(op, ReserveOp)})
+    if hold_ids:
+        closing = await conn.fetch(_LOCK_HOLDS.sql, hold_ids)
+        account_ids.update(row["account_id"] for row in closing)
+    if account_ids:
+        await conn.fetch(_LOCK_ACCOUNTS.sql, list(account_ids))
+
 
 class PostgresBillingRepository(BillingRepository):
     async def _fetch_row(self, statement: _Statement,
                          params: dict[str, Any]) -> asyncpg.Record | None:
         async with self._db.driver_connection() as conn:
-            return await conn.fetchrow(statement.sql, *statement.arguments(params))
+            return await _fetch_row(conn, statement, params)
 
     async def identity_for_key_hash(self, secret_hash: str) -> Identity | None:
         row = await self._fetch_row(_AUTHENTICATE_KEY, {"secret_hash": secret_hash})
@@ -137,38 +259,43 @@ class PostgresBillingRepository(BillingRepository):
 
     async def reserve(self, account_id: str, amount: int, request_id: str,
                       now: datetime, expires_at: datetime) -> Hold:
-        hold_id = new_id("hold")
-        try:
-            placed = await self._fetch_row(_RESERVE, {
-                "account_id": account_id, "amount": amount, "request_id": request_id,
-                "hold_id": hold_id, "now": now, "expires_at": expires_at})
-        except asyncpg.UniqueViolationError:
-            placed = None
-        if placed is not None:
-            return Hold(hold_id, account_id, request_id, amount, expires_at)
-        # Nothing was written: explain why (or find the retried request's hold).
-        async with self._db.read() as conn:
-            existing = await self._hold_for_request(conn, account_id, request_id)
-            if existing is not None:
-                return existing
-            raise await self._cannot_debit(conn, account_id, amount)
+        async with self._db.driver_connection() as conn:
+            try:
+                return await _place_hold(conn, account_id, amount, request_id, now,
+                                         expires_at)
+            except asyncpg.UniqueViolationError:
+                # A concurrent Reserve of this request id committed first and this
+                # statement was undone: its hold is the answer.
+                return await _existing_hold_or_refusal(conn, account_id, amount, request_id)
 
     async def settle(self, hold_id: str, charged: int, usage: Usage, now: datetime) -> Closed:
-        params = {"hold_id": hold_id, "charged": charged, "now": now,
-                  "model_id": usage.model_id, "provider": usage.provider,
-                  "images": usage.images, "input_tokens": usage.input_tokens,
-                  "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
-                  "megapixels": usage.megapixels, "end_user": usage.user}
-        return await self._close(_SETTLE, params, hold_id, charged, now)
+        async with self._db.driver_connection() as conn:
+            return await _close_hold(conn, hold_id, charged, usage, now)
 
     async def release(self, hold_id: str, now: datetime) -> Closed:
-        return await self._close(_RELEASE, {"hold_id": hold_id, "charged": 0, "now": now},
-                                 hold_id, 0, now)
+        async with self._db.driver_connection() as conn:
+            return await _close_hold(conn, hold_id, 0, None, now)
 
-    async def _close(self, statement: _Statement, params: dict[str, Any], hold_id: str,
-                     charged: int, now: datetime) -> Closed:
-        row = await self._fetch_row(statement, params)
-        if row is None:
-            async with self._db.read() as conn:
-                raise await self._unclosable(conn, hold_id, now, charged)
-        return Closed(charged=charged, balance=None if row["unlimited"] else row["balance"])
+    async def apply_batch(self, operations: Sequence[LedgerOp], now: datetime,
+                          expires_at: datetime) -> list[LedgerOutcome]:
+        """The whole batch in one transaction on one connection; rolled back and
+        run again when it lost a race (see MAX_BATCH_ATTEMPTS)."""
+        attempt = 1
+        while True:
+            try:
+                async with self._db.driver_connection() as conn, conn.transaction():
+                    await _lock_rows(conn, operations)
+                    outcomes: list[LedgerOutcome] = []
+                    for op in operations:
+                        try:
+                            outcomes.append(await _apply_operation(conn, op, now, expires_at))
+                        except ServiceError as refusal:
+                            outcomes.append(refusal)
+                    return outcomes
+            except _RETRYABLE as error:
+                if attempt >= MAX_BATCH_ATTEMPTS:
+                    raise
+                log.info("ledger batch rolled back, running it again", extra={"fields": {
+                    "attempt": attempt, "error": type(error).__name__,
+                    "operations": len(operations)}})
+                attempt += 1

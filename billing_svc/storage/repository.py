@@ -1,5 +1,6 @@
 """The only code that speaks SQL for billing. Every public method is one
-transaction; a method that raises has written nothing.
+transaction (except this generic apply_batch: one per operation); a method that
+raises has written nothing.
 
 Ledger entries (signed, in the account's available balance):
   grant   +amount          credits added by an operator
@@ -14,6 +15,7 @@ So the balance always equals the sum of the ledger, holds included.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +31,10 @@ from billing_svc.domain import (
     Closed,
     Hold,
     Identity,
+    LedgerOp,
+    LedgerOutcome,
+    ReleaseOp,
+    ReserveOp,
     Usage,
     UsageEntry,
     new_id,
@@ -226,6 +232,28 @@ class BillingRepository:
             balance = await self._credit_on_close(conn, closed, hold_id, "release",
                                                   closed.amount, now)
             return Closed(charged=0, balance=balance)
+
+    async def apply_batch(self, operations: Sequence[LedgerOp], now: datetime,
+                          expires_at: datetime) -> list[LedgerOutcome]:
+        """The operations in order, one outcome each: the value, or the ServiceError
+        of a refusal (which wrote nothing). Any other exception fails the batch.
+
+        This fallback gives each operation a transaction of its own (outcomes are
+        the same; the batch is just not atomic); the repositories of the request
+        path override it with one transaction for the whole batch."""
+        outcomes: list[LedgerOutcome] = []
+        for op in operations:
+            try:
+                if isinstance(op, ReserveOp):
+                    outcomes.append(await self.reserve(op.account_id, op.amount,
+                                                       op.request_id, now, expires_at))
+                elif isinstance(op, ReleaseOp):
+                    outcomes.append(await self.release(op.hold_id, now))
+                else:
+                    outcomes.append(await self.settle(op.hold_id, op.amount, op.usage, now))
+            except ServiceError as refusal:
+                outcomes.append(refusal)
+        return outcomes
 
     async def expire_due_holds(self, now: datetime, batch_size: int) -> int:
         """Close up to batch_size expired open holds, returning their credits."""

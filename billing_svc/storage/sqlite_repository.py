@@ -15,10 +15,20 @@ UTC text, `YYYY-MM-DD HH:MM:SS.ffffff`, fixed width so text order is time order.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from billing_svc.domain import Closed, Hold, Identity, Usage, new_id
+from billing_svc.domain import (
+    Closed,
+    Hold,
+    Identity,
+    LedgerOp,
+    LedgerOutcome,
+    ReleaseOp,
+    ReserveOp,
+    Usage,
+    new_id,
+)
 from billing_svc.storage.engine import Database
 from billing_svc.storage.repository import (
     OPEN,
@@ -28,6 +38,7 @@ from billing_svc.storage.repository import (
     unclosable_hold,
 )
 from billing_svc.storage.sqlite_transactions import SqliteTransactions
+from quantized_runtime.errors import ServiceError
 
 _AUTHENTICATE_KEY = (
     "SELECT k.id, k.account_id, a.unlimited FROM api_keys k "
@@ -60,9 +71,6 @@ _INSERT_USAGE = (
     "input_tokens, output_tokens, total_tokens, megapixels, credits, end_user, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
-# Writes the usage row of a settled hold: (cursor, account_id, request_id, closed_at).
-_UsageWriter = Callable[[sqlite3.Cursor, str, str, str], None]
-
 
 def stored_time(value: datetime) -> str:
     """An aware datetime in the text form `UTCDateTime` uses on SQLite."""
@@ -73,6 +81,67 @@ def stored_time(value: datetime) -> str:
 
 def loaded_time(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+# The work of one operation inside a write transaction. Each refuses (raises a
+# ServiceError) only before its first write: the conditional UPDATE that starts
+# its writes changed no row, so a refusal leaves the transaction as it found it
+# and a batch can carry on with its next operation.
+
+def _place_hold(cursor: sqlite3.Cursor, account_id: str, amount: int, request_id: str,
+                now: datetime, expires_at: datetime) -> Hold:
+    """A new hold, or the existing one of this (account, request id)."""
+    # Idempotent: the write lock is held, so a hold found (or not) here stays so
+    # until commit; in a batch it also finds a hold the batch placed earlier.
+    existing = cursor.execute(_HOLD_FOR_REQUEST, (account_id, request_id)).fetchone()
+    if existing is not None:
+        existing_id, existing_amount, existing_expiry = existing
+        return Hold(existing_id, account_id, request_id, existing_amount,
+                    loaded_time(existing_expiry))
+    if cursor.execute(_DEBIT_FOR_HOLD, (amount, account_id)).fetchone() is None:
+        balance = cursor.execute(_ACCOUNT_BALANCE, (account_id,)).fetchone()
+        if balance is None:
+            raise not_found("account", account_id)
+        raise insufficient_credits(amount, balance[0])
+    hold_id, created = new_id("hold"), stored_time(now)
+    cursor.execute(_INSERT_HOLD, (hold_id, account_id, request_id, amount,
+                                  created, stored_time(expires_at)))
+    cursor.execute(_INSERT_LEDGER, (account_id, "hold", -amount, hold_id, created))
+    return Hold(hold_id, account_id, request_id, amount, expires_at)
+
+
+def _close_hold(cursor: sqlite3.Cursor, hold_id: str, charged: int, usage: Usage | None,
+                now: datetime) -> Closed:
+    """Settle the hold (with a usage record) when usage is given, else release it."""
+    status, ledger_kind = ("settled", "settle") if usage is not None else ("released", "release")
+    closed_at = stored_time(now)
+    closed = cursor.execute(_CLOSE_HOLD, (status, closed_at, charged, hold_id)).fetchone()
+    if closed is None:
+        state = cursor.execute(_HOLD_STATE, (hold_id,)).fetchone()
+        if state is None:
+            raise not_found("hold", hold_id)
+        hold_status, expiry, held = state
+        raise unclosable_hold(hold_id, hold_status, loaded_time(expiry), held, now, charged)
+    account_id, held, request_id = closed
+    refund = held - charged
+    balance, unlimited = cursor.execute(
+        _CREDIT_ON_CLOSE, (refund, held, account_id)).fetchone()
+    cursor.execute(_INSERT_LEDGER, (account_id, ledger_kind, refund, hold_id, closed_at))
+    if usage is not None:
+        cursor.execute(_INSERT_USAGE, (
+            account_id, hold_id, request_id, usage.model_id, usage.provider, usage.images,
+            usage.input_tokens, usage.output_tokens, usage.total_tokens, usage.megapixels,
+            charged, usage.user, closed_at))
+    return Closed(charged=charged, balance=None if unlimited else balance)
+
+
+def _apply_operation(cursor: sqlite3.Cursor, op: LedgerOp, now: datetime,
+                     expires_at: datetime) -> Hold | Closed:
+    if isinstance(op, ReserveOp):
+        return _place_hold(cursor, op.account_id, op.amount, op.request_id, now, expires_at)
+    if isinstance(op, ReleaseOp):
+        return _close_hold(cursor, op.hold_id, 0, None, now)
+    return _close_hold(cursor, op.hold_id, op.amount, op.usage, now)
 
 
 class SqliteBillingRepository(BillingRepository):
@@ -99,62 +168,35 @@ class SqliteBillingRepository(BillingRepository):
 
     async def reserve(self, account_id: str, amount: int, request_id: str,
                       now: datetime, expires_at: datetime) -> Hold:
-        hold_id = new_id("hold")
-        created, expires = stored_time(now), stored_time(expires_at)
-
-        def place(cursor: sqlite3.Cursor) -> Hold:
-            # Idempotent: the write lock is held, so a hold found (or not) here
-            # stays so until commit.
-            existing = cursor.execute(_HOLD_FOR_REQUEST, (account_id, request_id)).fetchone()
-            if existing is not None:
-                existing_id, existing_amount, existing_expiry = existing
-                return Hold(existing_id, account_id, request_id, existing_amount,
-                            loaded_time(existing_expiry))
-            if cursor.execute(_DEBIT_FOR_HOLD, (amount, account_id)).fetchone() is None:
-                balance = cursor.execute(_ACCOUNT_BALANCE, (account_id,)).fetchone()
-                if balance is None:
-                    raise not_found("account", account_id)
-                raise insufficient_credits(amount, balance[0])
-            cursor.execute(_INSERT_HOLD, (hold_id, account_id, request_id, amount,
-                                          created, expires))
-            cursor.execute(_INSERT_LEDGER, (account_id, "hold", -amount, hold_id, created))
-            return Hold(hold_id, account_id, request_id, amount, expires_at)
-
-        return await self._sqlite.write(place)
+        return await self._sqlite.write(
+            lambda cursor: _place_hold(cursor, account_id, amount, request_id, now, expires_at))
 
     async def settle(self, hold_id: str, charged: int, usage: Usage, now: datetime) -> Closed:
-        def usage_row(cursor: sqlite3.Cursor, account_id: str, request_id: str,
-                      closed_at: str) -> None:
-            cursor.execute(_INSERT_USAGE, (
-                account_id, hold_id, request_id, usage.model_id, usage.provider, usage.images,
-                usage.input_tokens, usage.output_tokens, usage.total_tokens, usage.megapixels,
-                charged, usage.user, closed_at))
-
-        return await self._close(hold_id, "settled", "settle", charged, now, usage_row)
+        return await self._sqlite.write(
+            lambda cursor: _close_hold(cursor, hold_id, charged, usage, now))
 
     async def release(self, hold_id: str, now: datetime) -> Closed:
-        return await self._close(hold_id, "released", "release", 0, now, None)
+        return await self._sqlite.write(lambda cursor: _close_hold(cursor, hold_id, 0, None, now))
 
-    async def _close(self, hold_id: str, status: str, ledger_kind: str, charged: int,
-                     now: datetime, record_usage: _UsageWriter | None) -> Closed:
-        closed_at = stored_time(now)
+    async def apply_batch(self, operations: Sequence[LedgerOp], now: datetime,
+                          expires_at: datetime) -> list[LedgerOutcome]:
+        """The whole batch in one BEGIN IMMEDIATE ... COMMIT. A refusal is recorded
+        and the batch goes on (the refused operation wrote nothing); any other
+        exception rolls the whole batch back and is raised."""
 
-        def close(cursor: sqlite3.Cursor) -> Closed:
-            closed = cursor.execute(_CLOSE_HOLD, (status, closed_at, charged, hold_id)).fetchone()
-            if closed is None:
-                state = cursor.execute(_HOLD_STATE, (hold_id,)).fetchone()
-                if state is None:
-                    raise not_found("hold", hold_id)
-                hold_status, expiry, held = state
-                raise unclosable_hold(hold_id, hold_status, loaded_time(expiry), held, now,
-                                      charged)
-            account_id, held, request_id = closed
-            refund = held - charged
-            balance, unlimited = cursor.execute(
-                _CREDIT_ON_CLOSE, (refund, held, account_id)).fetchone()
-            cursor.execute(_INSERT_LEDGER, (account_id, ledger_kind, refund, hold_id, closed_at))
-            if record_usage is not None:
-                record_usage(cursor, account_id, request_id, closed_at)
-            return Closed(charged=charged, balance=None if unlimited else balance)
+        def apply(cursor: sqlite3.Cursor) -> list[LedgerOutcome]:
+            connection = cursor.connection
+            outcomes: list[LedgerOutcome] = []
+            for op in operations:
+                changes_before = connection.total_changes
+                try:
+                    outcomes.append(_apply_operation(cursor, op, now, expires_at))
+                except ServiceError as refusal:
+                    if connection.total_changes != changes_before:
+                        # Committing would keep half an operation: fail the batch.
+                        raise RuntimeError(
+                            f"a refused {type(op).__name__} wrote rows") from refusal
+                    outcomes.append(refusal)
+            return outcomes
 
-        return await self._sqlite.write(close)
+        return await self._sqlite.write(apply)
