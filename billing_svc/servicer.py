@@ -1,19 +1,41 @@
-"""gRPC servicers: proto <-> domain, nothing else. Errors are ServiceErrors that
-the shared interceptor turns into google.rpc.Status."""
+"""gRPC servicers: proto <-> domain, nothing else. Errors of unary calls are
+ServiceErrors that the shared interceptor turns into google.rpc.Status; the
+Ledger stream, which that interceptor does not wrap, answers each operation's
+error inside its reply (a CallError) and converts its own failures."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from billing_svc.domain import Account, ApiKeyInfo, Closed, Hold, Usage, UsageEntry
+from billing_svc.domain import (
+    Account,
+    ApiKeyInfo,
+    Closed,
+    Hold,
+    LedgerOp,
+    LedgerOutcome,
+    ReleaseOp,
+    ReserveOp,
+    SettleOp,
+    Usage,
+    UsageEntry,
+)
 from billing_svc.service import Billing
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
+from quantized_runtime.errors import Reason, ServiceError, to_call_error
+from quantized_runtime.request_context import current_request_id, new_request_id
 from quantized_runtime.server import Registrar
+
+log = logging.getLogger("quantized.billing.ledger")
 
 
 def _timestamp(value: datetime) -> Timestamp:
@@ -66,6 +88,35 @@ def _usage_entry(entry: UsageEntry) -> billing_pb2.UsageEntry:
                                   micro_credits=entry.credits)
 
 
+def _operation(message: billing_pb2.LedgerOperation) -> LedgerOp | ServiceError:
+    kind = message.WhichOneof("operation")
+    if kind == "reserve":
+        reserve = message.reserve
+        return ReserveOp(reserve.account_id, reserve.amount_micro_credits, reserve.request_id)
+    if kind == "settle":
+        settle = message.settle
+        return SettleOp(settle.hold_id, settle.amount_micro_credits,
+                        _usage_from_proto(settle.usage))
+    if kind == "release":
+        return ReleaseOp(message.release.hold_id)
+    return ServiceError(Reason.INVALID_REQUEST,
+                        "operation is required: one of reserve, settle or release",
+                        field="operation")
+
+
+def _result(op: LedgerOp, outcome: LedgerOutcome) -> billing_pb2.LedgerResult:
+    if isinstance(outcome, ServiceError):
+        return billing_pb2.LedgerResult(error=to_call_error(outcome))
+    if isinstance(outcome, Hold):
+        return billing_pb2.LedgerResult(reserve=billing_pb2.ReserveResponse(
+            hold_id=outcome.hold_id, expires_at=_timestamp(outcome.expires_at)))
+    if isinstance(op, SettleOp):
+        return billing_pb2.LedgerResult(settle=billing_pb2.SettleResponse(
+            charged_micro_credits=outcome.charged, balance_micro_credits=outcome.balance))
+    return billing_pb2.LedgerResult(release=billing_pb2.ReleaseResponse(
+        balance_micro_credits=outcome.balance))
+
+
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, billing: Billing) -> None:
         self._billing = billing
@@ -95,6 +146,52 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                       context: grpc.aio.ServicerContext) -> billing_pb2.ReleaseResponse:
         closed = await self._billing.release(request.hold_id)
         return billing_pb2.ReleaseResponse(balance_micro_credits=closed.balance)
+
+    async def Ledger(self, request_iterator: AsyncIterator[billing_pb2.LedgerRequest],
+                     context: grpc.aio.ServicerContext) -> None:
+        """Each batch is applied by a task of its own as soon as it arrives, and
+        answered when done (so possibly out of order); replies are written one at
+        a time, as grpc.aio allows no concurrent writes. When the caller closes
+        its side, the batches in flight are answered, then the call ends. Should
+        a reply fail to be written (the call is over), the task group cancels the
+        rest and the call ends with that error."""
+        writing = asyncio.Lock()
+
+        async def answer(request: billing_pb2.LedgerRequest) -> None:
+            reply = await self._apply_batch(request)
+            async with writing:
+                await context.write(reply)
+
+        async with asyncio.TaskGroup() as batches:
+            async for request in request_iterator:
+                batches.create_task(answer(request))
+
+    async def _apply_batch(self, request: billing_pb2.LedgerRequest,
+                           ) -> billing_pb2.LedgerResponse:
+        # This task's own request id (the runtime's interceptor wraps unary calls
+        # only): on this batch's log lines and in an INTERNAL error's message.
+        request_id = new_request_id()
+        current_request_id.set(request_id)
+        started = time.perf_counter()
+        decoded = [_operation(message) for message in request.operations]
+        try:
+            applied = iter(await self._billing.apply_batch(
+                [op for op in decoded if not isinstance(op, ServiceError)]))
+            results = [billing_pb2.LedgerResult(error=to_call_error(op))
+                       if isinstance(op, ServiceError) else _result(op, next(applied))
+                       for op in decoded]
+        except Exception:
+            log.exception("ledger batch failed", extra={"fields": {
+                "batch_id": request.batch_id, "operations": len(decoded)}})
+            failure = billing_pb2.LedgerResult(error=to_call_error(ServiceError(
+                Reason.INTERNAL, f"internal error (request id {request_id})")))
+            results = [failure] * len(decoded)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ledger batch", extra={"fields": {
+                "batch_id": request.batch_id, "operations": len(results),
+                "failures": sum(1 for result in results if result.HasField("error")),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
+        return billing_pb2.LedgerResponse(batch_id=request.batch_id, results=results)
 
 
 class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
