@@ -5,11 +5,14 @@ have a core), on SQLite and on PostgreSQL, and measures:
   - the floor: bare health-check RPCs on the same server (no database);
   - Reserve+Settle pairs per second, C concurrent callers, one account each;
   - the same with every caller on one hot account (the row-lock worst case);
+  - the same pairs through the Ledger stream with natural batching: L logical
+    callers share one stream; while one batch is in flight the next accumulates;
   - Authenticate latency (p50/p99), sequential, for an API key and an HS256 JWT;
   - billing's domain and storage alone, in process, without gRPC;
   - a cached authentication as the edge does it (a dict hit, no RPC), for scale.
 
 Usage: .venv/bin/python bench/billing_bench.py [--seconds 8] [--concurrency 16]
+       [--ledger-callers 64] [--ledger-streams 1]
 PostgreSQL: QUANTIZED_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test);
 a scratch database is created and dropped. Figures go in docs/benchmarks.md.
 """
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import os
 import socket
 import statistics
@@ -141,6 +146,102 @@ async def pairs_per_second(stub, admin, server_pid: int, concurrency: int, secon
             (time.process_time() - client_cpu) * 1000 / done)
 
 
+class NaturalBatcher:
+    """A Ledger stream as the edge uses it: callers submit one operation each and
+    wait for its result; operations submitted while a batch is in flight go out
+    together as the next batch."""
+
+    def __init__(self, stub) -> None:
+        self._call = stub.Ledger()
+        self._waiting: list[tuple[pb.LedgerOperation, asyncio.Future]] = []
+        self._ready = asyncio.Event()
+        self._sender = asyncio.create_task(self._send_batches())
+        self.batches = 0
+        self.operations = 0
+
+    async def submit(self, operation: pb.LedgerOperation) -> pb.LedgerResult:
+        result = asyncio.get_running_loop().create_future()
+        self._waiting.append((operation, result))
+        self._ready.set()
+        return await result
+
+    async def _send_batches(self) -> None:
+        for batch_id in itertools.count(1):
+            await self._ready.wait()
+            self._ready.clear()
+            batch, self._waiting = self._waiting, []
+            await self._call.write(pb.LedgerRequest(
+                batch_id=batch_id, operations=[operation for operation, _ in batch]))
+            reply = await self._call.read()
+            if reply.batch_id != batch_id or len(reply.results) != len(batch):
+                raise RuntimeError(f"unexpected reply to batch {batch_id}")
+            self.batches += 1
+            self.operations += len(batch)
+            for (_, waiter), result in zip(batch, reply.results):
+                waiter.set_result(result)
+
+    async def close(self) -> None:
+        self._sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sender
+        self._call.cancel()
+
+
+async def ledger_pairs_per_second(stub, admin, server_pid: int, callers: int, streams: int,
+                                  seconds: float, hot_account: bool,
+                                  ) -> tuple[float, float, float, float]:
+    """Pairs per second through Ledger streams, server and client CPU milliseconds
+    per pair, and the mean operations per batch."""
+    funding = 10**14
+    if hot_account:
+        shared = (await admin.CreateAccount(pb.CreateAccountRequest(
+            name="hot-ledger", credits_micro_credits=funding), metadata=ADMIN)).account.account_id
+        account_ids = [shared] * callers
+    else:
+        account_ids = [(await admin.CreateAccount(pb.CreateAccountRequest(
+            name=f"ledger-{i}", credits_micro_credits=funding), metadata=ADMIN)
+        ).account.account_id for i in range(callers)]
+    batchers = [NaturalBatcher(stub) for _ in range(streams)]
+    done = 0
+    stop_at = 0.0
+
+    async def caller(index: int, account_id: str) -> None:
+        nonlocal done
+        batcher = batchers[index % streams]
+        while time.perf_counter() < stop_at:
+            reserved = await batcher.submit(pb.LedgerOperation(reserve=pb.ReserveRequest(
+                account_id=account_id, amount_micro_credits=PRICE,
+                request_id=uuid.uuid4().hex)))
+            if not reserved.HasField("reserve"):
+                raise RuntimeError(f"reserve refused: {reserved.error}")
+            settled = await batcher.submit(pb.LedgerOperation(settle=pb.SettleRequest(
+                hold_id=reserved.reserve.hold_id, amount_micro_credits=PRICE // 2,
+                usage=pb.UsageRecord(model_id="gpt-image-1", provider="openai", images=1))))
+            if not settled.HasField("settle"):
+                raise RuntimeError(f"settle refused: {settled.error}")
+            done += 1
+
+    try:
+        stop_at = time.perf_counter() + 1.0
+        await asyncio.gather(*(caller(i, a) for i, a in enumerate(account_ids)))
+        done = 0
+        batches_before = sum(b.batches for b in batchers)
+        operations_before = sum(b.operations for b in batchers)
+        server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
+        started = time.perf_counter()
+        stop_at = started + seconds
+        await asyncio.gather(*(caller(i, a) for i, a in enumerate(account_ids)))
+        elapsed = time.perf_counter() - started
+        server_ms = (cpu_seconds(server_pid) - server_cpu) * 1000 / done
+        client_ms = (time.process_time() - client_cpu) * 1000 / done
+        batch_size = ((sum(b.operations for b in batchers) - operations_before)
+                      / (sum(b.batches for b in batchers) - batches_before))
+    finally:
+        for batcher in batchers:
+            await batcher.close()
+    return done / elapsed, server_ms, client_ms, batch_size
+
+
 async def domain_pairs_per_second(database_url: str, concurrency: int,
                                   seconds: float) -> tuple[float, float]:
     """Billing's own work without gRPC: the Billing use cases on the real database,
@@ -233,6 +334,12 @@ async def run_backend(name: str, database_url: str, data_dir: str, args) -> None
                                         args.seconds, False)
         hot = await pairs_per_second(stub, admin, process.pid, args.concurrency,
                                      args.seconds, True)
+        ledger_spread = await ledger_pairs_per_second(
+            stub, admin, process.pid, args.ledger_callers, args.ledger_streams, args.seconds,
+            False)
+        ledger_hot = await ledger_pairs_per_second(
+            stub, admin, process.pid, args.ledger_callers, args.ledger_streams, args.seconds,
+            True)
         bare = await bare_rpc_cost(channel, process.pid, args.concurrency, args.seconds / 2)
         created = await admin.CreateAccount(pb.CreateAccountRequest(
             name="auth", credits_micro_credits=1), metadata=ADMIN)
@@ -245,6 +352,12 @@ async def run_backend(name: str, database_url: str, data_dir: str, args) -> None
             print(f"{name}: reserve+settle, {args.concurrency} callers, {label}: "
                   f"{rate:.0f} pairs/s; CPU per pair: server {server_ms:.2f} ms, "
                   f"client {client_ms:.2f} ms")
+        for label, (rate, server_ms, client_ms, batch_size) in (
+                ("one account each", ledger_spread), ("one hot account", ledger_hot)):
+            print(f"{name}: reserve+settle through Ledger, {args.ledger_callers} callers on "
+                  f"{args.ledger_streams} stream(s), {label}: {rate:.0f} pairs/s; CPU per "
+                  f"pair: server {server_ms:.2f} ms, client {client_ms:.2f} ms; "
+                  f"{batch_size:.1f} operations per batch")
         print(f"{name}: floor, bare health-check RPC, {args.concurrency} callers: "
               f"{bare[0]:.0f} RPC/s; CPU per RPC: server {bare[1]:.2f} ms, "
               f"client {bare[2]:.2f} ms")
@@ -263,6 +376,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--ledger-callers", type=int, default=64,
+                        help="logical callers sharing the Ledger stream(s)")
+    parser.add_argument("--ledger-streams", type=int, default=1)
     parser.add_argument("--auth-calls", type=int, default=2000)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     args = parser.parse_args()
