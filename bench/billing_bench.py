@@ -6,13 +6,14 @@ have a core), on SQLite and on PostgreSQL, and measures:
   - Reserve+Settle pairs per second, C concurrent callers, one account each;
   - the same with every caller on one hot account (the row-lock worst case);
   - the same pairs through the Ledger stream with natural batching: L logical
-    callers share one stream; while one batch is in flight the next accumulates;
+    callers share one stream; while a batch is in flight (or N, as the edge
+    allows two) the next accumulates;
   - Authenticate latency (p50/p99), sequential, for an API key and an HS256 JWT;
   - billing's domain and storage alone, in process, without gRPC;
   - a cached authentication as the edge does it (a dict hit, no RPC), for scale.
 
 Usage: .venv/bin/python bench/billing_bench.py [--seconds 8] [--concurrency 16]
-       [--ledger-callers 64] [--ledger-streams 1]
+       [--ledger-callers 64] [--ledger-streams 1] [--ledger-in-flight 1]
 PostgreSQL: QUANTIZED_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test);
 a scratch database is created and dropped. Figures go in docs/benchmarks.md.
 """
@@ -147,17 +148,32 @@ async def pairs_per_second(stub, admin, server_pid: int, concurrency: int, secon
 
 
 class NaturalBatcher:
-    """A Ledger stream as the edge uses it: callers submit one operation each and
-    wait for its result; operations submitted while a batch is in flight go out
-    together as the next batch."""
+    """A Ledger stream used as the edge uses it: callers submit one operation each
+    and wait for its result; while `in_flight` batches are unanswered, new
+    operations accumulate and leave together as the next batch."""
 
-    def __init__(self, stub) -> None:
+    def __init__(self, stub, in_flight: int) -> None:
         self._call = stub.Ledger()
+        self._in_flight = in_flight
         self._waiting: list[tuple[pb.LedgerOperation, asyncio.Future]] = []
+        self._unanswered: dict[int, list[asyncio.Future]] = {}
         self._ready = asyncio.Event()
-        self._sender = asyncio.create_task(self._send_batches())
+        self._tasks = [asyncio.create_task(self._send_batches()),
+                       asyncio.create_task(self._read_replies())]
+        for task in self._tasks:
+            task.add_done_callback(self._fail_waiters)
         self.batches = 0
         self.operations = 0
+
+    def _fail_waiters(self, task: asyncio.Task) -> None:
+        """A broken stream fails its callers instead of leaving them waiting."""
+        if task.cancelled():
+            return
+        error = task.exception() or RuntimeError("billing ended the Ledger stream")
+        waiters = [w for ws in self._unanswered.values() for w in ws]
+        for waiter in waiters + [w for _, w in self._waiting]:
+            if not waiter.done():
+                waiter.set_exception(error)
 
     async def submit(self, operation: pb.LedgerOperation) -> pb.LedgerResult:
         result = asyncio.get_running_loop().create_future()
@@ -167,47 +183,51 @@ class NaturalBatcher:
 
     async def _send_batches(self) -> None:
         for batch_id in itertools.count(1):
-            await self._ready.wait()
-            self._ready.clear()
+            while not (self._waiting and len(self._unanswered) < self._in_flight):
+                await self._ready.wait()
+                self._ready.clear()
             batch, self._waiting = self._waiting, []
+            self._unanswered[batch_id] = [waiter for _, waiter in batch]
             await self._call.write(pb.LedgerRequest(
                 batch_id=batch_id, operations=[operation for operation, _ in batch]))
-            reply = await self._call.read()
-            if reply.batch_id != batch_id or len(reply.results) != len(batch):
-                raise RuntimeError(f"unexpected reply to batch {batch_id}")
+
+    async def _read_replies(self) -> None:
+        while (reply := await self._call.read()) is not grpc.aio.EOF:
+            waiters = self._unanswered.pop(reply.batch_id)
             self.batches += 1
-            self.operations += len(batch)
-            for (_, waiter), result in zip(batch, reply.results):
+            self.operations += len(waiters)
+            for waiter, result in zip(waiters, reply.results, strict=True):
                 waiter.set_result(result)
+            self._ready.set()
 
     async def close(self) -> None:
-        self._sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._sender
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._call.cancel()
 
 
-async def ledger_pairs_per_second(stub, admin, server_pid: int, callers: int, streams: int,
-                                  seconds: float, hot_account: bool,
-                                  ) -> tuple[float, float, float, float]:
+async def ledger_pairs_per_second(stub, admin, server_pid: int, args,
+                                  hot_account: bool) -> tuple[float, float, float, float]:
     """Pairs per second through Ledger streams, server and client CPU milliseconds
     per pair, and the mean operations per batch."""
     funding = 10**14
     if hot_account:
         shared = (await admin.CreateAccount(pb.CreateAccountRequest(
             name="hot-ledger", credits_micro_credits=funding), metadata=ADMIN)).account.account_id
-        account_ids = [shared] * callers
+        account_ids = [shared] * args.ledger_callers
     else:
         account_ids = [(await admin.CreateAccount(pb.CreateAccountRequest(
             name=f"ledger-{i}", credits_micro_credits=funding), metadata=ADMIN)
-        ).account.account_id for i in range(callers)]
-    batchers = [NaturalBatcher(stub) for _ in range(streams)]
+        ).account.account_id for i in range(args.ledger_callers)]
+    batchers = [NaturalBatcher(stub, args.ledger_in_flight) for _ in range(args.ledger_streams)]
     done = 0
     stop_at = 0.0
 
     async def caller(index: int, account_id: str) -> None:
         nonlocal done
-        batcher = batchers[index % streams]
+        batcher = batchers[index % len(batchers)]
         while time.perf_counter() < stop_at:
             reserved = await batcher.submit(pb.LedgerOperation(reserve=pb.ReserveRequest(
                 account_id=account_id, amount_micro_credits=PRICE,
@@ -229,7 +249,7 @@ async def ledger_pairs_per_second(stub, admin, server_pid: int, callers: int, st
         operations_before = sum(b.operations for b in batchers)
         server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
         started = time.perf_counter()
-        stop_at = started + seconds
+        stop_at = started + args.seconds
         await asyncio.gather(*(caller(i, a) for i, a in enumerate(account_ids)))
         elapsed = time.perf_counter() - started
         server_ms = (cpu_seconds(server_pid) - server_cpu) * 1000 / done
@@ -334,12 +354,8 @@ async def run_backend(name: str, database_url: str, data_dir: str, args) -> None
                                         args.seconds, False)
         hot = await pairs_per_second(stub, admin, process.pid, args.concurrency,
                                      args.seconds, True)
-        ledger_spread = await ledger_pairs_per_second(
-            stub, admin, process.pid, args.ledger_callers, args.ledger_streams, args.seconds,
-            False)
-        ledger_hot = await ledger_pairs_per_second(
-            stub, admin, process.pid, args.ledger_callers, args.ledger_streams, args.seconds,
-            True)
+        ledger_spread = await ledger_pairs_per_second(stub, admin, process.pid, args, False)
+        ledger_hot = await ledger_pairs_per_second(stub, admin, process.pid, args, True)
         bare = await bare_rpc_cost(channel, process.pid, args.concurrency, args.seconds / 2)
         created = await admin.CreateAccount(pb.CreateAccountRequest(
             name="auth", credits_micro_credits=1), metadata=ADMIN)
@@ -355,7 +371,8 @@ async def run_backend(name: str, database_url: str, data_dir: str, args) -> None
         for label, (rate, server_ms, client_ms, batch_size) in (
                 ("one account each", ledger_spread), ("one hot account", ledger_hot)):
             print(f"{name}: reserve+settle through Ledger, {args.ledger_callers} callers on "
-                  f"{args.ledger_streams} stream(s), {label}: {rate:.0f} pairs/s; CPU per "
+                  f"{args.ledger_streams} stream(s), up to {args.ledger_in_flight} batch(es) "
+                  f"in flight each, {label}: {rate:.0f} pairs/s; CPU per "
                   f"pair: server {server_ms:.2f} ms, client {client_ms:.2f} ms; "
                   f"{batch_size:.1f} operations per batch")
         print(f"{name}: floor, bare health-check RPC, {args.concurrency} callers: "
@@ -379,6 +396,8 @@ async def main() -> None:
     parser.add_argument("--ledger-callers", type=int, default=64,
                         help="logical callers sharing the Ledger stream(s)")
     parser.add_argument("--ledger-streams", type=int, default=1)
+    parser.add_argument("--ledger-in-flight", type=int, default=1,
+                        help="batches in flight per stream before the next one waits")
     parser.add_argument("--auth-calls", type=int, default=2000)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     args = parser.parse_args()
