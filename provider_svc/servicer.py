@@ -1,23 +1,42 @@
 """ProviderService: proto <-> domain. Stamps the catalog's watermark on every image.
 
-The response is written by `encode_response`: protobuf serialises everything but
-the image bytes, which are spliced in as their wire-format fields. Building a
+The unary response is written by `encode_response`: protobuf serialises everything
+but the image bytes, which are spliced in as their wire-format fields. Building a
 GenerateResponse and serialising it would hold each image three times (the
 domain bytes, the message's copy, the serialised copy) on top of gRPC's own.
+
+GenerateStream serves many calls over one stream, each in a task of its own; an
+image over CHUNK_BYTES goes as chunks, one message each, copied a chunk at a
+time, so the service holds each image about once and a large image does not hold
+up the other calls' answers.
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
 
 from provider_svc.dispatch import Dispatcher
 from provider_svc.domain import GenerationResult, Image, ImageRequest
+from provider_svc.upstream_errors import timed_out
 from quantized.common.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
-from quantized_runtime.errors import Reason, ServiceError
+from quantized_runtime.errors import Reason, ServiceError, to_call_error
+from quantized_runtime.request_context import current_request_id, new_request_id
 
 SERVICE_NAME = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
+STREAM_METHOD = f"/{SERVICE_NAME}/GenerateStream"
+# Images larger than this go as chunks of this size on GenerateStream.
+CHUNK_BYTES = 1024 * 1024
+
+# The runtime's interceptor logs unary calls on this logger; stream calls log here too.
+rpc_log = logging.getLogger("quantized.rpc")
 
 
 def _suffix(enum_type: object, prefix: str, number: int) -> str | None:
@@ -114,6 +133,133 @@ def _already_serialised(response: bytes) -> bytes:
     return response
 
 
+def stream_answers(call_id: int, result: GenerationResult, watermark: int,
+                   ) -> Iterator[provider_pb2.GenerateStreamResponse]:
+    """A call's answer on GenerateStream: the chunks of its large images, then the
+    response, in which those images have empty image_data."""
+    for index, image in enumerate(result.images):
+        if len(image.data) > CHUNK_BYTES:
+            view = memoryview(image.data)
+            for start in range(0, len(view), CHUNK_BYTES):
+                yield provider_pb2.GenerateStreamResponse(call_id=call_id, chunk=provider_pb2.ImageChunk(
+                    image_index=index, data=bytes(view[start:start + CHUNK_BYTES])))
+    answer = provider_pb2.GenerateStreamResponse(call_id=call_id)
+    answer.response.CopyFrom(_shell(result))
+    answer.response.images.extend(_image_proto(image, watermark, with_data=len(image.data) <= CHUNK_BYTES)
+                                  for image in result.images)
+    yield answer
+
+
+def _error_answer(call_id: int, error: ServiceError) -> provider_pb2.GenerateStreamResponse:
+    return provider_pb2.GenerateStreamResponse(call_id=call_id, error=to_call_error(error))
+
+
+class _StreamedCall:
+    """One call on a GenerateStream. A cancel stops it at once while it works, but
+    only between messages once it answers: a grpc.aio write interrupted half way
+    breaks the whole stream."""
+
+    __slots__ = ("task", "answering", "stopped")
+
+    def __init__(self, run: Callable[[_StreamedCall], Coroutine[Any, Any, None]]) -> None:
+        self.answering = False
+        self.stopped = False
+        self.task = asyncio.get_running_loop().create_task(run(self))
+
+    def stop(self) -> None:
+        self.stopped = True
+        if not self.answering:
+            self.task.cancel()
+
+
+class _GenerateStream:
+    """The calls in flight on one GenerateStream, and its one writer at a time."""
+
+    def __init__(self, dispatcher: Dispatcher, context: grpc.aio.ServicerContext) -> None:
+        self._dispatcher = dispatcher
+        self._context = context
+        self._calls: dict[int, _StreamedCall] = {}
+        # grpc.aio allows one write at a time; the lock is FIFO, so the chunks
+        # of a large image take turns with the other calls' answers.
+        self._writing = asyncio.Lock()
+
+    async def serve(self, requests: AsyncIterator[provider_pb2.GenerateStreamRequest]) -> None:
+        try:
+            async for message in requests:
+                if message.cancel:
+                    call = self._calls.get(message.call_id)
+                    if call is not None:
+                        call.stop()
+                elif message.call_id in self._calls:
+                    await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                              f"call_id {message.call_id} is already in flight")
+                else:
+                    self._start(message)
+            # The caller closed its side: answer what is in flight, then end.
+            while self._calls:
+                await asyncio.wait([call.task for call in self._calls.values()])
+        finally:
+            for call in self._calls.values():
+                call.task.cancel()
+
+    def _start(self, message: provider_pb2.GenerateStreamRequest) -> None:
+        call_id = message.call_id
+        call = _StreamedCall(lambda started: self._answer(message, started))
+        self._calls[call_id] = call
+        call.task.add_done_callback(lambda _: self._calls.pop(call_id, None))
+
+    async def _answer(self, message: provider_pb2.GenerateStreamRequest, call: _StreamedCall) -> None:
+        # The task runs in a copy of the stream's context: this id is its own.
+        current_request_id.set(message.request.request_id or new_request_id())
+        started = time.perf_counter()
+        outcome = "CANCELLED"
+        try:
+            try:
+                result = await self._generate(message)
+            except ServiceError as error:
+                outcome = error.reason.value
+                answers: Iterable[provider_pb2.GenerateStreamResponse] = [
+                    _error_answer(message.call_id, error)]
+            except Exception:
+                outcome = Reason.INTERNAL.value
+                rpc_log.exception("unhandled error in %s", STREAM_METHOD)
+                answers = [_error_answer(message.call_id, ServiceError(
+                    Reason.INTERNAL, f"internal error (request id {current_request_id.get()})"))]
+            else:
+                outcome = "OK"
+                answers = stream_answers(message.call_id, result, message.request.watermark)
+            call.answering = True
+            try:
+                await self._write_all(answers, call)
+            except Exception:
+                outcome = "UNSENT"
+                rpc_log.warning("the stream ended before an answer was written", exc_info=True)
+            if call.stopped:
+                outcome = "CANCELLED"
+        finally:
+            rpc_log.info("rpc", extra={"fields": {
+                "method": STREAM_METHOD, "call_id": message.call_id, "outcome": outcome,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
+
+    async def _generate(self, message: provider_pb2.GenerateStreamRequest) -> GenerationResult:
+        """The unary path's dispatch, bounded by the caller's time left (none when 0)."""
+        request = to_domain(message.request)
+        budget = message.timeout_seconds if message.timeout_seconds > 0 else None
+        try:
+            async with asyncio.timeout(budget):
+                return await self._dispatcher.generate(request, budget)
+        except TimeoutError:
+            raise timed_out(request.provider) from None
+
+    async def _write_all(self, answers: Iterable[provider_pb2.GenerateStreamResponse],
+                         call: _StreamedCall) -> None:
+        for answer in answers:
+            if call.stopped:
+                return
+            async with self._writing:
+                await self._context.write(answer)
+
+
 class ProviderServicer:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self._dispatcher = dispatcher
@@ -122,11 +268,21 @@ class ProviderServicer:
         result = await self._dispatcher.generate(to_domain(request), context.time_remaining())
         return encode_response(result, request.watermark)
 
+    async def generate_stream(self, requests: AsyncIterator[provider_pb2.GenerateStreamRequest],
+                              context: grpc.aio.ServicerContext) -> None:
+        await _GenerateStream(self._dispatcher, context).serve(requests)
+
     def register(self, server: grpc.aio.Server) -> None:
-        """ProviderService with a pass-through serialiser for the pre-encoded response."""
-        handler = grpc.unary_unary_rpc_method_handler(
+        """ProviderService, Generate with a pass-through serialiser for its pre-encoded response."""
+        unary = grpc.unary_unary_rpc_method_handler(
             self.generate,
             request_deserializer=provider_pb2.GenerateRequest.FromString,
             response_serializer=_already_serialised,
         )
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Generate": handler}),))
+        stream = grpc.stream_stream_rpc_method_handler(
+            self.generate_stream,
+            request_deserializer=provider_pb2.GenerateStreamRequest.FromString,
+            response_serializer=provider_pb2.GenerateStreamResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            SERVICE_NAME, {"Generate": unary, "GenerateStream": stream}),))

@@ -49,6 +49,16 @@ def params(prompt: str = "a hedgehog under a mushroom", **fields: Any) -> images
     return images_pb2.GenerationParams(**values)
 
 
+def generate_request(model: str, *, watermark: int = images_pb2.WATERMARK_NONE, provider: str | None = None,
+                     region: str | None = None, request_id: str = "req_test",
+                     **fields: Any) -> provider_pb2.GenerateRequest:
+    """The request the edge would send for `model`, with its route's provider and region."""
+    return provider_pb2.GenerateRequest(
+        provider=provider or PROVIDER_OF.get(model, "openai"), model_id=model, upstream_model_id=model,
+        region=REGION_OF.get(model, "") if region is None else region, params=params(**fields),
+        request_id=request_id, watermark=watermark)
+
+
 @dataclass
 class Failure:
     code: grpc.StatusCode
@@ -63,14 +73,8 @@ class Harness:
     bedrock: FakeBedrock
     google: FakeGoogle
 
-    async def generate(self, model: str, *, timeout: float = 30, watermark: int = images_pb2.WATERMARK_NONE,
-                       provider: str | None = None, region: str | None = None,
-                       **fields: Any) -> provider_pb2.GenerateResponse:
-        request = provider_pb2.GenerateRequest(
-            provider=provider or PROVIDER_OF.get(model, "openai"), model_id=model, upstream_model_id=model,
-            region=REGION_OF.get(model, "") if region is None else region, params=params(**fields),
-            request_id="req_test", watermark=watermark)
-        return await self.stub.Generate(request, timeout=timeout)
+    async def generate(self, model: str, *, timeout: float = 30, **fields: Any) -> provider_pb2.GenerateResponse:
+        return await self.stub.Generate(generate_request(model, **fields), timeout=timeout)
 
     async def fail(self, model: str, **kwargs: Any) -> Failure:
         with pytest.raises(grpc.aio.AioRpcError) as caught:

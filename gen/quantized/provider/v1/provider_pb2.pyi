@@ -1,3 +1,4 @@
+from quantized.common.v1 import errors_pb2 as _errors_pb2
 from quantized.common.v1 import images_pb2 as _images_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -34,3 +35,35 @@ class GenerateResponse(_message.Message):
     images: _containers.RepeatedCompositeFieldContainer[_images_pb2.GeneratedImage]
     usage: _images_pb2.UpstreamUsage
     def __init__(self, created: _Optional[int] = ..., images: _Optional[_Iterable[_Union[_images_pb2.GeneratedImage, _Mapping]]] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ...) -> None: ...
+
+class GenerateStreamRequest(_message.Message):
+    __slots__ = ("call_id", "request", "timeout_seconds", "cancel")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    request: GenerateRequest
+    timeout_seconds: float
+    cancel: bool
+    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[GenerateRequest, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class ImageChunk(_message.Message):
+    __slots__ = ("image_index", "data")
+    IMAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    image_index: int
+    data: bytes
+    def __init__(self, image_index: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class GenerateStreamResponse(_message.Message):
+    __slots__ = ("call_id", "chunk", "response", "error")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    chunk: ImageChunk
+    response: GenerateResponse
+    error: _errors_pb2.CallError
+    def __init__(self, call_id: _Optional[int] = ..., chunk: _Optional[_Union[ImageChunk, _Mapping]] = ..., response: _Optional[_Union[GenerateResponse, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.CallError, _Mapping]] = ...) -> None: ...
