@@ -202,7 +202,8 @@ class ImagesFlow:
 
     async def _dispatch(self, resolved: Any, params: common_pb2.GenerationParams,
                         deadline: Deadline) -> tuple[Any, Any]:
-        """Generate on the first route that answers, in priority order."""
+        """Generate on the first route that answers, in priority order, over
+        provider_svc's GenerateStream; the upstream gets all that is left of the deadline."""
         routes = resolved.routes
         for index, route in enumerate(routes):
             request = provider_pb2.GenerateRequest(
@@ -210,8 +211,9 @@ class ImagesFlow:
                 upstream_model_id=route.upstream_model_id, region=route.region,
                 params=params, request_id=current_request_id.get(), watermark=route.watermark)
             try:
-                return route, await self._call(self._peers.provider.Generate, request, deadline,
-                                               cap=deadline.remaining(), upstream=True)
+                pending = self._peers.provider.generate(request, deadline.timeout(deadline.remaining()))
+                return route, await self._checked(pending, "ProviderService.GenerateStream", deadline,
+                                                  upstream=True)
             except ServiceError as error:
                 can_fall_back = (error.reason is Reason.UPSTREAM_UNAVAILABLE and not resolved.pinned
                                  and index + 1 < len(routes) and deadline.remaining() > 0)

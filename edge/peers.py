@@ -1,5 +1,6 @@
 """The edge's three peers: one long-lived grpc.aio channel each, opened on the running loop,
-and the batched Ledger stream to billing on billing's channel."""
+billing's batched Ledger stream on billing's channel, and the multiplexed GenerateStream
+on provider_svc's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from quantized.catalog.v1 import catalog_pb2_grpc
 from quantized.provider.v1 import provider_pb2_grpc
 from quantized_runtime.channels import open_channel
 
+from edge.generate_client import GenerateClient
 from edge.ledger_client import LedgerClient
 
 
@@ -19,8 +21,8 @@ from edge.ledger_client import LedgerClient
 class Peers:
     catalog: catalog_pb2_grpc.CatalogServiceStub
     billing: billing_pb2_grpc.BillingServiceStub
-    provider: provider_pb2_grpc.ProviderServiceStub
     ledger: LedgerClient
+    provider: GenerateClient
     channels: tuple[grpc.aio.Channel, ...]
 
     @classmethod
@@ -33,12 +35,13 @@ class Peers:
         return cls(
             catalog=catalog_pb2_grpc.CatalogServiceStub(catalog),
             billing=billing_stub,
-            provider=provider_pb2_grpc.ProviderServiceStub(provider),
             ledger=LedgerClient(billing_stub),
+            provider=GenerateClient(provider_pb2_grpc.ProviderServiceStub(provider)),
             channels=(catalog, billing, provider),
         )
 
     async def close(self) -> None:
         await self.ledger.close()
+        await self.provider.close()
         for channel in self.channels:
             await channel.close()

@@ -212,20 +212,72 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
 
 ProviderBehaviour = provider_pb2.GenerateResponse | ServiceError | Callable[[Any], Any]
 
+# Like provider_svc: images over this size go on GenerateStream as chunks of it.
+CHUNK_BYTES = 1024 * 1024
+
 
 @dataclass
 class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
+    """Generate and GenerateStream answer through the same behaviour."""
+
     # Keyed by provider slug; the default answers with `n` images.
     behaviour: dict[str, ProviderBehaviour] = field(default_factory=dict)
     calls: list[Any] = field(default_factory=list)
     # The time each call had left when it arrived (the propagated deadline).
     time_remaining: list[float | None] = field(default_factory=list)
+    # The request id each call came with: the x-request-id metadata of a unary
+    # call, the request's request_id on the stream (one stream serves many requests).
     request_id_metadata: list[str] = field(default_factory=list)
+    # GenerateStream call ids whose cancel arrived while the call was running.
+    cancelled: list[int] = field(default_factory=list)
+    streams_opened: int = 0
+    # A count of stream calls after which the next one aborts its stream instead.
+    stream_abort_after_calls: int | None = None
 
     async def Generate(self, request: Any, context: Any) -> Any:
         self.calls.append(request)
         self.time_remaining.append(context.time_remaining())
         self.request_id_metadata.append(dict(context.invocation_metadata()).get("x-request-id", ""))
+        return await self._answer(request)
+
+    async def GenerateStream(self, request_iterator: Any, context: Any) -> None:
+        """A task per call; a cancel stops it; answers are written one at a time."""
+        writing = asyncio.Lock()
+        running: dict[int, asyncio.Task[None]] = {}
+
+        async def serve(message: Any) -> None:
+            try:
+                answers = _stream_answers(message.call_id, await self._answer(message.request))
+            except asyncio.CancelledError:
+                self.cancelled.append(message.call_id)
+                raise
+            except ServiceError as error:
+                answers = [provider_pb2.GenerateStreamResponse(call_id=message.call_id, error=to_call_error(error))]
+            except Exception:
+                answers = [provider_pb2.GenerateStreamResponse(call_id=message.call_id, error=to_call_error(
+                    ServiceError(Reason.INTERNAL, "internal error (request id fake)")))]
+            for answer in answers:
+                async with writing:
+                    await context.write(answer)
+
+        self.streams_opened += 1
+        async with asyncio.TaskGroup() as calls:
+            async for message in request_iterator:
+                if message.cancel:
+                    if message.call_id in running:
+                        running[message.call_id].cancel()
+                    continue
+                if self.stream_abort_after_calls is not None and len(self.calls) >= self.stream_abort_after_calls:
+                    self.stream_abort_after_calls = None
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "provider_svc went away")
+                self.calls.append(message.request)
+                self.time_remaining.append(message.timeout_seconds)
+                self.request_id_metadata.append(message.request.request_id)
+                task = calls.create_task(serve(message))
+                running[message.call_id] = task
+                task.add_done_callback(lambda _, call_id=message.call_id: running.pop(call_id, None))
+
+    async def _answer(self, request: Any) -> provider_pb2.GenerateResponse:
         behaviour = self.behaviour.get(request.provider)
         if callable(behaviour):
             behaviour = await behaviour(request)
@@ -237,6 +289,26 @@ class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
             created=1777975004,
             images=[image(revised_prompt="revised: " + request.params.prompt, watermark=request.watermark)
                     for _ in range(request.params.n)])
+
+
+def _copy(response: provider_pb2.GenerateResponse) -> provider_pb2.GenerateResponse:
+    copy = provider_pb2.GenerateResponse()
+    copy.CopyFrom(response)
+    return copy
+
+
+def _stream_answers(call_id: int, response: provider_pb2.GenerateResponse) -> list[Any]:
+    """Chunks of the images over CHUNK_BYTES, then the response without their bytes."""
+    answers = []
+    response = _copy(response)  # the configured behaviour may answer again
+    for index, generated in enumerate(response.images):
+        data = generated.image_data
+        if len(data) > CHUNK_BYTES:
+            answers += [provider_pb2.GenerateStreamResponse(call_id=call_id, chunk=provider_pb2.ImageChunk(
+                image_index=index, data=data[start:start + CHUNK_BYTES])) for start in range(0, len(data), CHUNK_BYTES)]
+            generated.image_data = b""
+    answers.append(provider_pb2.GenerateStreamResponse(call_id=call_id, response=response))
+    return answers
 
 
 @dataclass

@@ -1,0 +1,139 @@
+"""The edge's GenerateStream client against the fake provider on a real gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from quantized.common.v1 import images_pb2 as common_pb2
+from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime.channels import open_channel
+from quantized_runtime.errors import Reason, ServiceError
+
+from edge.generate_client import GenerateClient
+from tests.edge.fakes import CHUNK_BYTES, Peers, flagged_image, image, start_fake_peers
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[Peers]:
+    running = await start_fake_peers()
+    try:
+        yield running
+    finally:
+        await running.server.stop(None)
+
+
+@pytest.fixture
+async def client(peers: Peers) -> AsyncIterator[GenerateClient]:
+    channel = open_channel(peers.address)
+    generate = GenerateClient(provider_pb2_grpc.ProviderServiceStub(channel))
+    try:
+        yield generate
+    finally:
+        await generate.close()
+        await channel.close()
+
+
+def request(prompt: str = "a hedgehog", provider: str = "openai", n: int = 1) -> provider_pb2.GenerateRequest:
+    return provider_pb2.GenerateRequest(provider=provider, model_id="dall-e-3", request_id=f"req_{prompt}",
+                                        params=common_pb2.GenerationParams(prompt=prompt, n=n))
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    assert condition()
+
+
+async def never_answer(request: Any) -> Any:
+    await asyncio.sleep(3600)
+
+
+async def test_concurrent_calls_share_one_stream_and_each_gets_its_own_answer(
+        peers: Peers, client: GenerateClient) -> None:
+    prompts = [f"prompt {index}" for index in range(20)]
+
+    responses = await asyncio.gather(*(client.generate(request(prompt, n=1 + index % 3), TIMEOUT)
+                                       for index, prompt in enumerate(prompts)))
+
+    for index, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        assert [entry.revised_prompt for entry in response.images] == [f"revised: {prompt}"] * (1 + index % 3)
+    assert peers.provider.streams_opened == 1
+    assert sorted(call.request_id for call in peers.provider.calls) == sorted(f"req_{p}" for p in prompts)
+    assert all(0 < remaining <= TIMEOUT for remaining in peers.provider.time_remaining)
+
+
+async def test_a_chunked_image_is_put_back_together(peers: Peers, client: GenerateClient) -> None:
+    big = bytes(range(256)) * (5 * 4096 + 17)  # a little over 5 MiB: six chunks
+    peers.provider.behaviour["openai"] = provider_pb2.GenerateResponse(
+        created=7, images=[image(b"small"), image(big), flagged_image(), image(big[::-1])])
+
+    response = await client.generate(request(), TIMEOUT)
+
+    assert len(big) > 5 * CHUNK_BYTES
+    assert [entry.image_data for entry in response.images] == [b"small", big, b"", big[::-1]]
+    assert response.images[2].flagged and response.created == 7
+
+
+async def test_an_error_answer_raises_its_service_error(peers: Peers, client: GenerateClient) -> None:
+    peers.provider.behaviour["bedrock"] = ServiceError(Reason.UPSTREAM_REJECTED, "bad size", field="size")
+
+    with pytest.raises(ServiceError) as raised:
+        await client.generate(request(provider="bedrock"), TIMEOUT)
+
+    assert (raised.value.reason, raised.value.message, raised.value.field) == (
+        Reason.UPSTREAM_REJECTED, "bad size", "size")
+    assert (await client.generate(request(), TIMEOUT)).images
+
+
+async def test_a_call_that_times_out_is_cancelled_at_the_provider(peers: Peers, client: GenerateClient) -> None:
+    peers.provider.behaviour["bedrock"] = never_answer
+
+    with pytest.raises(ServiceError) as raised:
+        await client.generate(request(provider="bedrock"), 0.2)
+
+    assert raised.value.reason is Reason.INTERNAL and "did not answer" in raised.value.message
+    await eventually(lambda: len(peers.provider.cancelled) == 1)
+    assert (await client.generate(request(), TIMEOUT)).images
+    assert peers.provider.streams_opened == 1
+
+
+async def test_a_cancelled_caller_cancels_its_call_at_the_provider(peers: Peers, client: GenerateClient) -> None:
+    peers.provider.behaviour["bedrock"] = never_answer
+    caller = asyncio.get_running_loop().create_task(client.generate(request(provider="bedrock"), TIMEOUT))
+    await eventually(lambda: len(peers.provider.calls) == 1)
+
+    caller.cancel()
+
+    await eventually(lambda: len(peers.provider.cancelled) == 1)
+    assert caller.cancelled()
+
+
+async def test_a_broken_stream_fails_the_calls_in_flight_and_the_next_call_reopens_it(
+        peers: Peers, client: GenerateClient) -> None:
+    peers.provider.behaviour["bedrock"] = never_answer
+    waiting = asyncio.get_running_loop().create_task(client.generate(request(provider="bedrock"), TIMEOUT))
+    await eventually(lambda: len(peers.provider.calls) == 1)
+    peers.provider.stream_abort_after_calls = 1
+
+    results = await asyncio.gather(waiting, client.generate(request(), TIMEOUT), return_exceptions=True)
+
+    for result in results:
+        assert isinstance(result, ServiceError) and result.reason is Reason.INTERNAL
+        assert "UNAVAILABLE" in result.message
+    assert (await client.generate(request("after"), TIMEOUT)).images[0].revised_prompt == "revised: after"
+    assert peers.provider.streams_opened == 2
+
+
+async def test_a_closed_client_refuses_new_calls(client: GenerateClient) -> None:
+    await client.close()
+    with pytest.raises(ServiceError) as raised:
+        await client.generate(request(), TIMEOUT)
+    assert raised.value.reason is Reason.INTERNAL
