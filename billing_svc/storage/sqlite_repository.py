@@ -1,6 +1,7 @@
-"""The request path on a SQLite file: Authenticate, Reserve, Settle and Release
-as short synchronous transactions through the standard library driver (see
-sqlite_transactions.py for why, and for how a busy file is waited on).
+"""The request path on a SQLite file: Authenticate, Reserve, Settle and Release,
+and Ledger batches of the last three, as short synchronous transactions through
+the standard library driver (see sqlite_transactions.py for why, and for how a
+busy file is waited on).
 
 The statements, the rows written and the errors are those of the generic path
 (repository.py); only the plumbing is leaner. Every write transaction starts
