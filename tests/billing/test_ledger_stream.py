@@ -70,8 +70,14 @@ class LedgerStream:
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        while (reply := await self._call.read()) is not grpc.aio.EOF:
-            self._waiting.pop(reply.batch_id).set_result(reply)
+        try:
+            while (reply := await self._call.read()) is not grpc.aio.EOF:
+                self._waiting.pop(reply.batch_id).set_result(reply)
+        finally:
+            # A call that ends early fails the batches it left unanswered.
+            for unanswered in self._waiting.values():
+                if not unanswered.done():
+                    unanswered.set_exception(AssertionError("the call ended unanswered"))
 
     async def send(self, *operations: pb.LedgerOperation) -> asyncio.Future[pb.LedgerResponse]:
         """Send a batch; the future is its reply."""
