@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from quantized_runtime.channels import channel_options
+from quantized_runtime.channels import server_options
 from quantized_runtime.interceptors import ErrorAndLoggingInterceptor
 
 log = logging.getLogger("quantized.server")
@@ -48,7 +48,7 @@ async def create_server(
     """Build, bind and start a server; health turns SERVING only once it has started."""
     server = grpc.aio.server(
         interceptors=[ErrorAndLoggingInterceptor(mint_request_ids)],
-        options=channel_options(max_message_bytes),
+        options=server_options(max_message_bytes),
     )
     for register in registrars:
         register(server)

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime.channels import channel_options
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.grpc_errors import from_rpc_error
 from quantized_runtime.request_context import current_request_id
@@ -189,3 +190,32 @@ async def test_an_internal_server_keeps_the_forwarded_request_id():
     finally:
         await running.stop(0)
     assert seen == ["req_forwarded"]
+
+
+async def _echo(request_iterator, context):
+    async for message in request_iterator:
+        yield message
+
+
+async def test_an_idle_long_lived_stream_survives_keepalive_pings(monkeypatch):
+    # Scaled down from 30 s: the client pings about every second (gRPC's floor) and,
+    # unlike the default, keeps pinging without data; a server with gRPC's default
+    # ping policy answers the fourth such ping with GOAWAY "too_many_pings".
+    monkeypatch.setattr("quantized_runtime.channels.KEEPALIVE_TIME_MS", 300)
+    echo = grpc.method_handlers_generic_handler(
+        "test.Echo", {"Chat": grpc.stream_stream_rpc_method_handler(_echo)})
+    running = await create_server("127.0.0.1:0", [lambda server: server.add_generic_rpc_handlers((echo,))],
+                                  [], max_message_bytes=1024 * 1024)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=[
+        *channel_options(1024 * 1024), ("grpc.http2.max_pings_without_data", 0)])
+    try:
+        stream = channel.stream_stream("/test.Echo/Chat")()
+        await stream.write(b"before")
+        assert await stream.read() == b"before"
+        await asyncio.sleep(8)
+        await stream.write(b"after")
+        assert await stream.read() == b"after"
+        await stream.done_writing()
+    finally:
+        await channel.close()
+        await running.stop(0)
