@@ -2,7 +2,8 @@
 
 authenticate -> validate -> resolve route -> quote + reserve -> generate -> price
 -> settle -> outcome. Routes and quotes are cached; the price of measured usage
-comes from the quote's card; money moves on billing's batched Ledger stream. A failure after the reserve releases the hold; an
+comes from the quote's card; money moves on billing's batched Ledger stream and
+generation on provider's GenerateStream (see docs/architecture.md, the hot path). A failure after the reserve releases the hold; an
 UPSTREAM_UNAVAILABLE before any image falls back to the next route unless the
 caller pinned a provider. Every internal call gets what is left of the request's
 deadline.
