@@ -45,6 +45,7 @@ import httpx  # noqa: E402
 
 from quantized.common.v1 import images_pb2  # noqa: E402
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc  # noqa: E402
+from edge.generate_client import GenerateClient  # noqa: E402
 from quantized_runtime.channels import open_channel  # noqa: E402
 
 BIG_TARGET_BYTES = 30 * 1024 * 1024
@@ -166,14 +167,30 @@ def _request(prompt: str) -> provider_pb2.GenerateRequest:
 
 
 async def measure(upstream_port: int, provider_pid: int, provider_port: int, calls: int) -> dict:
+    """Each measurement through the edge's GenerateStream client and through unary Generate."""
+    channel = open_channel(f"127.0.0.1:{provider_port}")
+    stub = provider_pb2_grpc.ProviderServiceStub(channel)
+    await channel.channel_ready()
+    stream = GenerateClient(stub)
+
+    async def unary(request: provider_pb2.GenerateRequest, timeout: float) -> provider_pb2.GenerateResponse:
+        return await stub.Generate(request, timeout=timeout)
+
+    try:
+        return {"GenerateStream (what the edge uses)": await _measure_one(
+                    upstream_port, provider_pid, stream.generate, calls),
+                "unary Generate": await _measure_one(upstream_port, provider_pid, unary, calls)}
+    finally:
+        await stream.close()
+        await channel.close()
+
+
+async def _measure_one(upstream_port: int, provider_pid: int, generate, calls: int) -> dict:
     import aiohttp
 
     results: dict = {}
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1/images/generations"
     body = json.dumps({"model": "gpt-image-1", "prompt": "small", "n": 1, "size": "1024x1024"}).encode()
-    channel = open_channel(f"127.0.0.1:{provider_port}")
-    stub = provider_pb2_grpc.ProviderServiceStub(channel)
-    await channel.channel_ready()
     small = _request("small")
 
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as session:
@@ -184,7 +201,7 @@ async def measure(upstream_port: int, provider_pid: int, provider_port: int, cal
 
         for _ in range(200):
             await direct_call()
-            await stub.Generate(small, timeout=10)
+            await generate(small, 10)
         direct, via = [], []
         provider_cpu = 0.0
         # Interleaved, so drifting machine load hits both series alike.
@@ -194,7 +211,7 @@ async def measure(upstream_port: int, provider_pid: int, provider_port: int, cal
             direct.append(time.perf_counter() - started)
             cpu_before = cpu_seconds(provider_pid)
             started = time.perf_counter()
-            await stub.Generate(small, timeout=10)
+            await generate(small, 10)
             via.append(time.perf_counter() - started)
             provider_cpu += cpu_seconds(provider_pid) - cpu_before
     overheads = [v - d for v, d in zip(via, direct, strict=True)]
@@ -213,7 +230,7 @@ async def measure(upstream_port: int, provider_pid: int, provider_port: int, cal
 
     async def worker() -> None:
         for _ in range(per_worker):
-            await stub.Generate(small, timeout=30)
+            await generate(small, 30)
 
     cpu_before = cpu_seconds(provider_pid)
     started = time.perf_counter()
@@ -226,7 +243,7 @@ async def measure(upstream_port: int, provider_pid: int, provider_port: int, cal
     }
 
     big = _request("big")
-    reply = await stub.Generate(big, timeout=60)
+    reply = await generate(big, 60)
     image_bytes = len(reply.images[0].image_data)
     del reply
     big_latencies = []
@@ -235,7 +252,7 @@ async def measure(upstream_port: int, provider_pid: int, provider_port: int, cal
         resting = rss_kib(provider_pid, "VmRSS")
         reset_peak(provider_pid)
         started = time.perf_counter()
-        reply = await stub.Generate(big, timeout=60)
+        reply = await generate(big, 60)
         big_latencies.append(time.perf_counter() - started)
         assert len(reply.images[0].image_data) == image_bytes
         del reply
@@ -247,7 +264,6 @@ async def measure(upstream_port: int, provider_pid: int, provider_port: int, cal
         "peak_extra_rss_bytes_median": statistics.median(peaks),
         "peak_extra_over_image_size": statistics.median(peaks) / image_bytes,
     }
-    await channel.close()
     return results
 
 
@@ -383,12 +399,12 @@ async def grpc_floor(calls: int) -> dict:
     stub = provider_pb2_grpc.ProviderServiceStub(channel)
     small = _request("small")
     for _ in range(200):
-        await stub.Generate(small, timeout=10)
+        await generate(small, 10)
     latencies = []
     cpu = time.process_time()
     for _ in range(calls):
         started = time.perf_counter()
-        await stub.Generate(small, timeout=10)
+        await generate(small, 10)
         latencies.append(time.perf_counter() - started)
     cpu_per_call = (time.process_time() - cpu) / calls
     await channel.close()
