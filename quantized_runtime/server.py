@@ -1,8 +1,9 @@
 """gRPC server bootstrap: health, reflection, interceptors and graceful shutdown.
 
 `create_server` builds and starts a server (tests bind port 0); `serve_until_signal`
-runs it until SIGTERM/SIGINT, then turns health NOT_SERVING and lets in-flight calls
-finish within the grace period.
+runs it until SIGTERM/SIGINT, then turns health NOT_SERVING, drains its long-lived
+streams (quantized_runtime.stream_drain) and lets in-flight calls finish within the
+grace period.
 """
 
 from __future__ import annotations
@@ -31,11 +32,20 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
+    # Called once the server takes no new calls, to end the open streams (StreamDrain.drain).
+    drainers: tuple[Callable[[], None], ...] = ()
 
-    async def stop(self, grace_seconds: float) -> None:
+    async def stop(self, grace_seconds: float | None) -> None:
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(grace_seconds)
+        stopping = asyncio.ensure_future(self.server.stop(grace_seconds))
+        # The stop's first step closes the listener and sends GOAWAY before it
+        # yields. Drained only after that, a stream's caller that sends its unread
+        # requests again on a new stream reaches another server, not this one.
+        await asyncio.sleep(0)
+        for drain in self.drainers:
+            drain()
+        await stopping
 
 
 async def create_server(
@@ -44,8 +54,10 @@ async def create_server(
     service_names: Iterable[str],
     max_message_bytes: int,
     mint_request_ids: bool = False,
+    drainers: Iterable[Callable[[], None]] = (),
 ) -> RunningServer:
-    """Build, bind and start a server; health turns SERVING only once it has started."""
+    """Build, bind and start a server; health turns SERVING only once it has started.
+    `drainers` end the server's long-lived streams when it stops."""
     server = grpc.aio.server(
         interceptors=[ErrorAndLoggingInterceptor(mint_request_ids)],
         options=server_options(max_message_bytes),
@@ -67,7 +79,7 @@ async def create_server(
     await server.start()
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, names)
+    return RunningServer(server, port, health_servicer, names, tuple(drainers))
 
 
 async def wait_for_shutdown_signal() -> None:
