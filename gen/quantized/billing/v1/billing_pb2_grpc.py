@@ -101,6 +101,13 @@ class BillingServiceServicer:
         with the same batch_id; batches may be answered out of order. Each
         operation succeeds or fails on its own, exactly as its unary RPC would,
         and a failed operation writes nothing.
+
+        When the stream ends with status OK, the server has answered every batch
+        it read: a batch still unanswered then was never read, nothing of it was
+        applied, and the caller may send it again on a new stream. The server ends
+        a stream this way when the caller closes its side, and when it stops (it
+        reads no further batch, answers those in flight, then ends the stream).
+        After an error status, an unanswered batch may have been applied.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
