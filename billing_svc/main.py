@@ -19,6 +19,7 @@ from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import SettingsError, load_settings
+from quantized_runtime.stream_drain import StreamDrain
 
 
 @dataclass
@@ -33,7 +34,8 @@ class RunningBilling:
         return self.server.port
 
     async def stop(self, grace_seconds: float) -> None:
-        """Stop taking calls, let in-flight ones finish, then stop the reaper and the pool."""
+        """Stop taking calls, end the Ledger streams once their batches in flight
+        are answered, let in-flight calls finish, then stop the reaper and the pool."""
         await self.server.stop(grace_seconds)
         await self.stop_background()
 
@@ -67,9 +69,10 @@ async def start(settings: BillingSettings) -> RunningBilling:
         await upgrade_to_head(database.engine)
         billing = Billing(repository_for(database), verifier,
                           timedelta(seconds=settings.hold_ttl_seconds))
+        drain = StreamDrain()
         server = await create_server(
-            settings.listen, registrars(billing, settings.admin_token.get_secret_value()),
-            SERVICE_NAMES, settings.max_message_bytes)
+            settings.listen, registrars(billing, settings.admin_token.get_secret_value(), drain),
+            SERVICE_NAMES, settings.max_message_bytes, drainers=[drain.drain])
     except BaseException:
         await database.dispose()
         raise

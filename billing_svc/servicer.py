@@ -34,6 +34,7 @@ from quantized_runtime.admin_auth import require_admin
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.request_context import current_request_id, new_request_id
 from quantized_runtime.server import Registrar
+from quantized_runtime.stream_drain import StreamDrain
 
 log = logging.getLogger("quantized.billing.ledger")
 
@@ -118,8 +119,9 @@ def _result(op: LedgerOp, outcome: LedgerOutcome) -> billing_pb2.LedgerResult:
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, billing: Billing) -> None:
+    def __init__(self, billing: Billing, drain: StreamDrain) -> None:
         self._billing = billing
+        self._drain = drain
 
     async def Authenticate(self, request: billing_pb2.AuthenticateRequest,
                            context: grpc.aio.ServicerContext) -> billing_pb2.AuthenticateResponse:
@@ -152,9 +154,10 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         """Each batch is applied by a task of its own as soon as it arrives, and
         answered when done (so possibly out of order); replies are written one at
         a time, as grpc.aio allows no concurrent writes. When the caller closes
-        its side, the batches in flight are answered, then the call ends. Should
-        a reply fail to be written (the call is over), the task group cancels the
-        rest and the call ends with that error."""
+        its side, or the server drains as it stops, the batches in flight are
+        answered, then the call ends (OK); a batch not read by then is never read.
+        Should a reply fail to be written (the call is over), the task group
+        cancels the rest and the call ends with that error."""
         writing = asyncio.Lock()
 
         async def answer(request: billing_pb2.LedgerRequest) -> None:
@@ -163,7 +166,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 await context.write(reply)
 
         async with asyncio.TaskGroup() as batches:
-            async for request in request_iterator:
+            async for request in self._drain.requests(request_iterator):
                 batches.create_task(answer(request))
 
     async def _apply_batch(self, request: billing_pb2.LedgerRequest,
@@ -241,8 +244,8 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
             recent_usage=[_usage_entry(u) for u in view.recent_usage])
 
 
-def registrars(billing: Billing, admin_token: str) -> list[Registrar]:
-    public = BillingServicer(billing)
+def registrars(billing: Billing, admin_token: str, drain: StreamDrain) -> list[Registrar]:
+    public = BillingServicer(billing, drain)
     admin = BillingAdminServicer(billing, admin_token)
     return [
         lambda server: billing_pb2_grpc.add_BillingServiceServicer_to_server(public, server),

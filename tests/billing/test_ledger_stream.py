@@ -93,6 +93,11 @@ class LedgerStream:
         assert len(reply.results) == len(operations)
         return list(reply.results)
 
+    async def code(self) -> grpc.StatusCode:
+        """How the call ended, once its replies are all read."""
+        await self._reader
+        return await self._call.code()
+
     async def close(self) -> None:
         """Close our side; the server answers what is in flight, then ends the call OK."""
         async with self._writing:
