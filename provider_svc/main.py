@@ -13,6 +13,7 @@ from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import load_settings
+from quantized_runtime.stream_drain import StreamDrain
 
 
 @dataclass
@@ -32,13 +33,15 @@ class RunningProvider:
 async def start(settings: ProviderSettings) -> RunningProvider:
     """Build the adapters (no credentials needed), start serving, return the handle."""
     dispatcher = Dispatcher(build_adapters(settings), settings)
-    servicer = ProviderServicer(dispatcher)
+    drain = StreamDrain()
+    servicer = ProviderServicer(dispatcher, drain)
     try:
         server = await create_server(
             settings.listen,
             [servicer.register],
             [SERVICE_NAME],
             settings.max_message_bytes,
+            drainers=[drain.drain],
         )
     except BaseException:
         await dispatcher.close()

@@ -29,6 +29,7 @@ from quantized.common.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.request_context import current_request_id, new_request_id
+from quantized_runtime.stream_drain import StreamDrain
 
 SERVICE_NAME = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
 STREAM_METHOD = f"/{SERVICE_NAME}/GenerateStream"
@@ -195,7 +196,8 @@ class _GenerateStream:
                                               f"call_id {message.call_id} is already in flight")
                 else:
                     self._start(message)
-            # The caller closed its side: answer what is in flight, then end.
+            # The caller closed its side, or the server drains: answer what is
+            # in flight, then end (OK).
             while self._calls:
                 await asyncio.wait([call.task for call in self._calls.values()])
         finally:
@@ -261,8 +263,9 @@ class _GenerateStream:
 
 
 class ProviderServicer:
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, drain: StreamDrain) -> None:
         self._dispatcher = dispatcher
+        self._drain = drain
 
     async def generate(self, request: provider_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> bytes:
         result = await self._dispatcher.generate(to_domain(request), context.time_remaining())
@@ -270,7 +273,7 @@ class ProviderServicer:
 
     async def generate_stream(self, requests: AsyncIterator[provider_pb2.GenerateStreamRequest],
                               context: grpc.aio.ServicerContext) -> None:
-        await _GenerateStream(self._dispatcher, context).serve(requests)
+        await _GenerateStream(self._dispatcher, context).serve(self._drain.requests(requests))
 
     def register(self, server: grpc.aio.Server) -> None:
         """ProviderService, Generate with a pass-through serialiser for its pre-encoded response."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from tests.fake_upstreams.bedrock import NOVA
 from tests.provider.conftest import Harness, generate_request
 
 ANSWER_WAIT_SECONDS = 60
+# Long enough that a stop which waited it out would show.
+GRACE_SECONDS = 30.0
 
 
 class Session:
@@ -256,3 +259,40 @@ async def test_cancelling_the_stream_cancels_its_calls(harness: Harness, rpc_log
 
     await eventually(lambda: call_id in outcomes(rpc_log))
     assert outcomes(rpc_log) == {call_id: "CANCELLED"}
+
+
+async def test_stopping_answers_the_call_in_flight_and_leaves_a_later_one_unread(
+        harness_factory: Any, rpc_log: pytest.LogCaptureFixture) -> None:
+    harness = await harness_factory()
+    session = Session(harness.stub)
+    harness.openai.hold()
+    in_flight = await session.send("gpt-image-1", prompt="a fox")
+    await eventually(lambda: len(harness.openai.requests) == 1)
+    # A second provider_svc on the same port: new connections reach it once the first stops listening.
+    await harness_factory(listen=f"127.0.0.1:{harness.running.port}")
+    drained = asyncio.Event()
+    harness.running.server.drainers += (drained.set,)
+    started = time.monotonic()
+    # As on SIGTERM (serve_until_signal); the fixture stops the rest.
+    stopping = asyncio.get_running_loop().create_task(harness.running.server.stop(GRACE_SECONDS))
+    await drained.wait()
+    await session.send("gpt-image-1", prompt="a badger")
+    harness.openai.release()
+
+    answers = await session.rest()
+
+    assert [(answer.call_id, answer.WhichOneof("answer")) for answer in answers] == [(in_flight, "response")]
+    assert await session.call.code() == grpc.StatusCode.OK
+    await stopping
+    assert time.monotonic() - started < GRACE_SECONDS
+    # The later call never started.
+    assert outcomes(rpc_log) == {in_flight: "OK"}
+    assert [request.json()["prompt"] for request in harness.openai.requests] == ["a fox"]
+    # Sent again on a new stream over the same channel, it reaches the provider_svc that took over.
+    again = Session(harness.stub)
+    await again.send("gpt-image-1", prompt="a badger")
+    [answer] = (await again.final_answers(1)).values()
+    assert answer.HasField("response")
+    assert [request.json()["prompt"] for request in harness.openai.requests] == ["a fox", "a badger"]
+    # Cancelling the stream's pending read left grpc.aio nothing to complain about.
+    assert [record.getMessage() for record in rpc_log.records if record.name.startswith("grpc")] == []
