@@ -9,9 +9,11 @@ once, with no timer and no added latency; under load, many requests share one
 message and one database transaction.
 
 If the stream breaks, the operations in flight fail with an INTERNAL error and
-the next batch opens a new stream. A Reserve that succeeds after its caller gave
-up (timeout, cancellation) is released straight away, so no credits stay held
-until the hold expires.
+the next batch opens a new stream. If billing ends it with status OK (it does so
+as it stops), the batches it left unanswered were never read (billing.proto):
+they go once more, on a new stream, which reaches another billing replica. A
+Reserve that succeeds after its caller gave up (timeout, cancellation) is
+released straight away, so no credits stay held until the hold expires.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ MAX_OPERATIONS_PER_BATCH = 256
 
 
 class _Entry:
-    __slots__ = ("operation", "waiter")
+    __slots__ = ("operation", "waiter", "resent")
 
     def __init__(self, operation: billing_pb2.LedgerOperation, waiter: asyncio.Future[Any]) -> None:
         self.operation = operation
         self.waiter = waiter
+        self.resent = False
 
 
 class _Batch:
@@ -118,6 +121,8 @@ class LedgerClient:
         try:
             await stream.write(request)
         except Exception as error:  # noqa: BLE001 - every waiter must hear of it
+            if stream.done() and await stream.code() == grpc.StatusCode.OK:
+                return  # the stream's reader sends the batch again
             if self._in_flight.pop(batch_id, None) is not None:
                 failure = _stream_failure(error)
                 for entry in entries:
@@ -133,7 +138,7 @@ class LedgerClient:
         return self._call
 
     async def _read_answers(self, stream: grpc.aio.StreamStreamCall) -> None:
-        failure = ServiceError(Reason.INTERNAL, "billing closed the ledger stream")
+        failure = None  # the stream ended with status OK
         try:
             async for response in stream:
                 self._answer(response)
@@ -144,7 +149,7 @@ class LedgerClient:
         finally:
             if self._call is stream:
                 self._call = None
-            self._fail_in_flight_on(stream, failure)
+            self._stream_ended(stream, failure)
 
     def _answer(self, response: billing_pb2.LedgerResponse) -> None:
         batch = self._in_flight.pop(response.batch_id, None)
@@ -183,14 +188,30 @@ class LedgerClient:
             billing_pb2.LedgerOperation(release=billing_pb2.ReleaseRequest(hold_id=hold_id)), waiter))
         self._wake.set()
 
-    def _fail_in_flight_on(self, stream: grpc.aio.StreamStreamCall, failure: ServiceError) -> None:
+    def _stream_ended(self, stream: grpc.aio.StreamStreamCall, failure: ServiceError | None) -> None:
+        """`failure` is None when the stream ended OK: billing read none of the
+        batches it left unanswered, so their operations go again, once, ahead
+        of those waiting. After an error they may have been applied: they fail."""
         lost = [batch_id for batch_id, batch in self._in_flight.items() if batch.stream is stream]
-        if lost and not self._closed:
+        entries = [entry for batch_id in lost for entry in self._in_flight.pop(batch_id).entries]
+        again: list[_Entry] = []
+        failed: list[_Entry] = []
+        for entry in entries:
+            if entry.waiter.done():
+                continue  # its caller gave up, and an unread operation wrote nothing
+            (again if failure is None and not entry.resent else failed).append(entry)
+        for entry in again:
+            entry.resent = True
+        self._waiting[:0] = again
+        if again:
+            log.info("billing ended the ledger stream with batches unread: sending them again",
+                     extra={"fields": {"batches": len(lost), "operations": len(again)}})
+        failure = failure or ServiceError(Reason.INTERNAL, "billing closed the ledger stream")
+        if failed and not self._closed:
             log.warning("ledger stream ended with batches unanswered",
                         extra={"fields": {"batches": len(lost), "detail": failure.message}})
-        for batch_id in lost:
-            for entry in self._in_flight.pop(batch_id).entries:
-                _fail(entry, failure)
+        for entry in failed:
+            _fail(entry, failure)
         self._wake.set()
 
 

@@ -21,6 +21,7 @@ from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.server import RunningServer, create_server
+from quantized_runtime.stream_drain import StreamDrain
 
 VALID_KEY = "sk-quantized-test-key"
 UNLIMITED_KEY = "sk-quantized-unlimited"
@@ -132,7 +133,8 @@ class Account:
 
 
 class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self) -> None:
+    def __init__(self, drain: StreamDrain) -> None:
+        self.drain = drain
         self.accounts = {
             VALID_KEY: Account("acct_valid", 100_000_000),
             UNLIMITED_KEY: Account("acct_unlimited", 0, unlimited=True),
@@ -141,10 +143,13 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
         self.holds: dict[str, tuple[Account, int]] = {}
         self.calls: list[tuple[str, Any]] = []
         self._ids = itertools.count(1)
-        # Ledger stream behaviour: a pause before each answer, and a batch count
-        # after which the stream is aborted instead of answered.
+        # Ledger stream behaviour: a pause before each answer, an event each
+        # answer waits for when set, and a batch count after which the stream is
+        # aborted instead of answered.
         self.ledger_delay_seconds = 0.0
+        self.ledger_gate: asyncio.Event | None = None
         self.ledger_abort_after_batches: int | None = None
+        self.ledger_streams_opened = 0
 
     def count(self, method: str) -> int:
         return sum(1 for name, _ in self.calls if name == method)
@@ -190,14 +195,18 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.ReleaseResponse()
 
     async def Ledger(self, request_iterator: Any, context: Any) -> Any:
-        """Each batched operation through the unary handler above, in order."""
+        """Each batched operation through the unary handler above, in order; the
+        stream drains as billing's does when the server stops."""
         handlers = {"reserve": self.Reserve, "settle": self.Settle, "release": self.Release}
-        async for batch in request_iterator:
+        self.ledger_streams_opened += 1
+        async for batch in self.drain.requests(request_iterator):
             self.calls.append(("Ledger", batch))
             if self.ledger_abort_after_batches is not None and self.count("Ledger") > self.ledger_abort_after_batches:
                 self.ledger_abort_after_batches = None
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "billing went away")
             await asyncio.sleep(self.ledger_delay_seconds)
+            if self.ledger_gate is not None:
+                await self.ledger_gate.wait()
             results = []
             for operation in batch.operations:
                 kind = operation.WhichOneof("operation")
@@ -219,6 +228,9 @@ CHUNK_BYTES = 1024 * 1024
 @dataclass
 class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
     """Generate and GenerateStream answer through the same behaviour."""
+
+    # GenerateStream drains as provider_svc's does when the server stops.
+    drain: StreamDrain
 
     # Keyed by provider slug; the default answers with `n` images.
     behaviour: dict[str, ProviderBehaviour] = field(default_factory=dict)
@@ -262,7 +274,7 @@ class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
 
         self.streams_opened += 1
         async with asyncio.TaskGroup() as calls:
-            async for message in request_iterator:
+            async for message in self.drain.requests(request_iterator):
                 if message.cancel:
                     if message.call_id in running:
                         running[message.call_id].cancel()
@@ -317,21 +329,25 @@ class Peers:
     billing: FakeBilling
     provider: FakeProvider
     server: RunningServer
+    drain: StreamDrain
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.server.port}"
 
 
-async def start_fake_peers() -> Peers:
-    catalog, billing, provider = FakeCatalog(), FakeBilling(), FakeProvider()
+async def start_fake_peers(address: str = "127.0.0.1:0") -> Peers:
+    """`address` may be another running peers' own: their server then shares its port."""
+    drain = StreamDrain()
+    catalog, billing, provider = FakeCatalog(), FakeBilling(drain), FakeProvider(drain)
     server = await create_server(
-        "127.0.0.1:0",
+        address,
         [lambda s: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, s),
          lambda s: billing_pb2_grpc.add_BillingServiceServicer_to_server(billing, s),
          lambda s: provider_pb2_grpc.add_ProviderServiceServicer_to_server(provider, s)],
         ["quantized.catalog.v1.CatalogService", "quantized.billing.v1.BillingService",
          "quantized.provider.v1.ProviderService"],
         64 * 1024 * 1024,
+        drainers=[drain.drain],
     )
-    return Peers(catalog, billing, provider, server)
+    return Peers(catalog, billing, provider, server, drain)

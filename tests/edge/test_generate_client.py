@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +19,8 @@ from edge.generate_client import GenerateClient
 from tests.edge.fakes import CHUNK_BYTES, Peers, flagged_image, image, start_fake_peers
 
 TIMEOUT = 5.0
+# Long enough that a stop which waited it out would show.
+GRACE_SECONDS = 30.0
 
 
 @pytest.fixture
@@ -137,3 +141,59 @@ async def test_a_closed_client_refuses_new_calls(client: GenerateClient) -> None
     with pytest.raises(ServiceError) as raised:
         await client.generate(request(), TIMEOUT)
     assert raised.value.reason is Reason.INTERNAL
+
+
+@pytest.mark.parametrize("successor", [True, False], ids=["another provider_svc takes over", "none left"])
+async def test_a_call_left_unread_as_provider_svc_stops_goes_again_on_a_new_stream(
+        peers: Peers, client: GenerateClient, successor: bool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="quantized.edge.generate")
+    gate = asyncio.Event()
+
+    async def held(request: Any) -> None:
+        await gate.wait()  # then the default answer
+
+    peers.provider.behaviour["bedrock"] = held
+    in_flight = asyncio.get_running_loop().create_task(client.generate(request("in flight", "bedrock"), TIMEOUT))
+    await eventually(lambda: len(peers.provider.calls) == 1)
+    # A second provider_svc on the same port: new connections reach it once the first stops listening.
+    taking_over = await start_fake_peers(peers.address) if successor else None
+    drained = asyncio.Event()
+    peers.server.drainers += (drained.set,)
+    started = time.monotonic()
+    stopping = asyncio.get_running_loop().create_task(peers.server.stop(GRACE_SECONDS))
+    try:
+        await drained.wait()
+        late = asyncio.get_running_loop().create_task(client.generate(request("late"), TIMEOUT))
+        # The late call is out on the draining stream, which no longer reads.
+        await eventually(lambda: len(client._in_flight) == 2)
+        gate.set()
+
+        assert (await in_flight).images[0].revised_prompt == "revised: in flight"
+        [outcome] = await asyncio.gather(late, return_exceptions=True)
+        await stopping
+        assert time.monotonic() - started < GRACE_SECONDS
+        assert [call.params.prompt for call in peers.provider.calls] == ["in flight"]
+        assert len([record for record in caplog.records if "sending it again" in record.getMessage()]) == 1
+        if taking_over is not None:
+            assert outcome.images[0].revised_prompt == "revised: late"
+            assert [call.params.prompt for call in taking_over.provider.calls] == ["late"]
+            # The time its caller had left, not its whole timeout again.
+            assert 0 < taking_over.provider.time_remaining[0] < TIMEOUT
+        else:
+            assert isinstance(outcome, ServiceError) and outcome.reason is Reason.INTERNAL
+            assert outcome.message.startswith("generate stream to provider_svc failed")
+    finally:
+        if taking_over is not None:
+            await taking_over.server.stop(None)
+
+
+async def test_a_call_left_unread_on_the_new_stream_too_fails(peers: Peers, client: GenerateClient) -> None:
+    # Every stream now ends at once, unread, as on a provider_svc that stops.
+    peers.drain.drain()
+
+    with pytest.raises(ServiceError) as raised:
+        await client.generate(request(), TIMEOUT)
+
+    assert (raised.value.reason, raised.value.message) == (Reason.INTERNAL, "provider_svc closed the generate stream")
+    assert peers.provider.streams_opened == 2
+    assert peers.provider.calls == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -15,6 +17,8 @@ from edge.ledger_client import LedgerClient
 from tests.edge.fakes import Peers, start_fake_peers
 
 TIMEOUT = 5.0
+# Long enough that a stop which waited it out would show.
+GRACE_SECONDS = 30.0
 
 
 @pytest.fixture
@@ -35,6 +39,14 @@ async def ledger(peers: Peers) -> AsyncIterator[LedgerClient]:
     finally:
         await client.close()
         await channel.close()
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    assert condition()
 
 
 def reserve(amount: int, request_id: str, account_id: str = "acct_valid") -> billing_pb2.ReserveRequest:
@@ -105,3 +117,54 @@ async def test_a_closed_client_refuses_new_operations(ledger: LedgerClient) -> N
     with pytest.raises(ServiceError) as raised:
         await ledger.reserve(reserve(1, "late"), TIMEOUT)
     assert raised.value.reason is Reason.INTERNAL
+
+
+@pytest.mark.parametrize("successor", [True, False], ids=["another billing takes over", "no billing left"])
+async def test_a_batch_left_unread_as_billing_stops_goes_again_on_a_new_stream(
+        peers: Peers, ledger: LedgerClient, successor: bool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="quantized.edge.ledger")
+    await ledger.reserve(reserve(1, "opens"), TIMEOUT)
+    peers.billing.ledger_gate = asyncio.Event()
+    in_flight = asyncio.get_running_loop().create_task(ledger.reserve(reserve(2, "in-flight"), TIMEOUT))
+    await eventually(lambda: peers.billing.count("Ledger") == 2)
+    # A second billing on the same port: new connections reach it once the first stops listening.
+    taking_over = await start_fake_peers(peers.address) if successor else None
+    drained = asyncio.Event()
+    peers.server.drainers += (drained.set,)
+    started = time.monotonic()
+    stopping = asyncio.get_running_loop().create_task(peers.server.stop(GRACE_SECONDS))
+    try:
+        await drained.wait()
+        late = asyncio.get_running_loop().create_task(ledger.reserve(reserve(3, "late"), TIMEOUT))
+        # The late batch is out on the draining stream, which no longer reads.
+        await eventually(lambda: len(ledger._in_flight) == 2)
+        peers.billing.ledger_gate.set()
+
+        assert (await in_flight).hold_id
+        [outcome] = await asyncio.gather(late, return_exceptions=True)
+        await stopping
+        assert time.monotonic() - started < GRACE_SECONDS
+        assert [op.request_id for op in peers.billing.requests("Reserve")] == ["opens", "in-flight"]
+        [resent] = [record for record in caplog.records if "sending them again" in record.getMessage()]
+        assert resent.fields == {"batches": 1, "operations": 1}
+        if taking_over is not None:
+            assert outcome.hold_id in taking_over.billing.holds
+            assert [op.request_id for op in taking_over.billing.requests("Reserve")] == ["late"]
+        else:
+            assert isinstance(outcome, ServiceError) and outcome.reason is Reason.INTERNAL
+            assert outcome.message.startswith("ledger stream to billing failed")
+    finally:
+        if taking_over is not None:
+            await taking_over.server.stop(None)
+
+
+async def test_a_batch_left_unread_on_the_new_stream_too_fails(peers: Peers, ledger: LedgerClient) -> None:
+    # Every stream now ends at once, unread, as on a billing that stops.
+    peers.drain.drain()
+
+    with pytest.raises(ServiceError) as raised:
+        await ledger.reserve(reserve(1, "unread"), TIMEOUT)
+
+    assert (raised.value.reason, raised.value.message) == (Reason.INTERNAL, "billing closed the ledger stream")
+    assert peers.billing.ledger_streams_opened == 2
+    assert peers.billing.count("Reserve") == 0
