@@ -35,7 +35,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
@@ -310,7 +312,8 @@ async def client_cpu(upstream_port: int, calls: int) -> dict:
     return {"cpu_ms_per_call_32_concurrent": results}
 
 
-async def _adapter_cpu(upstream_port: int, calls: int) -> float:
+def _adapter_worker(upstream_port: int, calls: int) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """The OpenAI adapter against the upstream, and a worker making calls // 32 small calls."""
     from provider_svc.adapters.openai import OpenAIAdapter
     from provider_svc.domain import ImageRequest
     from provider_svc.retry import RequestDeadline
@@ -325,6 +328,11 @@ async def _adapter_cpu(upstream_port: int, calls: int) -> float:
         for _ in range(calls // 32):
             await adapter.generate(request, RequestDeadline(None, 30))
 
+    return adapter, worker
+
+
+async def _adapter_cpu(upstream_port: int, calls: int) -> float:
+    adapter, worker = _adapter_worker(upstream_port, calls)
     await worker()
     cpu = time.process_time()
     await asyncio.gather(*(worker() for _ in range(32)))
@@ -354,20 +362,7 @@ async def _aiohttp_cpu(aiohttp: object, url: str, body: bytes, calls: int) -> fl
 async def profile_adapter(upstream_port: int, calls: int) -> None:
     from pyinstrument import Profiler
 
-    from provider_svc.adapters.openai import OpenAIAdapter
-    from provider_svc.domain import ImageRequest
-    from provider_svc.retry import RequestDeadline
-    from provider_svc.settings import ProviderSettings
-
-    adapter = OpenAIAdapter(ProviderSettings(openai_api_key=API_KEY,
-                                             openai_base_url=f"http://127.0.0.1:{upstream_port}/v1"))
-    request = ImageRequest(provider="openai", model_id="gpt-image-1", upstream_model_id="gpt-image-1",
-                           region="", prompt="small")
-
-    async def worker() -> None:
-        for _ in range(calls // 32):
-            await adapter.generate(request, RequestDeadline(None, 30))
-
+    adapter, worker = _adapter_worker(upstream_port, calls)
     await worker()
     profiler = Profiler(async_mode="disabled")
     profiler.start()
