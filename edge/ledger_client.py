@@ -19,6 +19,7 @@ released straight away, so no credits stay held until the hold expires.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 from typing import Any
@@ -95,7 +96,10 @@ class LedgerClient:
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Entry(operation, waiter))
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send_batches())
+            # The sender (and the reader it starts) serve every request: they must
+            # not carry the request id of the one that happened to start them.
+            self._sender = asyncio.get_running_loop().create_task(
+                self._send_batches(), context=contextvars.Context())
         self._wake.set()
         try:
             return await asyncio.wait_for(waiter, timeout)

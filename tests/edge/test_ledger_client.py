@@ -12,6 +12,7 @@ import pytest
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized_runtime.channels import open_channel
 from quantized_runtime.errors import Reason, ServiceError
+from quantized_runtime.request_context import current_request_id
 
 from edge.ledger_client import LedgerClient
 from tests.edge.fakes import Peers, start_fake_peers
@@ -168,3 +169,34 @@ async def test_a_batch_left_unread_on_the_new_stream_too_fails(peers: Peers, led
     assert (raised.value.reason, raised.value.message) == (Reason.INTERNAL, "billing closed the ledger stream")
     assert peers.billing.ledger_streams_opened == 2
     assert peers.billing.count("Reserve") == 0
+
+
+
+class _RequestIds(logging.Handler):
+    """The request id in context when each record is emitted (what the JSON log shows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(current_request_id.get())
+
+
+async def test_stream_tasks_do_not_carry_the_request_id_of_the_first_caller(
+        peers: Peers, ledger: LedgerClient) -> None:
+    token = current_request_id.set("req_first")
+    try:
+        await ledger.reserve(reserve(1, "first"), TIMEOUT)
+    finally:
+        current_request_id.reset(token)
+    peers.billing.ledger_abort_after_batches = 1
+    handler = _RequestIds()
+    logger = logging.getLogger("quantized.edge.ledger")
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(ServiceError):
+            await ledger.reserve(reserve(1, "lost"), TIMEOUT)
+    finally:
+        logger.removeHandler(handler)
+    assert handler.seen and "req_first" not in handler.seen
