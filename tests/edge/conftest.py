@@ -44,6 +44,16 @@ def edge_settings(peer_address: str, **overrides: object) -> EdgeSettings:
 
 
 @pytest.fixture
+async def peers() -> AsyncIterator[Peers]:
+    """The fake catalog, billing and provider on a real gRPC server, without an edge."""
+    running = await start_fake_peers()
+    try:
+        yield running
+    finally:
+        await running.server.stop(None)
+
+
+@pytest.fixture
 def edge_overrides() -> dict[str, object]:
     """Override in a test module to start the edge with other settings."""
     return {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,19 +17,11 @@ from quantized_runtime.errors import Reason, ServiceError
 
 from edge.generate_client import GenerateClient
 from tests.edge.fakes import CHUNK_BYTES, Peers, flagged_image, image, start_fake_peers
+from tests.polling import eventually
 
 TIMEOUT = 5.0
 # Long enough that a stop which waited it out would show.
 GRACE_SECONDS = 30.0
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[Peers]:
-    running = await start_fake_peers()
-    try:
-        yield running
-    finally:
-        await running.server.stop(None)
 
 
 @pytest.fixture
@@ -46,14 +38,6 @@ async def client(peers: Peers) -> AsyncIterator[GenerateClient]:
 def request(prompt: str = "a hedgehog", provider: str = "openai", n: int = 1) -> provider_pb2.GenerateRequest:
     return provider_pb2.GenerateRequest(provider=provider, model_id="dall-e-3", request_id=f"req_{prompt}",
                                         params=common_pb2.GenerationParams(prompt=prompt, n=n))
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    assert condition()
 
 
 async def never_answer(request: Any) -> Any:

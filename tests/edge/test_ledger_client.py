@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,19 +16,11 @@ from quantized_runtime.request_context import current_request_id
 
 from edge.ledger_client import LedgerClient
 from tests.edge.fakes import Peers, start_fake_peers
+from tests.polling import eventually
 
 TIMEOUT = 5.0
 # Long enough that a stop which waited it out would show.
 GRACE_SECONDS = 30.0
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[Peers]:
-    running = await start_fake_peers()
-    try:
-        yield running
-    finally:
-        await running.server.stop(None)
 
 
 @pytest.fixture
@@ -40,14 +32,6 @@ async def ledger(peers: Peers) -> AsyncIterator[LedgerClient]:
     finally:
         await client.close()
         await channel.close()
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    assert condition()
 
 
 def reserve(amount: int, request_id: str, account_id: str = "acct_valid") -> billing_pb2.ReserveRequest:
@@ -94,11 +78,7 @@ async def test_a_reserve_answered_after_its_caller_gave_up_is_released(peers: Pe
         await ledger.reserve(reserve(1_000, "slow"), 0.05)
     assert raised.value.reason is Reason.INTERNAL and "did not answer" in raised.value.message
     peers.billing.ledger_delay_seconds = 0.0
-    for _ in range(200):
-        if peers.billing.count("Release") == 1:
-            break
-        await asyncio.sleep(0.01)
-    assert peers.billing.count("Release") == 1
+    await eventually(lambda: peers.billing.count("Release") == 1)
     assert peers.billing.holds == {} and peers.billing._account("acct_valid").balance == balance
 
 

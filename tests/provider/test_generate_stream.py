@@ -21,6 +21,7 @@ from quantized_runtime.channels import channel_options
 from quantized_runtime.errors import Reason, from_call_error
 from tests.fake_upstreams import big_png
 from tests.fake_upstreams.bedrock import NOVA
+from tests.polling import eventually
 from tests.provider.conftest import Harness, generate_request
 
 ANSWER_WAIT_SECONDS = 60
@@ -64,14 +65,6 @@ class Session:
         while (answer := await asyncio.wait_for(self.call.read(), ANSWER_WAIT_SECONDS)) is not grpc.aio.EOF:
             answers.append(answer)
         return answers
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    assert condition()
 
 
 def outcomes(caplog: pytest.LogCaptureFixture) -> dict[int, str]:
