@@ -147,7 +147,8 @@ async def test_sigterm_lets_the_in_flight_call_finish():
         process.communicate()
 
 
-async def test_a_public_server_mints_its_own_request_id_for_every_call():
+async def _request_ids_seen(mint_request_ids: bool, forwarded: str, calls: int) -> list[str]:
+    """The request id the servicer saw on each of `calls` calls that forwarded `forwarded`."""
     seen: list[str] = []
 
     class RecordingProvider(provider_pb2_grpc.ProviderServiceServicer):
@@ -158,38 +159,26 @@ async def test_a_public_server_mints_its_own_request_id_for_every_call():
     running = await create_server(
         "127.0.0.1:0",
         [lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(RecordingProvider(), server)],
-        [PROVIDER_SERVICE], max_message_bytes=4 * 1024 * 1024, mint_request_ids=True)
+        [PROVIDER_SERVICE], max_message_bytes=4 * 1024 * 1024, mint_request_ids=mint_request_ids)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = provider_pb2_grpc.ProviderServiceStub(channel)
-            for _ in range(2):
+            for _ in range(calls):
                 await stub.Generate(provider_pb2.GenerateRequest(), timeout=5,
-                                    metadata=[("x-request-id", "req_callers_own")])
+                                    metadata=[("x-request-id", forwarded)])
     finally:
         await running.stop(0)
+    return seen
+
+
+async def test_a_public_server_mints_its_own_request_id_for_every_call():
+    seen = await _request_ids_seen(mint_request_ids=True, forwarded="req_callers_own", calls=2)
     assert len(set(seen)) == 2 and all(rid.startswith("req_") for rid in seen)
     assert "req_callers_own" not in seen
 
 
 async def test_an_internal_server_keeps_the_forwarded_request_id():
-    seen: list[str] = []
-
-    class RecordingProvider(provider_pb2_grpc.ProviderServiceServicer):
-        async def Generate(self, request, context):
-            seen.append(current_request_id.get())
-            return provider_pb2.GenerateResponse()
-
-    running = await create_server(
-        "127.0.0.1:0",
-        [lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(RecordingProvider(), server)],
-        [PROVIDER_SERVICE], max_message_bytes=4 * 1024 * 1024)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            await provider_pb2_grpc.ProviderServiceStub(channel).Generate(
-                provider_pb2.GenerateRequest(), timeout=5, metadata=[("x-request-id", "req_forwarded")])
-    finally:
-        await running.stop(0)
-    assert seen == ["req_forwarded"]
+    assert await _request_ids_seen(mint_request_ids=False, forwarded="req_forwarded", calls=1) == ["req_forwarded"]
 
 
 async def _echo(request_iterator, context):
