@@ -25,10 +25,6 @@ class StreamDrain:
         # Each stream's pending read: a task of its own, so that drain() can stop it.
         self._reads: set[asyncio.Future[Any]] = set()
 
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
     def drain(self) -> None:
         """Cancelling a pending grpc.aio read is safe: its completion is then
         ignored, and a message it receives later is dropped unread. No read
