@@ -38,9 +38,3 @@ class TtlCache(Generic[ValueT]):
         while len(self._entries) >= self._max_entries:
             del self._entries[next(iter(self._entries))]
         self._entries[key] = (time.monotonic() + self._ttl, value)
-
-    def invalidate(self, key: Hashable) -> None:
-        self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        self._entries.clear()

@@ -46,10 +46,6 @@ class RunningEdge:
     _grpc: RunningServer
     _peers: Peers
 
-    @property
-    def ports(self) -> tuple[int, int]:
-        return self.http_port, self.grpc_port
-
     async def stop(self, grace_seconds: float) -> None:
         """Stop accepting, let in-flight requests finish within the grace period, close channels."""
         self._http.should_exit = True
