@@ -118,6 +118,9 @@ def _result(op: LedgerOp, outcome: LedgerOutcome) -> billing_pb2.LedgerResult:
         balance_micro_credits=outcome.balance))
 
 
+_DRAINING = billing_pb2.LedgerResponse(draining=True)
+
+
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, billing: Billing, drain: StreamDrain) -> None:
         self._billing = billing
@@ -154,10 +157,10 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         """Each batch is applied by a task of its own as soon as it arrives, and
         answered when done (so possibly out of order); replies are written one at
         a time, as grpc.aio allows no concurrent writes. When the caller closes
-        its side, or the server drains as it stops, the batches in flight are
-        answered, then the call ends (OK); a batch not read by then is never read.
-        Should a reply fail to be written (the call is over), the task group
-        cancels the rest and the call ends with that error."""
+        its side, the batches in flight are answered, then the call ends (OK).
+        When the server stops, the caller is told so and closes its side
+        (StreamDrain). Should a reply fail to be written (the call is over), the
+        task group cancels the rest and the call ends with that error."""
         writing = asyncio.Lock()
 
         async def answer(request: billing_pb2.LedgerRequest) -> None:
@@ -165,8 +168,12 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             async with writing:
                 await context.write(reply)
 
-        async with asyncio.TaskGroup() as batches:
-            async for request in self._drain.requests(request_iterator):
+        async def announce_drain() -> None:
+            async with writing:
+                await context.write(_DRAINING)
+
+        async with self._drain.announcing(announce_drain), asyncio.TaskGroup() as batches:
+            async for request in request_iterator:
                 batches.create_task(answer(request))
 
     async def _apply_batch(self, request: billing_pb2.LedgerRequest,

@@ -8,11 +8,11 @@ order. An image over a megabyte comes as chunks, collected per image and joined
 once when the call's response arrives.
 
 The stream opens with the first call. If it breaks, the calls in flight fail
-with an INTERNAL error and the next call opens a new one. If provider_svc ends it
-with status OK (it does so as it stops), the calls it left unanswered were never
-read (provider.proto): they go once more, on a new stream, which reaches another
-provider_svc replica. A caller that times
-out or is cancelled sends a cancel for its call id, so provider_svc stops
+with an INTERNAL error and the next call opens a new one. When provider_svc
+stops, it says so on the stream (provider.proto): the calls already sent are
+still answered there, the stream is closed on this side, and the next call
+opens a new stream, which reaches another provider_svc replica. A caller that
+times out or is cancelled sends a cancel for its call id, so provider_svc stops
 working for nobody; whatever still arrives for that id is dropped.
 """
 
@@ -41,11 +41,12 @@ class _Stream:
 
     def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
         self.call = call
-        self.outbox: asyncio.Queue[provider_pb2.GenerateStreamRequest] = asyncio.Queue()
+        # None closes this side of the stream.
+        self.outbox: asyncio.Queue[provider_pb2.GenerateStreamRequest | None] = asyncio.Queue()
         self.writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[None] | None = None
 
-    def send(self, message: provider_pb2.GenerateStreamRequest) -> None:
+    def send(self, message: provider_pb2.GenerateStreamRequest | None) -> None:
         self.outbox.put_nowait(message)
 
     def close(self) -> None:
@@ -56,18 +57,13 @@ class _Stream:
 
 
 class _Call:
-    __slots__ = ("stream", "waiter", "chunks", "message", "deadline", "resent")
+    __slots__ = ("stream", "waiter", "chunks")
 
-    def __init__(self, stream: _Stream, waiter: asyncio.Future[provider_pb2.GenerateResponse],
-                 message: provider_pb2.GenerateStreamRequest, deadline: float) -> None:
+    def __init__(self, stream: _Stream, waiter: asyncio.Future[provider_pb2.GenerateResponse]) -> None:
         self.stream = stream
         self.waiter = waiter
         # image index -> the parts of its bytes so far, in order.
         self.chunks: dict[int, list[bytes]] = {}
-        # To send it again, with the time then left before the loop-time deadline.
-        self.message = message
-        self.deadline = deadline
-        self.resent = False
 
 
 class GenerateClient:
@@ -86,11 +82,9 @@ class GenerateClient:
             raise ServiceError(Reason.INTERNAL, "the edge is shutting down")
         call_id = next(self._call_ids)
         stream = self._open_stream()
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[provider_pb2.GenerateResponse] = loop.create_future()
-        message = provider_pb2.GenerateStreamRequest(call_id=call_id, request=request, timeout_seconds=timeout)
-        self._in_flight[call_id] = _Call(stream, waiter, message, loop.time() + timeout)
-        stream.send(message)
+        waiter: asyncio.Future[provider_pb2.GenerateResponse] = asyncio.get_running_loop().create_future()
+        self._in_flight[call_id] = _Call(stream, waiter)
+        stream.send(provider_pb2.GenerateStreamRequest(call_id=call_id, request=request, timeout_seconds=timeout))
         try:
             return await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
@@ -103,9 +97,13 @@ class GenerateClient:
 
     async def close(self) -> None:
         self._closed = True
+        # The current stream, and any still being drained with calls on it.
+        streams = {call.stream for call in self._in_flight.values()}
         if self._stream is not None:
-            self._stream.close()
+            streams.add(self._stream)
             self._stream = None
+        for stream in streams:
+            stream.close()
         closing = ServiceError(Reason.INTERNAL, "the edge is shutting down")
         for call in self._in_flight.values():
             _fail(call, closing)
@@ -130,26 +128,35 @@ class GenerateClient:
 
     async def _write_messages(self, stream: _Stream) -> None:
         try:
-            while True:
-                await stream.call.write(await stream.outbox.get())
+            while (message := await stream.outbox.get()) is not None:
+                await stream.call.write(message)
+            await stream.call.done_writing()
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - every caller on the stream must hear of it
-            if stream.call.done() and await stream.call.code() == grpc.StatusCode.OK:
-                return  # the stream's reader sends the unanswered calls again
             self._stream_ended(stream, _stream_failure(error))
 
     async def _read_answers(self, stream: _Stream) -> None:
         failure = None  # the stream ended with status OK
         try:
             async for answer in stream.call:
-                self._answer(answer)
+                if answer.draining:
+                    self._retire(stream)
+                else:
+                    self._answer(answer)
         except grpc.RpcError as error:
             failure = _stream_failure(error)
         except asyncio.CancelledError:
             failure = ServiceError(Reason.INTERNAL, "the generate stream was cancelled")
         finally:
             self._stream_ended(stream, failure)
+
+    def _retire(self, stream: _Stream) -> None:
+        """provider_svc is stopping: the calls sent are still answered on this
+        stream; the next call opens a new one."""
+        if self._stream is stream:
+            self._stream = None
+        stream.send(None)
 
     def _answer(self, answer: provider_pb2.GenerateStreamResponse) -> None:
         call = self._in_flight.get(answer.call_id)
@@ -170,36 +177,19 @@ class GenerateClient:
             call.waiter.set_exception(ServiceError(Reason.INTERNAL, "provider_svc sent an empty answer"))
 
     def _stream_ended(self, stream: _Stream, failure: ServiceError | None) -> None:
-        """`failure` is None when the stream ended OK: provider_svc read none of
-        the calls it left unanswered, so each goes again, once, on a new stream,
-        while its caller has time left. After an error they may have reached the
-        upstream: they fail."""
+        """Calls still unanswered fail: after an error they may have reached the
+        upstream. (`failure` is None when the stream ended OK, which provider_svc
+        does only once this side is closed and every call is answered.)"""
         if self._stream is stream:
             self._stream = None
         stream.close()
         lost = [call_id for call_id, call in self._in_flight.items() if call.stream is stream]
-        if failure is None:
-            lost = [call_id for call_id in lost if not self._send_again(call_id)]
-            failure = ServiceError(Reason.INTERNAL, "provider_svc closed the generate stream")
+        failure = failure or ServiceError(Reason.INTERNAL, "provider_svc closed the generate stream")
         if lost and not self._closed:
             log.warning("generate stream ended with calls unanswered",
                         extra={"fields": {"calls": len(lost), "detail": failure.message}})
         for call_id in lost:
             _fail(self._in_flight.pop(call_id), failure)
-
-    def _send_again(self, call_id: int) -> bool:
-        call = self._in_flight[call_id]
-        left = call.deadline - asyncio.get_running_loop().time()
-        if call.resent or left <= 0 or self._closed:
-            return False
-        call.resent = True
-        call.chunks.clear()
-        call.stream = self._open_stream()
-        call.message.timeout_seconds = left
-        call.stream.send(call.message)
-        log.info("provider_svc ended the generate stream with a call unread: sending it again",
-                 extra={"fields": {"call_id": call_id}})
-        return True
 
 
 def _deliver(call: _Call, response: provider_pb2.GenerateResponse) -> None:

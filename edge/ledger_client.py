@@ -9,11 +9,12 @@ once, with no timer and no added latency; under load, many requests share one
 message and one database transaction.
 
 If the stream breaks, the operations in flight fail with an INTERNAL error and
-the next batch opens a new stream. If billing ends it with status OK (it does so
-as it stops), the batches it left unanswered were never read (billing.proto):
-they go once more, on a new stream, which reaches another billing replica. A
-Reserve that succeeds after its caller gave up (timeout, cancellation) is
-released straight away, so no credits stay held until the hold expires.
+the next batch opens a new stream. When billing stops, it says so on the stream
+(billing.proto): the batches already sent are still answered there, the stream
+is closed on this side, and the next batch opens a new stream, which reaches
+another billing replica. A Reserve that succeeds after its caller gave up
+(timeout, cancellation) is released straight away, so no credits stay held
+until the hold expires.
 """
 
 from __future__ import annotations
@@ -37,12 +38,11 @@ MAX_OPERATIONS_PER_BATCH = 256
 
 
 class _Entry:
-    __slots__ = ("operation", "waiter", "resent")
+    __slots__ = ("operation", "waiter")
 
     def __init__(self, operation: billing_pb2.LedgerOperation, waiter: asyncio.Future[Any]) -> None:
         self.operation = operation
         self.waiter = waiter
-        self.resent = False
 
 
 class _Batch:
@@ -60,7 +60,10 @@ class LedgerClient:
         self._in_flight: dict[int, _Batch] = {}
         self._batch_ids = itertools.count(1)
         self._call: grpc.aio.StreamStreamCall | None = None
-        self._reader: asyncio.Task[None] | None = None
+        # Streams billing is draining, to be closed on this side by the sender.
+        self._retired: list[grpc.aio.StreamStreamCall] = []
+        # One per stream still open: the current one and any being drained.
+        self._readers: set[asyncio.Task[None]] = set()
         self._sender: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
@@ -76,7 +79,8 @@ class LedgerClient:
 
     async def close(self) -> None:
         self._closed = True
-        for task in (self._sender, self._reader):
+        # A reader cancelled while it reads cancels its stream (those being drained).
+        for task in (self._sender, *self._readers):
             if task is not None:
                 task.cancel()
         if self._call is not None:
@@ -111,6 +115,7 @@ class LedgerClient:
         while not self._closed:
             await self._wake.wait()
             self._wake.clear()
+            await self._close_retired()
             while self._waiting and len(self._in_flight) < MAX_BATCHES_IN_FLIGHT:
                 batch = self._waiting[:MAX_OPERATIONS_PER_BATCH]
                 del self._waiting[:MAX_OPERATIONS_PER_BATCH]
@@ -125,8 +130,6 @@ class LedgerClient:
         try:
             await stream.write(request)
         except Exception as error:  # noqa: BLE001 - every waiter must hear of it
-            if stream.done() and await stream.code() == grpc.StatusCode.OK:
-                return  # the stream's reader sends the batch again
             if self._in_flight.pop(batch_id, None) is not None:
                 failure = _stream_failure(error)
                 for entry in entries:
@@ -135,17 +138,31 @@ class LedgerClient:
                 self._call = None
                 stream.cancel()
 
+    async def _close_retired(self) -> None:
+        """Here, in the one task that writes, so that no write is in progress."""
+        while self._retired:
+            stream = self._retired.pop()
+            try:
+                await stream.done_writing()
+            except Exception:  # noqa: BLE001 - the stream is over already; its reader reports how
+                log.debug("closing a drained ledger stream failed", exc_info=True)
+
     def _open_stream(self) -> grpc.aio.StreamStreamCall:
         if self._call is None:
             self._call = self._stub.Ledger()
-            self._reader = asyncio.get_running_loop().create_task(self._read_answers(self._call))
+            reader = asyncio.get_running_loop().create_task(self._read_answers(self._call))
+            self._readers.add(reader)
+            reader.add_done_callback(self._readers.discard)
         return self._call
 
     async def _read_answers(self, stream: grpc.aio.StreamStreamCall) -> None:
         failure = None  # the stream ended with status OK
         try:
             async for response in stream:
-                self._answer(response)
+                if response.draining:
+                    self._retire(stream)
+                else:
+                    self._answer(response)
         except grpc.RpcError as error:
             failure = _stream_failure(error)
         except asyncio.CancelledError:
@@ -154,6 +171,14 @@ class LedgerClient:
             if self._call is stream:
                 self._call = None
             self._stream_ended(stream, failure)
+
+    def _retire(self, stream: grpc.aio.StreamStreamCall) -> None:
+        """Billing is stopping: what was sent is still answered on this stream;
+        the next batch opens a new one."""
+        if self._call is stream:
+            self._call = None
+        self._retired.append(stream)
+        self._wake.set()
 
     def _answer(self, response: billing_pb2.LedgerResponse) -> None:
         batch = self._in_flight.pop(response.batch_id, None)
@@ -193,23 +218,12 @@ class LedgerClient:
         self._wake.set()
 
     def _stream_ended(self, stream: grpc.aio.StreamStreamCall, failure: ServiceError | None) -> None:
-        """`failure` is None when the stream ended OK: billing read none of the
-        batches it left unanswered, so their operations go again, once, ahead
-        of those waiting. After an error they may have been applied: they fail."""
+        """Batches still unanswered fail: after an error they may have been
+        applied. (`failure` is None when the stream ended OK, which billing does
+        only once this side is closed and every batch is answered.)"""
         lost = [batch_id for batch_id, batch in self._in_flight.items() if batch.stream is stream]
-        entries = [entry for batch_id in lost for entry in self._in_flight.pop(batch_id).entries]
-        again: list[_Entry] = []
-        failed: list[_Entry] = []
-        for entry in entries:
-            if entry.waiter.done():
-                continue  # its caller gave up, and an unread operation wrote nothing
-            (again if failure is None and not entry.resent else failed).append(entry)
-        for entry in again:
-            entry.resent = True
-        self._waiting[:0] = again
-        if again:
-            log.info("billing ended the ledger stream with batches unread: sending them again",
-                     extra={"fields": {"batches": len(lost), "operations": len(again)}})
+        failed = [entry for batch_id in lost for entry in self._in_flight.pop(batch_id).entries
+                  if not entry.waiter.done()]
         failure = failure or ServiceError(Reason.INTERNAL, "billing closed the ledger stream")
         if failed and not self._closed:
             log.warning("ledger stream ended with batches unanswered",

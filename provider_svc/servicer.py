@@ -35,6 +35,7 @@ SERVICE_NAME = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_
 STREAM_METHOD = f"/{SERVICE_NAME}/GenerateStream"
 # Images larger than this go as chunks of this size on GenerateStream.
 CHUNK_BYTES = 1024 * 1024
+_DRAINING = provider_pb2.GenerateStreamResponse(draining=True)
 
 # The runtime's interceptor logs unary calls on this logger; stream calls log here too.
 rpc_log = logging.getLogger("quantized.rpc")
@@ -196,8 +197,8 @@ class _GenerateStream:
                                               f"call_id {message.call_id} is already in flight")
                 else:
                     self._start(message)
-            # The caller closed its side, or the server drains: answer what is
-            # in flight, then end (OK).
+            # The caller closed its side (told to when the server drains): answer
+            # what is in flight, then end (OK).
             while self._calls:
                 await asyncio.wait([call.task for call in self._calls.values()])
         finally:
@@ -253,6 +254,10 @@ class _GenerateStream:
         except TimeoutError:
             raise timed_out(request.provider) from None
 
+    async def announce_drain(self) -> None:
+        async with self._writing:
+            await self._context.write(_DRAINING)
+
     async def _write_all(self, answers: Iterable[provider_pb2.GenerateStreamResponse],
                          call: _StreamedCall) -> None:
         for answer in answers:
@@ -273,7 +278,9 @@ class ProviderServicer:
 
     async def generate_stream(self, requests: AsyncIterator[provider_pb2.GenerateStreamRequest],
                               context: grpc.aio.ServicerContext) -> None:
-        await _GenerateStream(self._dispatcher, context).serve(self._drain.requests(requests))
+        stream = _GenerateStream(self._dispatcher, context)
+        async with self._drain.announcing(stream.announce_drain):
+            await stream.serve(requests)
 
     def register(self, server: grpc.aio.Server) -> None:
         """ProviderService, Generate with a pass-through serialiser for its pre-encoded response."""

@@ -40,8 +40,8 @@ class RunningServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         stopping = asyncio.ensure_future(self.server.stop(grace_seconds))
         # The stop's first step closes the listener and sends GOAWAY before it
-        # yields. Drained only after that, a stream's caller that sends its unread
-        # requests again on a new stream reaches another server, not this one.
+        # yields. Drained only after that, a stream's caller told to send its next
+        # requests on a new stream reaches another server, not this one.
         await asyncio.sleep(0)
         for drain in self.drainers:
             drain()

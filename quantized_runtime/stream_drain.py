@@ -3,51 +3,47 @@
 A grpc.aio server's stop waits for every open call, and a caller's long-lived
 stream (Ledger, GenerateStream) never ends by itself, so without this the server
 would wait its whole grace period and then cut the stream, and the calls in
-flight on it. A stream handler reads its requests through `StreamDrain.requests`;
-once `drain()` is called (the runtime's `RunningServer.stop` calls it), each
-handler reads no further request, answers what it read, and returns: the stream
-ends with status OK, and a request still unanswered then was never read, so its
-caller may send it again on a new stream.
+flight on it. Once `drain()` is called (the runtime's `RunningServer.stop` calls
+it), each stream served `announcing(...)` sends its caller a draining message;
+the caller sends nothing more on that stream and closes its side, and the
+handler, which reads on until then, answers what it read and ends the stream OK.
+
+The server never ends a stream on its own while the caller may still be
+writing: with grpc.aio a write that races the end of its call fails, and the
+call's status is then INTERNAL instead of the server's (grpc/grpc#36066), so
+the caller could not tell an unread request from a lost one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-Request = TypeVar("Request")
+log = logging.getLogger("quantized.stream_drain")
 
 
 class StreamDrain:
     def __init__(self) -> None:
-        self._draining = False
-        # Each stream's pending read: a task of its own, so that drain() can stop it.
-        self._reads: set[asyncio.Future[Any]] = set()
+        self._draining = asyncio.Event()
 
     def drain(self) -> None:
-        """Cancelling a pending grpc.aio read is safe: its completion is then
-        ignored, and a message it receives later is dropped unread. No read
-        may follow it, and none does."""
-        self._draining = True
-        for read in self._reads:
-            read.cancel()
+        self._draining.set()
 
-    async def requests(self, requests: AsyncIterator[Request]) -> AsyncIterator[Request]:
-        """The stream's requests until the caller closes its side or the server drains."""
-        while not self._draining:
-            read = asyncio.ensure_future(anext(requests, None))
-            self._reads.add(read)
-            try:
-                request = await read
-            except asyncio.CancelledError:
-                handler = asyncio.current_task()
-                # Stopped by drain(), not cancelled with the handler: the stream ends.
-                if self._draining and handler is not None and not handler.cancelling():
-                    return
-                raise
-            finally:
-                self._reads.discard(read)
-            if request is None:
-                return
-            yield request
+    @contextlib.asynccontextmanager
+    async def announcing(self, announce: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+        """While a stream is served: once the server drains, `announce()` writes
+        the stream's draining message, once."""
+        announcer = asyncio.ensure_future(self._announce_when_draining(announce))
+        try:
+            yield
+        finally:
+            announcer.cancel()
+
+    async def _announce_when_draining(self, announce: Callable[[], Awaitable[None]]) -> None:
+        await self._draining.wait()
+        try:
+            await announce()
+        except Exception:  # noqa: BLE001 - the stream ended meanwhile: no one is left to tell
+            log.debug("could not announce the drain on a stream that ended", exc_info=True)

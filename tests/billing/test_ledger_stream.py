@@ -67,12 +67,17 @@ class LedgerStream:
         self._batch_ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[pb.LedgerResponse]] = {}
         self._writing = asyncio.Lock()  # grpc.aio allows one write at a time
+        # Set when billing says it is stopping.
+        self.draining = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         try:
             while (reply := await self._call.read()) is not grpc.aio.EOF:
-                self._waiting.pop(reply.batch_id).set_result(reply)
+                if reply.draining:
+                    self.draining.set()
+                else:
+                    self._waiting.pop(reply.batch_id).set_result(reply)
         finally:
             # A call that ends early fails the batches it left unanswered.
             for unanswered in self._waiting.values():

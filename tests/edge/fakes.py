@@ -150,6 +150,8 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
         self.ledger_gate: asyncio.Event | None = None
         self.ledger_abort_after_batches: int | None = None
         self.ledger_streams_opened = 0
+        # Ledger streams whose caller closed its side.
+        self.ledger_streams_closed = 0
 
     def count(self, method: str) -> int:
         return sum(1 for name, _ in self.calls if name == method)
@@ -196,27 +198,39 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
 
     async def Ledger(self, request_iterator: Any, context: Any) -> Any:
         """Each batched operation through the unary handler above, in order; the
-        stream drains as billing's does when the server stops."""
+        caller is told when the server stops, as billing tells it."""
         handlers = {"reserve": self.Reserve, "settle": self.Settle, "release": self.Release}
+        writing = asyncio.Lock()
+
+        async def write(response: billing_pb2.LedgerResponse) -> None:
+            async with writing:
+                await context.write(response)
+
         self.ledger_streams_opened += 1
-        async for batch in self.drain.requests(request_iterator):
-            self.calls.append(("Ledger", batch))
-            if self.ledger_abort_after_batches is not None and self.count("Ledger") > self.ledger_abort_after_batches:
-                self.ledger_abort_after_batches = None
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "billing went away")
-            await asyncio.sleep(self.ledger_delay_seconds)
-            if self.ledger_gate is not None:
-                await self.ledger_gate.wait()
-            results = []
-            for operation in batch.operations:
-                kind = operation.WhichOneof("operation")
-                try:
-                    answer = await handlers[kind](getattr(operation, kind), context)
-                except ServiceError as error:
-                    results.append(billing_pb2.LedgerResult(error=to_call_error(error)))
-                else:
-                    results.append(billing_pb2.LedgerResult(**{kind: answer}))
-            yield billing_pb2.LedgerResponse(batch_id=batch.batch_id, results=results)
+        async with self.drain.announcing(lambda: write(billing_pb2.LedgerResponse(draining=True))):
+            async for batch in request_iterator:
+                await self._ledger_batch(batch, handlers, context, write)
+        self.ledger_streams_closed += 1
+
+    async def _ledger_batch(self, batch: Any, handlers: dict[str, Any], context: Any,
+                            write: Callable[[billing_pb2.LedgerResponse], Any]) -> None:
+        self.calls.append(("Ledger", batch))
+        if self.ledger_abort_after_batches is not None and self.count("Ledger") > self.ledger_abort_after_batches:
+            self.ledger_abort_after_batches = None
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "billing went away")
+        await asyncio.sleep(self.ledger_delay_seconds)
+        if self.ledger_gate is not None:
+            await self.ledger_gate.wait()
+        results = []
+        for operation in batch.operations:
+            kind = operation.WhichOneof("operation")
+            try:
+                answer = await handlers[kind](getattr(operation, kind), context)
+            except ServiceError as error:
+                results.append(billing_pb2.LedgerResult(error=to_call_error(error)))
+            else:
+                results.append(billing_pb2.LedgerResult(**{kind: answer}))
+        await write(billing_pb2.LedgerResponse(batch_id=batch.batch_id, results=results))
 
 
 ProviderBehaviour = provider_pb2.GenerateResponse | ServiceError | Callable[[Any], Any]
@@ -229,7 +243,7 @@ CHUNK_BYTES = 1024 * 1024
 class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
     """Generate and GenerateStream answer through the same behaviour."""
 
-    # GenerateStream drains as provider_svc's does when the server stops.
+    # GenerateStream tells the caller when the server stops, as provider_svc's does.
     drain: StreamDrain
 
     # Keyed by provider slug; the default answers with `n` images.
@@ -243,6 +257,8 @@ class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
     # GenerateStream call ids whose cancel arrived while the call was running.
     cancelled: list[int] = field(default_factory=list)
     streams_opened: int = 0
+    # GenerateStreams whose caller closed its side.
+    streams_closed: int = 0
     # A count of stream calls after which the next one aborts its stream instead.
     stream_abort_after_calls: int | None = None
 
@@ -272,9 +288,13 @@ class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
                 async with writing:
                     await context.write(answer)
 
+        async def announce_drain() -> None:
+            async with writing:
+                await context.write(provider_pb2.GenerateStreamResponse(draining=True))
+
         self.streams_opened += 1
-        async with asyncio.TaskGroup() as calls:
-            async for message in self.drain.requests(request_iterator):
+        async with self.drain.announcing(announce_drain), asyncio.TaskGroup() as calls:
+            async for message in request_iterator:
                 if message.cancel:
                     if message.call_id in running:
                         running[message.call_id].cancel()
@@ -288,6 +308,7 @@ class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
                 task = calls.create_task(serve(message))
                 running[message.call_id] = task
                 task.add_done_callback(lambda _, call_id=message.call_id: running.pop(call_id, None))
+            self.streams_closed += 1
 
     async def _answer(self, request: Any) -> provider_pb2.GenerateResponse:
         behaviour = self.behaviour.get(request.provider)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -128,41 +127,37 @@ async def test_a_closed_client_refuses_new_calls(client: GenerateClient) -> None
 
 
 @pytest.mark.parametrize("successor", [True, False], ids=["another provider_svc takes over", "none left"])
-async def test_a_call_left_unread_as_provider_svc_stops_goes_again_on_a_new_stream(
-        peers: Peers, client: GenerateClient, successor: bool, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="quantized.edge.generate")
+async def test_calls_sent_as_provider_svc_stops_are_answered_there_and_later_ones_go_on_a_new_stream(
+        peers: Peers, client: GenerateClient, successor: bool) -> None:
     gate = asyncio.Event()
 
     async def held(request: Any) -> None:
         await gate.wait()  # then the default answer
 
     peers.provider.behaviour["bedrock"] = held
-    in_flight = asyncio.get_running_loop().create_task(client.generate(request("in flight", "bedrock"), TIMEOUT))
-    await eventually(lambda: len(peers.provider.calls) == 1)
+    loop = asyncio.get_running_loop()
+    in_flight = [loop.create_task(client.generate(request(f"in flight {index}", "bedrock"), TIMEOUT))
+                 for index in range(2)]
+    await eventually(lambda: len(peers.provider.calls) == 2)
     # A second provider_svc on the same port: new connections reach it once the first stops listening.
     taking_over = await start_fake_peers(peers.address) if successor else None
-    drained = asyncio.Event()
-    peers.server.drainers += (drained.set,)
     started = time.monotonic()
-    stopping = asyncio.get_running_loop().create_task(peers.server.stop(GRACE_SECONDS))
+    stopping = loop.create_task(peers.server.stop(GRACE_SECONDS))
     try:
-        await drained.wait()
-        late = asyncio.get_running_loop().create_task(client.generate(request("late"), TIMEOUT))
-        # The late call is out on the draining stream, which no longer reads.
-        await eventually(lambda: len(client._in_flight) == 2)
+        # The edge heard that provider_svc is stopping and closed its side of the stream.
+        await eventually(lambda: peers.provider.streams_closed == 1)
+        [outcome] = await asyncio.gather(client.generate(request("after"), TIMEOUT), return_exceptions=True)
         gate.set()
 
-        assert (await in_flight).images[0].revised_prompt == "revised: in flight"
-        [outcome] = await asyncio.gather(late, return_exceptions=True)
+        answers = await asyncio.gather(*in_flight)
         await stopping
+        assert [answer.images[0].revised_prompt for answer in answers] == ["revised: in flight 0",
+                                                                           "revised: in flight 1"]
         assert time.monotonic() - started < GRACE_SECONDS
-        assert [call.params.prompt for call in peers.provider.calls] == ["in flight"]
-        assert len([record for record in caplog.records if "sending it again" in record.getMessage()]) == 1
+        assert [call.params.prompt for call in peers.provider.calls] == ["in flight 0", "in flight 1"]
         if taking_over is not None:
-            assert outcome.images[0].revised_prompt == "revised: late"
-            assert [call.params.prompt for call in taking_over.provider.calls] == ["late"]
-            # The time its caller had left, not its whole timeout again.
-            assert 0 < taking_over.provider.time_remaining[0] < TIMEOUT
+            assert outcome.images[0].revised_prompt == "revised: after"
+            assert [call.params.prompt for call in taking_over.provider.calls] == ["after"]
         else:
             assert isinstance(outcome, ServiceError) and outcome.reason is Reason.INTERNAL
             assert outcome.message.startswith("generate stream to provider_svc failed")
@@ -171,13 +166,44 @@ async def test_a_call_left_unread_as_provider_svc_stops_goes_again_on_a_new_stre
             await taking_over.server.stop(None)
 
 
-async def test_a_call_left_unread_on_the_new_stream_too_fails(peers: Peers, client: GenerateClient) -> None:
-    # Every stream now ends at once, unread, as on a provider_svc that stops.
+async def test_a_stream_that_provider_svc_drains_at_once_still_answers_what_was_sent(
+        peers: Peers, client: GenerateClient) -> None:
+    # Every stream is told at once, as by a provider_svc that is stopping.
     peers.drain.drain()
 
-    with pytest.raises(ServiceError) as raised:
-        await client.generate(request(), TIMEOUT)
+    assert (await client.generate(request("first"), TIMEOUT)).images
+    await eventually(lambda: peers.provider.streams_closed == 1)
+    assert (await client.generate(request("second"), TIMEOUT)).images
 
-    assert (raised.value.reason, raised.value.message) == (Reason.INTERNAL, "provider_svc closed the generate stream")
+    assert [call.params.prompt for call in peers.provider.calls] == ["first", "second"]
     assert peers.provider.streams_opened == 2
-    assert peers.provider.calls == []
+    await eventually(lambda: peers.provider.streams_closed == 2)
+
+
+async def test_no_call_is_lost_or_made_twice_when_provider_svc_stops_under_load(
+        peers: Peers, client: GenerateClient) -> None:
+    """Writes race the stop: with grpc.aio a write that meets the end of its
+    stream turns the stream's status into INTERNAL (grpc/grpc#36066), which is
+    why provider_svc never ends a stream the edge may still write to."""
+    # The stream opens on the first provider_svc before a second one shares its port.
+    await client.generate(request("opens"), TIMEOUT)
+    taking_over = await start_fake_peers(peers.address)
+    prompts = [f"prompt {index}" for index in range(300)]
+    loop = asyncio.get_running_loop()
+    try:
+        calls = []
+        for index, prompt in enumerate(prompts):
+            calls.append(loop.create_task(client.generate(request(prompt), TIMEOUT)))
+            if index == 100:
+                stopping = loop.create_task(peers.server.stop(GRACE_SECONDS))
+            await asyncio.sleep(0.0005)
+        answers = await asyncio.gather(*calls)
+        await stopping
+
+        assert [answer.images[0].revised_prompt for answer in answers] == [f"revised: {p}" for p in prompts]
+        first = [call.params.prompt for call in peers.provider.calls]
+        second = [call.params.prompt for call in taking_over.provider.calls]
+        assert len(first) > 1 and second
+        assert sorted(first + second) == sorted(["opens", *prompts])
+    finally:
+        await taking_over.server.stop(None)

@@ -101,36 +101,34 @@ async def test_a_closed_client_refuses_new_operations(ledger: LedgerClient) -> N
 
 
 @pytest.mark.parametrize("successor", [True, False], ids=["another billing takes over", "no billing left"])
-async def test_a_batch_left_unread_as_billing_stops_goes_again_on_a_new_stream(
-        peers: Peers, ledger: LedgerClient, successor: bool, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="quantized.edge.ledger")
+async def test_batches_sent_as_billing_stops_are_answered_there_and_later_ones_go_on_a_new_stream(
+        peers: Peers, ledger: LedgerClient, successor: bool) -> None:
     await ledger.reserve(reserve(1, "opens"), TIMEOUT)
     peers.billing.ledger_gate = asyncio.Event()
-    in_flight = asyncio.get_running_loop().create_task(ledger.reserve(reserve(2, "in-flight"), TIMEOUT))
+    loop = asyncio.get_running_loop()
+    in_flight = loop.create_task(ledger.reserve(reserve(2, "in-flight"), TIMEOUT))
     await eventually(lambda: peers.billing.count("Ledger") == 2)
+    # Out on the stream, not read yet, when billing starts to stop.
+    unread = loop.create_task(ledger.reserve(reserve(3, "unread"), TIMEOUT))
+    await eventually(lambda: len(ledger._in_flight) == 2)
     # A second billing on the same port: new connections reach it once the first stops listening.
     taking_over = await start_fake_peers(peers.address) if successor else None
-    drained = asyncio.Event()
-    peers.server.drainers += (drained.set,)
     started = time.monotonic()
-    stopping = asyncio.get_running_loop().create_task(peers.server.stop(GRACE_SECONDS))
+    stopping = loop.create_task(peers.server.stop(GRACE_SECONDS))
     try:
-        await drained.wait()
-        late = asyncio.get_running_loop().create_task(ledger.reserve(reserve(3, "late"), TIMEOUT))
-        # The late batch is out on the draining stream, which no longer reads.
-        await eventually(lambda: len(ledger._in_flight) == 2)
+        # The edge heard that billing is stopping: its next batch opens a new stream.
+        await eventually(lambda: ledger._call is None)
+        after = loop.create_task(ledger.reserve(reserve(4, "after"), TIMEOUT))
         peers.billing.ledger_gate.set()
 
-        assert (await in_flight).hold_id
-        [outcome] = await asyncio.gather(late, return_exceptions=True)
+        assert (await in_flight).hold_id and (await unread).hold_id
+        [outcome] = await asyncio.gather(after, return_exceptions=True)
         await stopping
         assert time.monotonic() - started < GRACE_SECONDS
-        assert [op.request_id for op in peers.billing.requests("Reserve")] == ["opens", "in-flight"]
-        [resent] = [record for record in caplog.records if "sending them again" in record.getMessage()]
-        assert resent.fields == {"batches": 1, "operations": 1}
+        assert [op.request_id for op in peers.billing.requests("Reserve")] == ["opens", "in-flight", "unread"]
         if taking_over is not None:
             assert outcome.hold_id in taking_over.billing.holds
-            assert [op.request_id for op in taking_over.billing.requests("Reserve")] == ["late"]
+            assert [op.request_id for op in taking_over.billing.requests("Reserve")] == ["after"]
         else:
             assert isinstance(outcome, ServiceError) and outcome.reason is Reason.INTERNAL
             assert outcome.message.startswith("ledger stream to billing failed")
@@ -139,17 +137,47 @@ async def test_a_batch_left_unread_as_billing_stops_goes_again_on_a_new_stream(
             await taking_over.server.stop(None)
 
 
-async def test_a_batch_left_unread_on_the_new_stream_too_fails(peers: Peers, ledger: LedgerClient) -> None:
-    # Every stream now ends at once, unread, as on a billing that stops.
+async def test_a_stream_that_billing_drains_at_once_still_answers_what_was_sent(
+        peers: Peers, ledger: LedgerClient) -> None:
+    # Every stream is told at once, as by a billing that is stopping.
     peers.drain.drain()
 
-    with pytest.raises(ServiceError) as raised:
-        await ledger.reserve(reserve(1, "unread"), TIMEOUT)
+    assert (await ledger.reserve(reserve(1, "first"), TIMEOUT)).hold_id
+    await eventually(lambda: peers.billing.ledger_streams_closed == 1)
+    assert (await ledger.reserve(reserve(2, "second"), TIMEOUT)).hold_id
 
-    assert (raised.value.reason, raised.value.message) == (Reason.INTERNAL, "billing closed the ledger stream")
+    assert [op.request_id for op in peers.billing.requests("Reserve")] == ["first", "second"]
     assert peers.billing.ledger_streams_opened == 2
-    assert peers.billing.count("Reserve") == 0
+    await eventually(lambda: peers.billing.ledger_streams_closed == 2)
 
+
+async def test_no_operation_is_lost_or_applied_twice_when_billing_stops_under_load(
+        peers: Peers, ledger: LedgerClient) -> None:
+    """Writes race the stop: with grpc.aio a write that meets the end of its
+    stream turns the stream's status into INTERNAL (grpc/grpc#36066), which is
+    why billing never ends a stream the edge may still write to."""
+    # The stream opens on the first billing before a second one shares its port.
+    await ledger.reserve(reserve(1, "opens"), TIMEOUT)
+    taking_over = await start_fake_peers(peers.address)
+    request_ids = [f"req-{index}" for index in range(300)]
+    loop = asyncio.get_running_loop()
+    try:
+        reserves = []
+        for index, request_id in enumerate(request_ids):
+            reserves.append(loop.create_task(ledger.reserve(reserve(1, request_id), TIMEOUT)))
+            if index == 100:
+                stopping = loop.create_task(peers.server.stop(GRACE_SECONDS))
+            await asyncio.sleep(0.0005)
+        answers = await asyncio.gather(*reserves)
+        await stopping
+
+        assert all(answer.hold_id for answer in answers)
+        first = [op.request_id for op in peers.billing.requests("Reserve")]
+        second = [op.request_id for op in taking_over.billing.requests("Reserve")]
+        assert len(first) > 1 and second
+        assert sorted(first + second) == sorted(["opens", *request_ids])
+    finally:
+        await taking_over.server.stop(None)
 
 
 class _RequestIds(logging.Handler):

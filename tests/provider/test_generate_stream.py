@@ -35,6 +35,8 @@ class Session:
     def __init__(self, stub: provider_pb2_grpc.ProviderServiceStub) -> None:
         self.call = stub.GenerateStream()
         self._ids = itertools.count(1)
+        # Set when provider_svc says it is stopping.
+        self.draining = False
 
     async def send(self, model: str, *, timeout: float = 30, **fields: Any) -> int:
         call_id = next(self._ids)
@@ -46,8 +48,16 @@ class Session:
         await self.call.write(provider_pb2.GenerateStreamRequest(call_id=call_id, cancel=True))
 
     async def read(self) -> provider_pb2.GenerateStreamResponse:
-        answer = await asyncio.wait_for(self.call.read(), ANSWER_WAIT_SECONDS)
+        answer = await self._next()
         assert answer is not grpc.aio.EOF, "the stream ended"
+        return answer
+
+    async def _next(self) -> provider_pb2.GenerateStreamResponse | Any:
+        """The next answer or EOF; a draining notice is noted, not returned."""
+        while (answer := await asyncio.wait_for(self.call.read(), ANSWER_WAIT_SECONDS)) is not grpc.aio.EOF:
+            if not answer.draining:
+                return answer
+            self.draining = True
         return answer
 
     async def final_answers(self, count: int) -> dict[int, provider_pb2.GenerateStreamResponse]:
@@ -62,7 +72,7 @@ class Session:
     async def rest(self) -> list[provider_pb2.GenerateStreamResponse]:
         """Every message until the stream ends."""
         answers = []
-        while (answer := await asyncio.wait_for(self.call.read(), ANSWER_WAIT_SECONDS)) is not grpc.aio.EOF:
+        while (answer := await self._next()) is not grpc.aio.EOF:
             answers.append(answer)
         return answers
 
@@ -254,7 +264,7 @@ async def test_cancelling_the_stream_cancels_its_calls(harness: Harness, rpc_log
     assert outcomes(rpc_log) == {call_id: "CANCELLED"}
 
 
-async def test_stopping_answers_the_call_in_flight_and_leaves_a_later_one_unread(
+async def test_stopping_tells_the_caller_and_answers_every_call_until_it_closes_its_side(
         harness_factory: Any, rpc_log: pytest.LogCaptureFixture) -> None:
     harness = await harness_factory()
     session = Session(harness.stub)
@@ -263,29 +273,29 @@ async def test_stopping_answers_the_call_in_flight_and_leaves_a_later_one_unread
     await eventually(lambda: len(harness.openai.requests) == 1)
     # A second provider_svc on the same port: new connections reach it once the first stops listening.
     await harness_factory(listen=f"127.0.0.1:{harness.running.port}")
-    drained = asyncio.Event()
-    harness.running.server.drainers += (drained.set,)
     started = time.monotonic()
     # As on SIGTERM (serve_until_signal); the fixture stops the rest.
     stopping = asyncio.get_running_loop().create_task(harness.running.server.stop(GRACE_SECONDS))
-    await drained.wait()
-    await session.send("gpt-image-1", prompt="a badger")
-    harness.openai.release()
 
+    notice = await asyncio.wait_for(session.call.read(), ANSWER_WAIT_SECONDS)
+    assert notice.draining and not notice.call_id and notice.WhichOneof("answer") is None
+    # Sent after the notice, as by a caller that has not read it yet: still answered.
+    late = await session.send("gpt-image-1", prompt="a badger")
+    await eventually(lambda: len(harness.openai.requests) == 2)
+    harness.openai.release()
+    await session.call.done_writing()
     answers = await session.rest()
 
-    assert [(answer.call_id, answer.WhichOneof("answer")) for answer in answers] == [(in_flight, "response")]
+    assert sorted((answer.call_id, answer.WhichOneof("answer")) for answer in answers) == [
+        (in_flight, "response"), (late, "response")]
     assert await session.call.code() == grpc.StatusCode.OK
     await stopping
     assert time.monotonic() - started < GRACE_SECONDS
-    # The later call never started.
-    assert outcomes(rpc_log) == {in_flight: "OK"}
-    assert [request.json()["prompt"] for request in harness.openai.requests] == ["a fox"]
-    # Sent again on a new stream over the same channel, it reaches the provider_svc that took over.
+    assert outcomes(rpc_log) == {in_flight: "OK", late: "OK"}
+    # A new stream over the same channel reaches the provider_svc that took over.
     again = Session(harness.stub)
-    await again.send("gpt-image-1", prompt="a badger")
+    await again.send("gpt-image-1", prompt="a stoat")
     [answer] = (await again.final_answers(1)).values()
     assert answer.HasField("response")
-    assert [request.json()["prompt"] for request in harness.openai.requests] == ["a fox", "a badger"]
-    # Cancelling the stream's pending read left grpc.aio nothing to complain about.
+    assert [request.json()["prompt"] for request in harness.openai.requests] == ["a fox", "a badger", "a stoat"]
     assert [record.getMessage() for record in rpc_log.records if record.name.startswith("grpc")] == []

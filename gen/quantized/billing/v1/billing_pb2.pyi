@@ -120,12 +120,14 @@ class LedgerResult(_message.Message):
     def __init__(self, reserve: _Optional[_Union[ReserveResponse, _Mapping]] = ..., settle: _Optional[_Union[SettleResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.CallError, _Mapping]] = ...) -> None: ...
 
 class LedgerResponse(_message.Message):
-    __slots__ = ("batch_id", "results")
+    __slots__ = ("batch_id", "results", "draining")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     batch_id: int
     results: _containers.RepeatedCompositeFieldContainer[LedgerResult]
-    def __init__(self, batch_id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[LedgerResult, _Mapping]]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, batch_id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[LedgerResult, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class Account(_message.Message):
     __slots__ = ("account_id", "name", "unlimited", "balance_micro_credits", "held_micro_credits", "created_at")

@@ -102,11 +102,13 @@ class BillingServiceServicer:
         operation succeeds or fails on its own, exactly as its unary RPC would,
         and a failed operation writes nothing.
 
-        When the stream ends with status OK, the server has answered every batch
-        it read: a batch still unanswered then was never read, nothing of it was
-        applied, and the caller may send it again on a new stream. The server ends
-        a stream this way when the caller closes its side, and when it stops (it
-        reads no further batch, answers those in flight, then ends the stream).
+        The server ends the stream with status OK once the caller has closed its
+        side and every batch read is answered. When the server stops, it first
+        sends a LedgerResponse with `draining` set, then goes on reading and
+        answering until the caller closes its side: the caller should send no
+        further batch on this stream, close its side, and open a new stream for
+        new batches (it reaches another server). A caller that does not close its
+        side within the server's shutdown grace period sees the stream cancelled.
         After an error status, an unanswered batch may have been applied.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

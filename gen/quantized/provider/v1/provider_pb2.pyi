@@ -57,13 +57,15 @@ class ImageChunk(_message.Message):
     def __init__(self, image_index: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class GenerateStreamResponse(_message.Message):
-    __slots__ = ("call_id", "chunk", "response", "error")
+    __slots__ = ("call_id", "chunk", "response", "error", "draining")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     chunk: ImageChunk
     response: GenerateResponse
     error: _errors_pb2.CallError
-    def __init__(self, call_id: _Optional[int] = ..., chunk: _Optional[_Union[ImageChunk, _Mapping]] = ..., response: _Optional[_Union[GenerateResponse, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.CallError, _Mapping]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, call_id: _Optional[int] = ..., chunk: _Optional[_Union[ImageChunk, _Mapping]] = ..., response: _Optional[_Union[GenerateResponse, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.CallError, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...

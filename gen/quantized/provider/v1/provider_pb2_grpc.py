@@ -70,12 +70,13 @@ class ProviderServiceServicer:
         stream. When the caller closes its side, the calls in flight are answered,
         then the stream ends; when the stream is cancelled, they are cancelled.
 
-        When the stream ends with status OK, the server has answered every call it
-        read: a call still unanswered then was never read, never started, and the
-        caller may send it again on a new stream. The server ends a stream this
-        way when the caller closes its side, and when it stops (it reads no further
-        message, answers the calls in flight, then ends the stream). After an error
-        status, an unanswered call may have reached the upstream.
+        When the server stops, it first sends a GenerateStreamResponse with
+        `draining` set, then goes on reading and answering until the caller closes
+        its side: the caller should start no further call on this stream, close
+        its side, and open a new stream for new calls (it reaches another server).
+        A caller that does not close its side within the server's shutdown grace
+        period sees the stream cancelled. After an error status, an unanswered
+        call may have reached the upstream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
