@@ -15,6 +15,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from quantized_runtime.grpc_engine import prefer_polling_engine
+
+# In-process servers and channels run on the engine the services use; this must
+# come before anything imports grpc.
+prefer_polling_engine()
+
 POSTGRES_ADMIN_DSN = os.environ.get(
     "QUANTIZED_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

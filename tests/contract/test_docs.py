@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from quantized_runtime.grpc_engine import GRPC_EXPERIMENTS
 from quantized_runtime.settings import env_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +37,8 @@ def test_every_environment_variable_is_documented(variable):
 def test_documented_variables_exist():
     text = (ROOT / "docs" / "configuration.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", text, flags=re.MULTILINE))
-    # Read by the SDKs or the test suite, not by service settings.
-    others = {"CI", "QUANTIZED_TEST_POSTGRES_URL"}
+    # Read by the SDKs, gRPC core or the test suite, not by service settings.
+    others = {"CI", "QUANTIZED_TEST_POSTGRES_URL", GRPC_EXPERIMENTS}
     stale = {name for name in documented - set(_variables()) - others
              if not name.startswith(("AWS_", "GOOGLE_"))}
     assert not stale, f"docs/configuration.md documents variables no setting reads: {sorted(stale)}"

@@ -1,0 +1,22 @@
+"""Which of gRPC core's I/O engines the services use.
+
+gRPC core reads GRPC_EXPERIMENTS once, when grpc is first imported. By default
+its EventEngine does the socket I/O on threads of its own, and each message then
+passes from that thread to grpc.aio's poller thread and on to the event loop.
+With the EventEngine client and listener turned off, the poller thread does the
+I/O itself: one hand-off fewer per message at each end. Measured on the full
+stack (docs/benchmarks.md): one client's added latency about 0.9 ms lower
+(6.5-7.3 -> 5.6-6.0 ms p50) and as much less CPU per request.
+"""
+
+from __future__ import annotations
+
+import os
+
+GRPC_EXPERIMENTS = "GRPC_EXPERIMENTS"
+PREFERRED_EXPERIMENTS = "-event_engine_client,-event_engine_listener"
+
+
+def prefer_polling_engine() -> None:
+    """Call before the first `import grpc`; an operator's own GRPC_EXPERIMENTS wins."""
+    os.environ.setdefault(GRPC_EXPERIMENTS, PREFERRED_EXPERIMENTS)
