@@ -56,13 +56,15 @@ class Stack:
     async def _start(self) -> None:
         common = {"listen": "127.0.0.1:0", "data_dir": self.data_dir, "admin_token": ADMIN_TOKEN}
         self.catalog = await start_catalog(CatalogSettings(**common, enable_sandbox=True))
-        self.billing = await start_billing(BillingSettings(**common))
-        self.provider = await start_provider(ProviderSettings(
+        self.billing_settings = BillingSettings(**common)
+        self.billing = await start_billing(self.billing_settings)
+        self.provider_settings = ProviderSettings(
             listen="127.0.0.1:0", upstream_retries=0, upstream_timeout_seconds=5,
             openai_base_url=self.openai.base_url, openai_api_key=self.openai.api_key,
             bedrock_endpoint_url=self.bedrock.url,
             gemini_base_url=self.google.base_url, gemini_api_key=self.google.gemini_api_key,
-            vertex_base_url=self.google.base_url, vertex_api_key=self.google.vertex_api_key))
+            vertex_base_url=self.google.base_url, vertex_api_key=self.google.vertex_api_key)
+        self.provider = await start_provider(self.provider_settings)
         self.edge = await start_edge(EdgeSettings(
             host="127.0.0.1", port=0, listen="127.0.0.1:0",
             catalog_addr=f"127.0.0.1:{self.catalog.port}",
@@ -72,6 +74,29 @@ class Stack:
             auth_cache_ttl_seconds=AUTH_CACHE_TTL_SECONDS,
             catalog_cache_ttl_seconds=CATALOG_CACHE_TTL_SECONDS))
         self.services = [self.edge, self.provider, self.billing, self.catalog]
+
+    def roll_billing(self, grace_seconds: float) -> None:
+        """A rolling restart: a second billing on the same port and database, then
+        the first stops as on SIGTERM."""
+        self.billing = self._roll(self.billing, start_billing(self._on_port(self.billing_settings, self.billing)),
+                                  grace_seconds)
+
+    def roll_provider(self, grace_seconds: float) -> None:
+        """A rolling restart of provider_svc, as roll_billing."""
+        self.provider = self._roll(self.provider, start_provider(self._on_port(self.provider_settings, self.provider)),
+                                   grace_seconds)
+
+    @staticmethod
+    def _on_port(settings: Any, running: Any) -> Any:
+        return settings.model_copy(update={"listen": f"127.0.0.1:{running.port}"})
+
+    def _roll(self, old: Any, starting: Coroutine, grace_seconds: float) -> Any:
+        async def roll() -> Any:
+            successor = await starting
+            self.services[self.services.index(old)] = successor
+            await old.stop(grace_seconds)
+            return successor
+        return self.run(roll())
 
     def stop(self) -> None:
         async def stop_all() -> None:

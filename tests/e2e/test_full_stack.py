@@ -19,28 +19,13 @@ import pytest
 from quantized.images.v1 import images_pb2, images_pb2_grpc
 from quantized_runtime.grpc_errors import from_rpc_error
 from tests.e2e.stack import Stack
-from tests.fake_upstreams import FakeBedrock, FakeGoogle, FakeOpenAI, big_png
+from tests.fake_upstreams import big_png
 
 pytestmark = pytest.mark.slow
 
 OPENING_CREDITS = 100_000_000
 # Catalog and auth caches are shortened for the stack; "visible within 5 s" is the contract.
 VISIBILITY_DEADLINE_SECONDS = 5.0
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
-    with pytest.MonkeyPatch.context() as patch:
-        # boto3 refuses to send unsigned requests: dummy credentials, no metadata lookups.
-        patch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKEFAKE")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret-access-key")
-        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        with FakeOpenAI() as fake_openai, FakeBedrock() as fake_bedrock, FakeGoogle() as fake_google:
-            running = Stack(tmp_path_factory.mktemp("stack"), fake_openai, fake_bedrock, fake_google).start()
-            try:
-                yield running
-            finally:
-                running.stop()
 
 
 @pytest.fixture
