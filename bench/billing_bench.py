@@ -35,20 +35,25 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
-import grpc
-import jwt
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from quantized_runtime.grpc_engine import prefer_polling_engine
 
-from billing_svc.domain import Usage
-from billing_svc.jwt_verifier import JwtVerifier
-from billing_svc.service import Billing
-from billing_svc.storage.engine import Database, create_engine
-from billing_svc.storage.factory import repository_for
-from billing_svc.storage.migrate import upgrade_to_head
-from quantized.billing.v1 import billing_pb2 as pb
-from quantized.billing.v1 import billing_pb2_grpc
-from quantized_runtime.channels import open_channel
+# Clients and servers here run gRPC core's engine as the services do (before grpc loads).
+prefer_polling_engine()
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+import jwt  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from billing_svc.domain import Usage  # noqa: E402
+from billing_svc.jwt_verifier import JwtVerifier  # noqa: E402
+from billing_svc.service import Billing  # noqa: E402
+from billing_svc.storage.engine import Database, create_engine  # noqa: E402
+from billing_svc.storage.factory import repository_for  # noqa: E402
+from billing_svc.storage.migrate import upgrade_to_head  # noqa: E402
+from quantized.billing.v1 import billing_pb2 as pb  # noqa: E402
+from quantized.billing.v1 import billing_pb2_grpc  # noqa: E402
+from quantized_runtime.channels import open_channel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token"

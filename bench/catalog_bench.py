@@ -15,13 +15,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from quantized.common.v1 import images_pb2
-from quantized_runtime.channels import open_channel
-from quantized_runtime.defaults import sqlite_url
+from quantized_runtime.grpc_engine import prefer_polling_engine
 
-from catalog_svc.main import start
-from catalog_svc.settings import BUNDLED_CATALOG_FILE, CatalogSettings
+# Clients and servers here run gRPC core's engine as the services do (before grpc loads).
+prefer_polling_engine()
+
+from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc  # noqa: E402
+from quantized.common.v1 import images_pb2  # noqa: E402
+from quantized_runtime.channels import open_channel  # noqa: E402
+from quantized_runtime.defaults import sqlite_url  # noqa: E402
+
+from catalog_svc.main import start  # noqa: E402
+from catalog_svc.settings import BUNDLED_CATALOG_FILE, CatalogSettings  # noqa: E402
 
 
 def _report(name: str, samples_ms: list[float]) -> None:

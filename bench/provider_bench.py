@@ -42,6 +42,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
+from quantized_runtime.grpc_engine import prefer_polling_engine  # noqa: E402
+
+# Clients and servers here run gRPC core's engine as the services do (before grpc loads).
+prefer_polling_engine()
+
 import grpc  # noqa: E402
 import httpx  # noqa: E402
 

@@ -18,5 +18,6 @@ PREFERRED_EXPERIMENTS = "-event_engine_client,-event_engine_listener"
 
 
 def prefer_polling_engine() -> None:
-    """Call before the first `import grpc`; an operator's own GRPC_EXPERIMENTS wins."""
+    """Call before the first `import grpc` (the `quantized` command's and each
+    service's package do); an operator's own GRPC_EXPERIMENTS wins."""
     os.environ.setdefault(GRPC_EXPERIMENTS, PREFERRED_EXPERIMENTS)
