@@ -119,6 +119,9 @@ def _result(op: LedgerOp, outcome: LedgerOutcome) -> billing_pb2.LedgerResult:
 
 
 _DRAINING = billing_pb2.LedgerResponse(draining=True)
+# One batch is one transaction: on PostgreSQL it holds its row locks, on SQLite
+# the event loop and the write lock, for as long as it runs (billing.proto).
+MAX_BATCH_OPERATIONS = 1024
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
@@ -183,6 +186,12 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         request_id = new_request_id()
         current_request_id.set(request_id)
         started = time.perf_counter()
+        if len(request.operations) > MAX_BATCH_OPERATIONS:
+            refusal = billing_pb2.LedgerResult(error=to_call_error(ServiceError(
+                Reason.INVALID_REQUEST, f"a Ledger batch holds at most {MAX_BATCH_OPERATIONS} operations; "
+                                        f"this one has {len(request.operations)}")))
+            return billing_pb2.LedgerResponse(batch_id=request.batch_id,
+                                              results=[refusal] * len(request.operations))
         decoded = [_operation(message) for message in request.operations]
         try:
             applied = iter(await self._billing.apply_batch(

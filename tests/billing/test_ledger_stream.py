@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from billing_svc.main import start
+from billing_svc.servicer import MAX_BATCH_OPERATIONS
 from quantized.billing.v1 import billing_pb2 as pb
 from quantized.billing.v1 import billing_pb2_grpc
 from quantized_runtime.channels import open_channel
@@ -221,6 +222,24 @@ async def test_closing_unknown_closed_or_overcharged_holds_in_a_batch_is_refused
     assert books.usage_records == 2
     # grant, three holds, two settles, one release
     assert books.ledger_rows == 7
+
+
+async def test_a_batch_over_the_limit_is_refused_whole_and_one_at_the_limit_is_applied(
+        client: BillingClient, stream: LedgerStream, database_url) -> None:
+    account_id = (await client.create_account(credits=PRICE)).account.account_id
+    too_many = [reserve(account_id, 1, "req-over-limit"),
+                *(release(f"hold_{index}") for index in range(MAX_BATCH_OPERATIONS))]
+
+    refused = await stream.batch(*too_many)
+    at_limit = await stream.batch(*too_many[:MAX_BATCH_OPERATIONS])
+
+    assert {(error(r).reason, error(r).message) for r in refused} == {
+        ("INVALID_REQUEST", f"a Ledger batch holds at most {MAX_BATCH_OPERATIONS} operations; "
+                            f"this one has {MAX_BATCH_OPERATIONS + 1}")}
+    assert at_limit[0].reserve.hold_id
+    assert {error(r).reason for r in at_limit[1:]} == {"NOT_FOUND"}
+    books = await read_books(database_url, account_id)
+    assert (books.balance, books.held, books.holds) == (PRICE - 1, 1, 1)
 
 
 async def test_a_request_id_repeated_with_another_amount_is_refused_and_writes_nothing(
