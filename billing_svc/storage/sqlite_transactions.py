@@ -76,6 +76,7 @@ class SqliteTransactions:
         self._writer_queue = writer_queue
         self._busy_timeout_seconds = busy_timeout_seconds
         self._commits_since_checkpoint = 0
+        self._closed = False
         self._checkpointing: asyncio.Future[None] | None = None
         # Opened by the first checkpoint, used by one worker thread at a time.
         self._checkpoint_connection: sqlite3.Connection | None = None
@@ -138,6 +139,10 @@ class SqliteTransactions:
                         exc_info=checkpoint.exception())
 
     async def close(self) -> None:
+        """Idempotent: a stopping service may be stopped again."""
+        if self._closed:
+            return
+        self._closed = True
         if self._checkpointing is not None:
             await asyncio.wait([self._checkpointing])
         if self._checkpoint_connection is not None:

@@ -90,6 +90,12 @@ async def test_embedded_database_is_created_in_the_data_dir_and_survives_restart
         await second.stop(0)
 
 
+async def test_stopping_twice_is_harmless(database_url, data_dir) -> None:
+    running = await start(make_settings(database_url, data_dir))
+    await running.stop(0)
+    await running.stop(0)
+
+
 async def test_replicas_starting_together_all_come_up(database_url, data_dir) -> None:
     outcomes = await asyncio.gather(*(start(make_settings(database_url, data_dir))
                                       for _ in range(3)), return_exceptions=True)
