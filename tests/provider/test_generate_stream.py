@@ -83,6 +83,13 @@ def outcomes(caplog: pytest.LogCaptureFixture) -> dict[int, str]:
             if record.getMessage() == "rpc" and record.fields.get("method") == STREAM_METHOD}
 
 
+async def logged_outcomes(caplog: pytest.LogCaptureFixture, *call_ids: int) -> dict[int, str]:
+    """outcomes(), once each of call_ids has its line: it is written just after
+    the call's last answer, so the answer may arrive first."""
+    await eventually(lambda: set(call_ids) <= outcomes(caplog).keys())
+    return outcomes(caplog)
+
+
 @pytest.fixture
 def rpc_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="quantized.rpc")
@@ -112,7 +119,7 @@ async def test_concurrent_calls_are_answered_by_call_id_as_each_finishes(
                                             for image in images)
     assert harness.openai.last.json()["prompt"] == "a fox"
     assert harness.bedrock.last.json()["textToImageParams"]["text"] == "a hedgehog"
-    assert outcomes(rpc_log) == {held: "OK", nova: "OK", sandbox: "OK"}
+    assert await logged_outcomes(rpc_log, held, nova, sandbox) == {held: "OK", nova: "OK", sandbox: "OK"}
 
 
 @pytest.fixture
@@ -187,7 +194,7 @@ async def test_a_failed_call_is_a_call_error_and_the_stream_carries_on(
         assert error.metadata["provider"] == ("openai" if model == "gpt-image-1" else "bedrock")
     after = await session.send("sandbox-image-1")
     assert (await session.final_answers(1))[after].HasField("response")
-    assert outcomes(rpc_log) == {failing: reason.value, after: "OK"}
+    assert await logged_outcomes(rpc_log, failing, after) == {failing: reason.value, after: "OK"}
 
 
 async def test_an_unexpected_failure_is_a_generic_internal_error_logged_with_its_request_id(
@@ -206,7 +213,7 @@ async def test_an_unexpected_failure_is_a_generic_internal_error_logged_with_its
     assert error.message == "internal error (request id req_crash)"
     [logged] = [record for record in rpc_log.records if record.levelno == logging.ERROR]
     assert logged.exc_info is not None and "sk-live-secret" in str(logged.exc_info[1])
-    assert outcomes(rpc_log) == {7: Reason.INTERNAL.value}
+    assert await logged_outcomes(rpc_log, 7) == {7: Reason.INTERNAL.value}
 
 
 async def test_a_cancel_stops_its_call_and_it_gets_no_answer(
@@ -223,7 +230,7 @@ async def test_a_cancel_stops_its_call_and_it_gets_no_answer(
     # Had the call gone on, the end of the stream would wait for the held upstream.
     answers = await session.rest()
     assert [answer.call_id for answer in answers] == [other]
-    assert outcomes(rpc_log) == {slow: "CANCELLED", other: "OK"}
+    assert await logged_outcomes(rpc_log, slow, other) == {slow: "CANCELLED", other: "OK"}
 
 
 async def test_the_callers_time_left_bounds_a_slow_upstream(harness_factory: Any) -> None:
@@ -260,8 +267,7 @@ async def test_cancelling_the_stream_cancels_its_calls(harness: Harness, rpc_log
 
     session.call.cancel()
 
-    await eventually(lambda: call_id in outcomes(rpc_log))
-    assert outcomes(rpc_log) == {call_id: "CANCELLED"}
+    assert await logged_outcomes(rpc_log, call_id) == {call_id: "CANCELLED"}
 
 
 async def test_stopping_tells_the_caller_and_answers_every_call_until_it_closes_its_side(
@@ -291,7 +297,7 @@ async def test_stopping_tells_the_caller_and_answers_every_call_until_it_closes_
     assert await session.call.code() == grpc.StatusCode.OK
     await stopping
     assert time.monotonic() - started < GRACE_SECONDS
-    assert outcomes(rpc_log) == {in_flight: "OK", late: "OK"}
+    assert await logged_outcomes(rpc_log, in_flight, late) == {in_flight: "OK", late: "OK"}
     # A new stream over the same channel reaches the provider_svc that took over.
     again = Session(harness.stub)
     await again.send("gpt-image-1", prompt="a stoat")
