@@ -3,10 +3,10 @@
 authenticate -> validate -> resolve route -> quote + reserve -> generate -> price
 -> settle -> outcome. Routes and quotes are cached; the price of measured usage
 comes from the quote's card; money moves on billing's batched Ledger stream and
-generation on provider's GenerateStream (see docs/architecture.md, the hot path). A failure after the reserve releases the hold; an
-UPSTREAM_UNAVAILABLE before any image falls back to the next route unless the
-caller pinned a provider. Every internal call gets what is left of the request's
-deadline.
+generation on provider's GenerateStream (see docs/architecture.md, the hot
+path). A failure after the reserve releases the hold; an UPSTREAM_UNAVAILABLE
+before any image falls back to the next route unless the caller pinned a
+provider. Every internal call gets what is left of the request's deadline.
 """
 
 from __future__ import annotations
@@ -251,27 +251,20 @@ class ImagesFlow:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _call(self, method: Any, request: Any, deadline: Deadline, *, cap: float | None = None,
-                    upstream: bool = False, bookkeeping: bool = False) -> Any:
+    async def _call(self, method: Any, request: Any, deadline: Deadline) -> Any:
         """One unary peer call within the deadline (see _checked for its errors)."""
-        timeout = self._timeout(deadline, cap, bookkeeping)
-        return await self._checked(call(method, request, timeout=timeout), _method_name(method),
-                                   deadline, upstream)
+        pending = call(method, request, timeout=deadline.timeout(self._rpc_cap))
+        return await self._checked(pending, _method_name(method), deadline, upstream=False)
 
     async def _ledger(self, operation: Callable[[Any, float], Awaitable[Any]], request: Any,
                       deadline: Deadline, *, bookkeeping: bool = False) -> Any:
-        """One money operation on billing's batched Ledger stream."""
-        timeout = self._timeout(deadline, None, bookkeeping)
+        """One money operation on billing's batched Ledger stream. Bookkeeping
+        (settle, release) happens after the upstream did its work, so it gets the
+        internal timeout even when the deadline is spent: an expired request must
+        still be charged or released."""
+        timeout = self._rpc_cap if bookkeeping else deadline.timeout(self._rpc_cap)
         return await self._checked(operation(request, timeout), f"Ledger.{operation.__name__}",
                                    deadline, upstream=False)
-
-    def _timeout(self, deadline: Deadline, cap: float | None, bookkeeping: bool) -> float:
-        """Bookkeeping calls (settle, release) happen after the upstream did its work,
-        so they get the internal timeout even when the deadline is spent: an expired
-        request must still be charged or released."""
-        if bookkeeping:
-            return self._rpc_cap
-        return deadline.timeout(self._rpc_cap if cap is None else cap)
 
     async def _checked(self, pending: Awaitable[Any], name: str, deadline: Deadline, upstream: bool) -> Any:
         """Reasons the caller should not see (a closed hold, an unimplemented method,
