@@ -105,17 +105,27 @@ def _operation(message: billing_pb2.LedgerOperation) -> LedgerOp | ServiceError:
                         field="operation")
 
 
+def _reserve_response(hold: Hold) -> billing_pb2.ReserveResponse:
+    return billing_pb2.ReserveResponse(hold_id=hold.hold_id, expires_at=_timestamp(hold.expires_at))
+
+
+def _settle_response(closed: Closed) -> billing_pb2.SettleResponse:
+    return billing_pb2.SettleResponse(charged_micro_credits=closed.charged,
+                                      balance_micro_credits=closed.balance)
+
+
+def _release_response(closed: Closed) -> billing_pb2.ReleaseResponse:
+    return billing_pb2.ReleaseResponse(balance_micro_credits=closed.balance)
+
+
 def _result(op: LedgerOp, outcome: LedgerOutcome) -> billing_pb2.LedgerResult:
     if isinstance(outcome, ServiceError):
         return billing_pb2.LedgerResult(error=to_call_error(outcome))
     if isinstance(outcome, Hold):
-        return billing_pb2.LedgerResult(reserve=billing_pb2.ReserveResponse(
-            hold_id=outcome.hold_id, expires_at=_timestamp(outcome.expires_at)))
+        return billing_pb2.LedgerResult(reserve=_reserve_response(outcome))
     if isinstance(op, SettleOp):
-        return billing_pb2.LedgerResult(settle=billing_pb2.SettleResponse(
-            charged_micro_credits=outcome.charged, balance_micro_credits=outcome.balance))
-    return billing_pb2.LedgerResult(release=billing_pb2.ReleaseResponse(
-        balance_micro_credits=outcome.balance))
+        return billing_pb2.LedgerResult(settle=_settle_response(outcome))
+    return billing_pb2.LedgerResult(release=_release_response(outcome))
 
 
 _DRAINING = billing_pb2.LedgerResponse(draining=True)
@@ -138,22 +148,17 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 
     async def Reserve(self, request: billing_pb2.ReserveRequest,
                       context: grpc.aio.ServicerContext) -> billing_pb2.ReserveResponse:
-        hold = await self._billing.reserve(request.account_id, request.amount_micro_credits,
-                                           request.request_id)
-        return billing_pb2.ReserveResponse(hold_id=hold.hold_id,
-                                           expires_at=_timestamp(hold.expires_at))
+        return _reserve_response(await self._billing.reserve(
+            request.account_id, request.amount_micro_credits, request.request_id))
 
     async def Settle(self, request: billing_pb2.SettleRequest,
                      context: grpc.aio.ServicerContext) -> billing_pb2.SettleResponse:
-        closed: Closed = await self._billing.settle(
-            request.hold_id, request.amount_micro_credits, _usage_from_proto(request.usage))
-        return billing_pb2.SettleResponse(charged_micro_credits=closed.charged,
-                                          balance_micro_credits=closed.balance)
+        return _settle_response(await self._billing.settle(
+            request.hold_id, request.amount_micro_credits, _usage_from_proto(request.usage)))
 
     async def Release(self, request: billing_pb2.ReleaseRequest,
                       context: grpc.aio.ServicerContext) -> billing_pb2.ReleaseResponse:
-        closed = await self._billing.release(request.hold_id)
-        return billing_pb2.ReleaseResponse(balance_micro_credits=closed.balance)
+        return _release_response(await self._billing.release(request.hold_id))
 
     async def Ledger(self, request_iterator: AsyncIterator[billing_pb2.LedgerRequest],
                      context: grpc.aio.ServicerContext) -> None:

@@ -233,7 +233,7 @@ class EdgeHttpApp:
             return
         await self.starlette(scope, receive, send)
 
-    async def _generate(self, header: HeaderLookup, receive: Receive) -> list[bytes]:
+    async def _generate(self, header: HeaderLookup, receive: Receive) -> list[BodyPart]:
         async def load_request() -> Any:
             return self._validator.from_json(await _read_json(header, receive, self._max_body_bytes))
 
@@ -245,7 +245,7 @@ class EdgeHttpApp:
         flow = self._flow
         openapi_body = json.dumps(openapi_document(self._validator)).encode()
 
-        async def generate_images(request: Request) -> list[bytes]:
+        async def generate_images(request: Request) -> list[BodyPart]:
             return await self._generate(request.headers.get, request.receive)
 
         async def list_models(request: Request) -> bytes:
