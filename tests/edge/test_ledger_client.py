@@ -117,7 +117,7 @@ async def test_batches_sent_as_billing_stops_are_answered_there_and_later_ones_g
     stopping = loop.create_task(peers.server.stop(GRACE_SECONDS))
     try:
         # The edge heard that billing is stopping: its next batch opens a new stream.
-        await eventually(lambda: ledger._call is None)
+        await eventually(lambda: ledger._stream is None)
         after = loop.create_task(ledger.reserve(reserve(4, "after"), TIMEOUT))
         peers.billing.ledger_gate.set()
 
