@@ -11,6 +11,7 @@ import pytest
 
 from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime.call_stream import StreamBroken
 from quantized_runtime.channels import open_channel
 from quantized_runtime.errors import Reason, ServiceError
 
@@ -113,7 +114,7 @@ async def test_a_broken_stream_fails_the_calls_in_flight_and_the_next_call_reope
     results = await asyncio.gather(waiting, client.generate(request(), TIMEOUT), return_exceptions=True)
 
     for result in results:
-        assert isinstance(result, ServiceError) and result.reason is Reason.INTERNAL
+        assert isinstance(result, StreamBroken) and result.reason is Reason.INTERNAL
         assert "UNAVAILABLE" in result.message
     assert (await client.generate(request("after"), TIMEOUT)).images[0].revised_prompt == "revised: after"
     assert peers.provider.streams_opened == 2

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
+from quantized_runtime.call_stream import StreamBroken
 from quantized_runtime.channels import open_channel
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.request_context import current_request_id
@@ -88,6 +89,7 @@ async def test_a_broken_stream_fails_what_was_in_flight_and_the_next_batch_reope
     peers.billing.ledger_abort_after_batches = 1
     with pytest.raises(ServiceError) as raised:
         await ledger.reserve(reserve(1, "lost"), TIMEOUT)
+    assert isinstance(raised.value, StreamBroken)
     assert raised.value.reason is Reason.INTERNAL and "UNAVAILABLE" in raised.value.message
     hold = await ledger.reserve(reserve(1, "after"), TIMEOUT)
     assert hold.hold_id in peers.billing.holds
@@ -117,7 +119,7 @@ async def test_batches_sent_as_billing_stops_are_answered_there_and_later_ones_g
     stopping = loop.create_task(peers.server.stop(GRACE_SECONDS))
     try:
         # The edge heard that billing is stopping: its next batch opens a new stream.
-        await eventually(lambda: ledger._call is None)
+        await eventually(lambda: ledger._stream is None)
         after = loop.create_task(ledger.reserve(reserve(4, "after"), TIMEOUT))
         peers.billing.ledger_gate.set()
 
