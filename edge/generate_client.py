@@ -184,7 +184,7 @@ class GenerateClient:
             self._stream = None
         stream.close()
         lost = [call_id for call_id, call in self._in_flight.items() if call.stream is stream]
-        failure = failure or ServiceError(Reason.INTERNAL, "provider_svc closed the generate stream")
+        failure = failure or ServiceError(Reason.SERVICE_UNAVAILABLE, "provider_svc closed the generate stream")
         if lost and not self._closed:
             log.warning("generate stream ended with calls unanswered",
                         extra={"fields": {"calls": len(lost), "detail": failure.message}})
@@ -213,5 +213,5 @@ def _fail(call: _Call, failure: ServiceError) -> None:
 def _stream_failure(error: BaseException) -> ServiceError:
     if isinstance(error, grpc.RpcError):
         cause = from_rpc_error(error)
-        return ServiceError(Reason.INTERNAL, f"generate stream to provider_svc failed: {cause.message}")
-    return ServiceError(Reason.INTERNAL, f"generate stream to provider_svc failed: {error}")
+        return ServiceError(Reason.SERVICE_UNAVAILABLE, f"generate stream to provider_svc failed: {cause.message}")
+    return ServiceError(Reason.SERVICE_UNAVAILABLE, f"generate stream to provider_svc failed: {error}")

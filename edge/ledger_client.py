@@ -108,7 +108,7 @@ class LedgerClient:
         try:
             return await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
-            raise ServiceError(Reason.INTERNAL,
+            raise ServiceError(Reason.SERVICE_UNAVAILABLE,
                                f"billing did not answer within {timeout:.1f} s") from None
 
     async def _send_batches(self) -> None:
@@ -224,7 +224,7 @@ class LedgerClient:
         lost = [batch_id for batch_id, batch in self._in_flight.items() if batch.stream is stream]
         failed = [entry for batch_id in lost for entry in self._in_flight.pop(batch_id).entries
                   if not entry.waiter.done()]
-        failure = failure or ServiceError(Reason.INTERNAL, "billing closed the ledger stream")
+        failure = failure or ServiceError(Reason.SERVICE_UNAVAILABLE, "billing closed the ledger stream")
         if failed and not self._closed:
             log.warning("ledger stream ended with batches unanswered",
                         extra={"fields": {"batches": len(lost), "detail": failure.message}})
@@ -248,5 +248,5 @@ def _fail(entry: _Entry, failure: ServiceError) -> None:
 def _stream_failure(error: BaseException) -> ServiceError:
     if isinstance(error, grpc.RpcError):
         cause = from_rpc_error(error)
-        return ServiceError(Reason.INTERNAL, f"ledger stream to billing failed: {cause.message}")
-    return ServiceError(Reason.INTERNAL, f"ledger stream to billing failed: {error}")
+        return ServiceError(Reason.SERVICE_UNAVAILABLE, f"ledger stream to billing failed: {cause.message}")
+    return ServiceError(Reason.SERVICE_UNAVAILABLE, f"ledger stream to billing failed: {error}")
