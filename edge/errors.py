@@ -13,6 +13,8 @@ from quantized_runtime.errors import Reason, ServiceError
 class HttpError:
     status: int
     type: str
+    # Seconds for a Retry-After header: set where trying again soon can succeed.
+    retry_after: int | None = None
 
 
 HTTP_ERROR_BY_REASON: dict[Reason, HttpError] = {
@@ -30,6 +32,9 @@ HTTP_ERROR_BY_REASON: dict[Reason, HttpError] = {
     Reason.PERMISSION_DENIED: HttpError(403, "permission_error"),
     Reason.INTERNAL: HttpError(500, "server_error"),
     Reason.ROUTE_NOT_FOUND: HttpError(404, "invalid_request_error"),
+    # One of our services is down or restarting: a supervisor or another replica
+    # brings it back within about a second.
+    Reason.SERVICE_UNAVAILABLE: HttpError(503, "service_unavailable", retry_after=1),
 }
 
 # Reasons a peer may hand back to the caller unchanged. Anything else from a peer
@@ -52,6 +57,12 @@ def internal_error(request_id: str) -> ServiceError:
     return ServiceError(Reason.INTERNAL, f"internal error (request id {request_id})")
 
 
+def service_unavailable(service: str, request_id: str) -> ServiceError:
+    return ServiceError(Reason.SERVICE_UNAVAILABLE,
+                        f"the {service} service is unavailable; nothing was charged, retry shortly "
+                        f"(request id {request_id})")
+
+
 def error_body(status_type: str, message: str, param: str | None, code: str | None) -> bytes:
     return json.dumps(
         {"error": {"message": message, "type": status_type, "param": param, "code": code}},
@@ -59,7 +70,8 @@ def error_body(status_type: str, message: str, param: str | None, code: str | No
     ).encode()
 
 
-def service_error_response(error: ServiceError) -> tuple[int, bytes]:
-    """The HTTP status and body for a ServiceError."""
+def service_error_response(error: ServiceError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The HTTP status, body and extra headers for a ServiceError."""
     mapped = HTTP_ERROR_BY_REASON[error.reason]
-    return mapped.status, error_body(mapped.type, error.message, error.field, error.reason.value.lower())
+    headers = [] if mapped.retry_after is None else [(b"retry-after", str(mapped.retry_after).encode())]
+    return mapped.status, error_body(mapped.type, error.message, error.field, error.reason.value.lower()), headers

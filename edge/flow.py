@@ -29,7 +29,7 @@ from quantized_runtime.pricing import price_usage
 from quantized_runtime.request_context import current_request_id
 
 from edge.cache import MISSING, TtlCache
-from edge.errors import CALLER_FACING_REASONS, internal_error
+from edge.errors import CALLER_FACING_REASONS, internal_error, service_unavailable
 from edge.peers import Peers
 from edge.settings import EdgeSettings
 from edge.validation import generation_params
@@ -37,6 +37,10 @@ from edge.validation import generation_params
 log = logging.getLogger("quantized.edge")
 
 IMAGE_GENERATION_FEATURE = "image_generation"
+# How long a read that found its peer unavailable waits for a connection on its
+# second try: long enough for a reconnect, short enough that a caller facing a
+# dead service hears of it within about a second.
+RECONNECT_WAIT_SECONDS = 1.0
 
 # Catalog answers that are facts about the request, safe to reuse for the cache lifetime.
 _CACHEABLE_ROUTE_ERRORS = frozenset({
@@ -146,7 +150,7 @@ class ImagesFlow:
         quote = await self._quote(resolved.model_id, params, deadline)
         hold = await self._ledger(self._peers.ledger.reserve, billing_pb2.ReserveRequest(
             account_id=caller.account_id, amount_micro_credits=quote.max_micro_credits,
-            request_id=current_request_id.get()), deadline)
+            request_id=current_request_id.get()), deadline, retry_unavailable=True)
         try:
             route, answer = await self._dispatch(resolved, params, deadline)
             generated = sum(1 for image in answer.images if not image.flagged)
@@ -252,23 +256,44 @@ class ImagesFlow:
         task.add_done_callback(self._background.discard)
 
     async def _call(self, method: Any, request: Any, deadline: Deadline) -> Any:
-        """One unary peer call within the deadline (see _checked for its errors)."""
-        pending = call(method, request, timeout=deadline.timeout(self._rpc_cap))
-        return await self._checked(pending, _method_name(method), deadline, upstream=False)
+        """One unary peer call within the deadline (see _checked for its errors).
+        Every unary call the flow makes only reads, so one that found its peer
+        unavailable goes once more, waiting up to RECONNECT_WAIT_SECONDS for the
+        channel to reconnect (to the restarted service or another replica)
+        before the caller is told."""
+        name = _method_name(method)
+        try:
+            return await self._checked(call(method, request, timeout=deadline.timeout(self._rpc_cap)),
+                                       name, deadline, upstream=False)
+        except ServiceError as error:
+            if error.reason is not Reason.SERVICE_UNAVAILABLE:
+                raise
+        retry = call(method, request, timeout=deadline.timeout(RECONNECT_WAIT_SECONDS), wait_for_ready=True)
+        return await self._checked(retry, name, deadline, upstream=False)
 
     async def _ledger(self, operation: Callable[[Any, float], Awaitable[Any]], request: Any,
-                      deadline: Deadline, *, bookkeeping: bool = False) -> Any:
+                      deadline: Deadline, *, bookkeeping: bool = False, retry_unavailable: bool = False) -> Any:
         """One money operation on billing's batched Ledger stream. Bookkeeping
         (settle, release) happens after the upstream did its work, so it gets the
         internal timeout even when the deadline is spent: an expired request must
-        still be charged or released."""
+        still be charged or released. An operation billing applies once whatever
+        the number of tries (a Reserve, by its request id) may go once more, on a
+        new stream, when billing was unavailable."""
+        name = f"BillingService.Ledger.{operation.__name__}"
         timeout = self._rpc_cap if bookkeeping else deadline.timeout(self._rpc_cap)
-        return await self._checked(operation(request, timeout), f"Ledger.{operation.__name__}",
-                                   deadline, upstream=False)
+        try:
+            return await self._checked(operation(request, timeout), name, deadline, upstream=False)
+        except ServiceError as error:
+            if not (retry_unavailable and error.reason is Reason.SERVICE_UNAVAILABLE):
+                raise
+        timeout = self._rpc_cap if bookkeeping else deadline.timeout(self._rpc_cap)
+        return await self._checked(operation(request, timeout), name, deadline, upstream=False)
 
     async def _checked(self, pending: Awaitable[Any], name: str, deadline: Deadline, upstream: bool) -> Any:
-        """Reasons the caller should not see (a closed hold, an unimplemented method,
-        a dead peer) become a generic INTERNAL error, logged with the request id."""
+        """A peer that is down or whose stream broke is a SERVICE_UNAVAILABLE (503)
+        naming the service; reasons the caller should not see (a closed hold, an
+        unimplemented method) become a generic INTERNAL error; both are logged
+        with the request id."""
         try:
             return await pending
         except ServiceError as error:
@@ -277,9 +302,19 @@ class ImagesFlow:
             if upstream and deadline.remaining() <= 0:
                 raise ServiceError(Reason.UPSTREAM_UNAVAILABLE,
                                    "the upstream provider did not answer within the request deadline") from None
+            if error.reason is Reason.SERVICE_UNAVAILABLE:
+                log.warning("peer unavailable", extra={"fields": {"method": name, "detail": error.message}})
+                raise service_unavailable(_service_of(name), current_request_id.get()) from None
             log.error("peer call failed", extra={"fields": {
                 "method": name, "reason": error.reason.value, "detail": error.message}})
             raise internal_error(current_request_id.get()) from None
+
+
+def _service_of(method_name: str) -> str:
+    """catalog, billing or provider, from a method name such as
+    /quantized.catalog.v1.CatalogService/ResolveRoute or BillingService.Ledger.reserve."""
+    lowered = method_name.lower()
+    return next((service for service in ("catalog", "billing", "provider") if service in lowered), "internal")
 
 
 def _method_name(method: Any) -> str:

@@ -136,25 +136,30 @@ class JsonResponse(Response):
         await _send_json(send, self.status_code, self._body, self._request_id, self._extra_headers)
 
 
-async def _answer(handler: Callable[[], Awaitable[Body]], method: str, path: str) -> tuple[int, Body, str]:
-    """Request id, one log line, and every failure turned into an OpenAI error body."""
+Answer = tuple[int, Body, str, list[tuple[bytes, bytes]]]
+
+
+async def _answer(handler: Callable[[], Awaitable[Body]], method: str, path: str) -> Answer:
+    """Request id, one log line, and every failure turned into an OpenAI error body
+    (with its extra headers, such as Retry-After)."""
     request_id = new_request_id()
     token = current_request_id.set(request_id)
     started = time.perf_counter()
+    headers: list[tuple[bytes, bytes]] = []
     try:
         try:
             status, body = 200, await handler()
         except ServiceError as error:
-            status, body = service_error_response(error)
+            status, body, headers = service_error_response(error)
         except HttpProblem as problem:
             status, body = problem.status, problem.body()
         except Exception:
             log.exception("unhandled error", extra={"fields": {"path": path}})
-            status, body = service_error_response(internal_error(request_id))
+            status, body, headers = service_error_response(internal_error(request_id))
         log.info("request", extra={"fields": {
             "method": method, "path": path, "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
-        return status, body, request_id
+        return status, body, request_id, headers
     finally:
         current_request_id.reset(token)
 
@@ -164,8 +169,9 @@ Handler = Callable[[Request], Awaitable[Body]]
 
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        status, body, request_id = await _answer(lambda: handler(request), request.method, request.url.path)
-        return JsonResponse(status, body, request_id)
+        status, body, request_id, headers = await _answer(lambda: handler(request), request.method,
+                                                          request.url.path)
+        return JsonResponse(status, body, request_id, headers)
 
     return endpoint
 
@@ -227,9 +233,9 @@ class EdgeHttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == GENERATIONS_PATH:
             header = _scope_header(scope)
-            status, body, request_id = await _answer(lambda: self._generate(header, receive),
-                                                     "POST", GENERATIONS_PATH)
-            await _send_json(send, status, body, request_id)
+            status, body, request_id, headers = await _answer(lambda: self._generate(header, receive),
+                                                              "POST", GENERATIONS_PATH)
+            await _send_json(send, status, body, request_id, headers)
             return
         await self.starlette(scope, receive, send)
 

@@ -48,10 +48,11 @@ log = logging.getLogger("quantized.call_stream")
 class StreamBroken(ServiceError):
     """A call lost with its stream: the stream broke, or the peer ended it with
     the call unanswered (the call may have been carried out). Every such failure
-    is built here, so how callers see an unreachable peer is decided in one place."""
+    is built here, so how callers see an unreachable peer is decided in one place:
+    SERVICE_UNAVAILABLE, as for a unary call to a peer that is down."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(Reason.INTERNAL, message)
+        super().__init__(Reason.SERVICE_UNAVAILABLE, message)
 
 
 def stream_failure(stream: str, cause: BaseException) -> StreamBroken:
@@ -172,7 +173,8 @@ class CallStreamClient(Generic[RequestT, AnswerT, CallT]):
         except TimeoutError:
             if give_up is not None:
                 give_up()
-            raise ServiceError(Reason.INTERNAL, f"{self._peer} did not answer within {timeout:.1f} s") from None
+            raise ServiceError(Reason.SERVICE_UNAVAILABLE,
+                               f"{self._peer} did not answer within {timeout:.1f} s") from None
         except asyncio.CancelledError:
             if give_up is not None:
                 give_up()
@@ -194,7 +196,7 @@ class CallStreamClient(Generic[RequestT, AnswerT, CallT]):
     # The lifecycle.
 
     def _closing(self) -> ServiceError:
-        return ServiceError(Reason.INTERNAL, f"the {self._name} is closed: shutting down")
+        return ServiceError(Reason.SERVICE_UNAVAILABLE, f"the {self._name} is closed: shutting down")
 
     def _open(self) -> _Stream[RequestT]:
         stream: _Stream[RequestT] = _Stream(self._open_call())

@@ -55,7 +55,8 @@ class Stack:
 
     async def _start(self) -> None:
         common = {"listen": "127.0.0.1:0", "data_dir": self.data_dir, "admin_token": ADMIN_TOKEN}
-        self.catalog = await start_catalog(CatalogSettings(**common, enable_sandbox=True))
+        self.catalog_settings = CatalogSettings(**common, enable_sandbox=True)
+        self.catalog = await start_catalog(self.catalog_settings)
         self.billing_settings = BillingSettings(**common)
         self.billing = await start_billing(self.billing_settings)
         self.provider_settings = ProviderSettings(
