@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +57,13 @@ _CACHEABLE_ROUTE_ERRORS = frozenset({
 
 _MODEL_LIST_KEY = "models"
 
+# RFC 9110 credentials carrying an RFC 6750 bearer token: the scheme in any case,
+# one or more spaces, a token68, then nothing but optional spaces or tabs. ASCII
+# only, so a byte that Unicode trimming or case folding would pass over (NBSP, a
+# zero-width space, NUL, the Kelvin sign) makes the header malformed rather than
+# a look-alike of another key.
+_BEARER_CREDENTIALS = re.compile(r"(?i:bearer) +([A-Za-z0-9\-._~+/]+=*)[ \t]*", re.ASCII)
+
 
 class RequestBudget:
     """The whole request's time budget, spent by each peer call it makes in turn:
@@ -82,16 +90,15 @@ class Caller:
 
 
 def bearer_token(authorization: str | None) -> str:
-    """The token of an `Authorization: Bearer <token>` value, or UNAUTHENTICATED."""
+    """The token of an `Authorization: Bearer <token>` value, exactly as sent, or UNAUTHENTICATED."""
     if not authorization:
         raise ServiceError(Reason.UNAUTHENTICATED,
                            "missing API key: send 'Authorization: Bearer <api-key-or-jwt>'")
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
+    credentials = _BEARER_CREDENTIALS.fullmatch(authorization)
+    if credentials is None:
         raise ServiceError(Reason.UNAUTHENTICATED,
                            "malformed Authorization header: expected 'Bearer <api-key-or-jwt>'")
-    return token
+    return credentials.group(1)
 
 
 class ImagesFlow:
