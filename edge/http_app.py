@@ -247,26 +247,20 @@ class EdgeHttpApp:
         async def not_in_release(request: Request) -> bytes:
             raise HttpRejection(HttpReason.NOT_AVAILABLE_IN_THIS_RELEASE, NOT_IN_RELEASE[request.url.path])
 
-        def routing_error(reason: Reason | HttpReason,
-                          message: Callable[[Request], str]) -> Callable[[Request, Exception], Awaitable[Response]]:
+        def router_error(exc: Exception, reason: Reason | HttpReason, message: str) -> Response:
             """Starlette's router's own rejection, in the OpenAI error shape (headers such as Allow kept)."""
-            async def handler(request: Request, exc: Exception) -> Response:
-                assert isinstance(exc, HTTPException)
-                status, body = error_response(reason, message(request))
-                headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
-                           for name, value in (exc.headers or {}).items()]
-                return JsonResponse(status, body, new_request_id(), headers)
+            assert isinstance(exc, HTTPException)
+            status, body = error_response(reason, message)
+            headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                       for name, value in (exc.headers or {}).items()]
+            return JsonResponse(status, body, new_request_id(), headers)
 
-            return handler
+        async def route_not_found(request: Request, exc: Exception) -> Response:
+            return router_error(exc, Reason.ROUTE_NOT_FOUND, f"no such route: {request.url.path}")
 
-        # Keyed by the status Starlette's router raises; the edge's status comes from the table.
-        routing_errors = {
-            HTTPStatus.NOT_FOUND: routing_error(
-                Reason.ROUTE_NOT_FOUND, lambda request: f"no such route: {request.url.path}"),
-            HTTPStatus.METHOD_NOT_ALLOWED: routing_error(
-                HttpReason.METHOD_NOT_ALLOWED,
-                lambda request: f"method {request.method} is not allowed on {request.url.path}"),
-        }
+        async def method_not_allowed(request: Request, exc: Exception) -> Response:
+            return router_error(exc, HttpReason.METHOD_NOT_ALLOWED,
+                                f"method {request.method} is not allowed on {request.url.path}")
 
         # The generations route also lives here: it answers the other methods with 405,
         # and serves POST when the scope path does not match exactly (a root_path).
@@ -276,7 +270,9 @@ class EdgeHttpApp:
             Route("/openapi.json", _endpoint(openapi), methods=["GET"]),
             *(Route(path, _endpoint(not_in_release), methods=ALL_METHODS) for path in NOT_IN_RELEASE),
         ]
-        app = Starlette(routes=routes, exception_handlers=routing_errors)
+        # Keyed by the status Starlette's router raises; the status answered comes from the table.
+        app = Starlette(routes=routes, exception_handlers={
+            HTTPStatus.NOT_FOUND: route_not_found, HTTPStatus.METHOD_NOT_ALLOWED: method_not_allowed})
         # /v1/images/generations/ is not a route; do not redirect to one.
         app.router.redirect_slashes = False
         return app
