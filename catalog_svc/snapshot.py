@@ -10,10 +10,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from quantized_runtime.errors import Reason, ServiceError
+from quantized_runtime.features import IMAGE_GENERATION
 
 from catalog_svc.catalog_file import Constraints, Cost
 
-IMAGE_GENERATION = "image_generation"
 IMAGE_OUTPUT = "image"
 
 

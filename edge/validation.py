@@ -10,7 +10,7 @@ The same rules apply to JSON bodies and to gRPC requests.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,13 +119,13 @@ class RequestValidator:
     and returns a complete `GenerateRequest` with defaults filled in."""
 
     def __init__(self, descriptor: Descriptor = images_pb2.GenerateRequest.DESCRIPTOR,
-                 message_class: type = images_pb2.GenerateRequest) -> None:
+                 message_class: Callable[..., images_pb2.GenerateRequest] = images_pb2.GenerateRequest) -> None:
         self.fields: tuple[FieldSpec, ...] = tuple(FieldSpec.from_descriptor(f) for f in descriptor.fields)
         self.field_names = frozenset(spec.name for spec in self.fields)
         self._message_class = message_class
         self._accepted = ", ".join(spec.name for spec in self.fields)
 
-    def from_json(self, body: Any) -> Any:
+    def from_json(self, body: Any) -> images_pb2.GenerateRequest:
         if not isinstance(body, dict):
             raise _invalid(None, "the request body must be a JSON object")
         for key in body:
@@ -139,7 +139,7 @@ class RequestValidator:
                 values[spec.name] = self._json_value(spec, raw)
         return self._finish(values)
 
-    def from_proto(self, request: Any) -> Any:
+    def from_proto(self, request: images_pb2.GenerateRequest) -> images_pb2.GenerateRequest:
         values: dict[str, Any] = {}
         for spec in self.fields:
             if spec.has_presence:
@@ -183,7 +183,7 @@ class RequestValidator:
     def _enum_message(spec: FieldSpec) -> str:
         return f"'{spec.name}' must be one of: {', '.join(spec.enum_values)}"
 
-    def _finish(self, values: dict[str, Any]) -> Any:
+    def _finish(self, values: dict[str, Any]) -> images_pb2.GenerateRequest:
         for spec in self.fields:
             value = values.get(spec.name, _MISSING)
             if value is _MISSING:
@@ -201,7 +201,7 @@ class RequestValidator:
         return self._message_class(**values)
 
 
-def generation_params(request: Any) -> common_pb2.GenerationParams:
+def generation_params(request: images_pb2.GenerateRequest) -> common_pb2.GenerationParams:
     """The validated request minus the model id, as dispatched to a provider."""
     params = common_pb2.GenerationParams()
     for name, has_presence in _PARAM_FIELDS:

@@ -11,6 +11,7 @@ from tests.edge.conftest import Stack
 from tests.edge.fakes import VALID_KEY
 
 AUTH = {"Authorization": f"Bearer {VALID_KEY}"}
+GRPC_AUTH = (("authorization", f"Bearer {VALID_KEY}"),)
 
 
 async def test_models_are_listed_with_discovery_fields(stack: Stack) -> None:
@@ -36,6 +37,15 @@ async def test_models_are_listed_with_discovery_fields(stack: Stack) -> None:
 async def test_the_model_list_is_cached(stack: Stack) -> None:
     for _ in range(3):
         assert (await stack.http.get("/v1/models", headers=AUTH)).status_code == 200
+    assert stack.peers.catalog.count("ListModels") == 1
+
+
+async def test_http_and_grpc_share_one_cached_model_list(stack: Stack) -> None:
+    # Alternating transports must not evict each other's rendering.
+    for _ in range(2):
+        assert (await stack.http.get("/v1/models", headers=AUTH)).status_code == 200
+        answer = await stack.images.ListModels(images_pb2.ListModelsRequest(), metadata=GRPC_AUTH)
+        assert [model.id for model in answer.models] == ["gpt-image-1", "gpt-4o"]
     assert stack.peers.catalog.count("ListModels") == 1
 
 
