@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from billing_svc import api_keys
@@ -31,6 +31,7 @@ from billing_svc.domain import (
 )
 from billing_svc.jwt_verifier import JwtVerifier
 from billing_svc.storage.repository import BillingRepository
+from quantized_runtime.clock import utc_now
 from quantized_runtime.errors import Reason, ServiceError
 
 # Longer than any real key or JWT we accept; bounds the work an attacker can cause.
@@ -38,10 +39,6 @@ MAX_TOKEN_LENGTH = 8192
 # Usage labels are descriptive; an over-long one is cut rather than failing a
 # settlement for an image that was already generated.
 USAGE_LABEL_LIMITS = {"model_id": 200, "provider": 64, "user": 256}
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _invalid(field: str, message: str) -> ServiceError:

@@ -11,26 +11,14 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
+from quantized_runtime.enum_names import enum_word, enum_words
 
 from catalog_svc.core import CatalogCore
-from catalog_svc.pricing import Usage
+from catalog_svc.catalog_file import Constraints
 from catalog_svc.snapshot import CatalogSnapshot, ModelInfo, RouteRow
 
-WATERMARKS = {
-    "none": images_pb2.WATERMARK_NONE,
-    "c2pa": images_pb2.WATERMARK_C2PA,
-    "provenance": images_pb2.WATERMARK_PROVENANCE,
-    "synthid": images_pb2.WATERMARK_SYNTHID,
-}
-_QUALITY_PREFIX = "QUALITY_"
+WATERMARKS = enum_words(images_pb2.Watermark.DESCRIPTOR)
 DEFAULT_ACTOR = "admin"
-
-
-def quality_name(value: int) -> str | None:
-    """The proto enum as the catalog's quality key ("hd"), None when unset."""
-    if value == images_pb2.QUALITY_UNSPECIFIED:
-        return None
-    return images_pb2.Quality.Name(value).removeprefix(_QUALITY_PREFIX).lower()
 
 
 def _json_value(value: Any) -> Any:
@@ -46,11 +34,6 @@ def _json_value(value: Any) -> Any:
 def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> Any:
     cost = struct_pb2.Struct()
     cost.update(_json_value(model.cost.model_dump(exclude_none=True)))
-    constraints = images_pb2.ModelConstraints(
-        sizes=model.constraints.sizes, quality_values=model.constraints.quality_values,
-        notes=model.constraints.notes)
-    if model.constraints.max_n is not None:
-        constraints.max_n = model.constraints.max_n
     return images_pb2.Model(
         id=model.id,
         created=model.created,
@@ -60,16 +43,36 @@ def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> Any:
         output_modalities=model.output_modalities,
         watermark=WATERMARKS[model.watermark],
         cost=cost,
-        constraints=constraints,
+        constraints=constraints_message(model.constraints),
         providers=sorted({row.provider for row in snapshot.rows_for(model.id)}),
         active=snapshot.is_active(model.id),
     )
 
 
+def constraints_message(constraints: Constraints) -> images_pb2.ModelConstraints:
+    message = images_pb2.ModelConstraints(
+        sizes=constraints.sizes, quality_values=constraints.quality_values, notes=constraints.notes)
+    if constraints.max_n is not None:
+        message.max_n = constraints.max_n
+    if constraints.size_range is not None:
+        message.size_range.CopyFrom(images_pb2.SizeRange(**constraints.size_range.model_dump()))
+    return message
+
+
+def route_message(model: ModelInfo, row: RouteRow) -> catalog_pb2.Route:
+    """A route as the edge dispatches it: where the model is served, by which
+    adapter, and the constraints provider_svc fits the request to."""
+    return catalog_pb2.Route(
+        provider=row.provider, model_id=row.model_id, upstream_model_id=row.upstream_model_id,
+        region=row.region, priority=row.priority, watermark=WATERMARKS[model.watermark],
+        adapter=row.adapter, constraints=constraints_message(model.constraints))
+
+
 def provider_model_message(row: RouteRow) -> catalog_pb2.ProviderModel:
     message = catalog_pb2.ProviderModel(
         provider=row.provider, model_id=row.model_id, upstream_model_id=row.upstream_model_id,
-        region=row.region, priority=row.priority, is_active=row.is_active, file_active=row.file_active)
+        region=row.region, priority=row.priority, is_active=row.is_active, file_active=row.file_active,
+        adapter=row.adapter)
     if row.operator_active is not None:
         message.operator_active = row.operator_active
     return message
@@ -81,34 +84,15 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def ResolveRoute(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         resolution = self._core.resolve(request.model, request.provider_override, request.feature)
-        watermark = WATERMARKS[resolution.model.watermark]
         return catalog_pb2.ResolveRouteResponse(
             model_id=resolution.model.id,
-            routes=[catalog_pb2.Route(
-                provider=row.provider, model_id=row.model_id, upstream_model_id=row.upstream_model_id,
-                region=row.region, priority=row.priority, watermark=watermark)
-                for row in resolution.routes],
+            routes=[route_message(resolution.model, row) for row in resolution.routes],
             pinned=resolution.pinned,
         )
 
     async def QuotePrice(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        quote = self._core.quote(request.model_id, request.size, quality_name(request.quality), request.n)
-        return catalog_pb2.QuotePriceResponse(
-            max_micro_credits=quote.max_micro_credits,
-            per_image_micro_credits=quote.per_image_micro_credits,
-            usage_priced=quote.usage_priced,
-            usage_price=quote.usage_price)
-
-    async def PriceUsage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        reported = request.usage
-        usage = Usage(
-            images=request.images,
-            input_tokens=reported.input_tokens if reported.HasField("input_tokens") else None,
-            output_tokens=reported.output_tokens if reported.HasField("output_tokens") else None,
-            total_tokens=reported.total_tokens if reported.HasField("total_tokens") else None,
-        )
-        micro = self._core.price_usage(request.model_id, request.size, quality_name(request.quality), usage)
-        return catalog_pb2.PriceUsageResponse(micro_credits=micro)
+        return self._core.quote(request.model_id, request.size,
+                                enum_word(images_pb2.Quality.DESCRIPTOR, request.quality), request.n)
 
     async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         snapshot = self._core.snapshot

@@ -47,6 +47,8 @@ class RouteRow:
     upstream_model_id: str
     region: str
     priority: int
+    # The provider_svc adapter family that speaks to the upstream.
+    adapter: str
     # What the catalog file says, and the operator's decision when one was made.
     file_active: bool
     operator_active: bool | None

@@ -34,7 +34,7 @@ from quantized.provider.v1 import provider_pb2
 from quantized_runtime.client import call
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.features import IMAGE_GENERATION
-from quantized_runtime.pricing import price_usage
+from quantized_runtime.pricing import price_generation
 from quantized_runtime.request_context import current_request_id
 
 from edge.cache import MISSING, TtlCache
@@ -161,7 +161,7 @@ class ImagesFlow:
         try:
             route, answer = await self._dispatch(resolved, params, budget)
             generated = sum(1 for image in answer.images if not image.flagged)
-            price = self._price(quote, generated, answer.usage)
+            price = price_generation(quote, generated, answer.usage)
             settled = await self._ledger(self._peers.ledger.settle, billing_pb2.SettleRequest(
                 hold_id=hold.hold_id, amount_micro_credits=price,
                 usage=billing_pb2.UsageRecord(model_id=resolved.model_id, provider=route.provider,
@@ -223,7 +223,8 @@ class ImagesFlow:
             request = provider_pb2.GenerateRequest(
                 provider=route.provider, model_id=resolved.model_id,
                 upstream_model_id=route.upstream_model_id, region=route.region,
-                params=params, request_id=current_request_id.get(), watermark=route.watermark)
+                params=params, request_id=current_request_id.get(), watermark=route.watermark,
+                adapter=route.adapter, constraints=route.constraints)
             try:
                 pending = self._peers.provider.generate(request, budget.timeout(budget.remaining()))
                 return route, await self._checked(pending, "ProviderService.GenerateStream", budget,
@@ -237,19 +238,6 @@ class ImagesFlow:
                     "provider": route.provider, "model_id": resolved.model_id,
                     "next_provider": routes[index + 1].provider, "error": error.message}})
         raise AssertionError("unreachable: the last route either answers or raises")
-
-    @staticmethod
-    def _price(quote: catalog_pb2.QuotePriceResponse, generated: int, usage: common_pb2.UpstreamUsage) -> int:
-        """The charge for what was generated, never more than the hold. Token-priced
-        models are priced here from the quote's card, with the catalog's own rule,
-        so settling costs no catalog round trip."""
-        if generated == 0:
-            return 0
-        if quote.usage_priced:
-            price = price_usage(quote.usage_price, generated, usage)
-        else:
-            price = quote.per_image_micro_credits * generated
-        return max(0, min(price, quote.max_micro_credits))
 
     async def _release(self, hold_id: str, budget: RequestBudget) -> None:
         try:

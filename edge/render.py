@@ -19,10 +19,10 @@ from google.protobuf import json_format
 
 from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.images.v1 import images_pb2
+from quantized_runtime.enum_names import enum_names
 
-from edge.validation import enum_json_names
 
-WATERMARK_NAMES = enum_json_names(common_pb2.Watermark.DESCRIPTOR)
+WATERMARK_NAMES = enum_names(common_pb2.Watermark.DESCRIPTOR)
 NO_WATERMARK = common_pb2.WATERMARK_NONE
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode

@@ -18,6 +18,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from quantized.common.v1 import field_rules_pb2, images_pb2 as common_pb2
 from quantized.images.v1 import images_pb2
+from quantized_runtime.enum_names import enum_words
 from quantized_runtime.errors import Reason, ServiceError
 
 _INTEGER_RANGES = {
@@ -34,21 +35,6 @@ _INTEGER_RANGES = {
 }
 
 STRING, INTEGER, BOOLEAN, ENUM = "string", "integer", "boolean", "enum"
-
-
-def enum_json_values(enum_descriptor: Any) -> dict[str, int]:
-    """JSON spelling -> number: the lower-cased suffix of each value name, zero excluded."""
-    prefix = _enum_prefix(enum_descriptor)
-    return {value.name.removeprefix(prefix).lower(): value.number
-            for value in enum_descriptor.values if value.number != 0}
-
-
-def enum_json_names(enum_descriptor: Any) -> dict[int, str]:
-    return {number: name for name, number in enum_json_values(enum_descriptor).items()}
-
-
-def _enum_prefix(enum_descriptor: Any) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum_descriptor.name).upper() + "_"
 
 
 @dataclass(frozen=True)
@@ -89,7 +75,7 @@ class FieldSpec:
             kind = BOOLEAN
         elif field.type == FieldDescriptor.TYPE_ENUM:
             kind = ENUM
-            enum_values = enum_json_values(field.enum_type)
+            enum_values = enum_words(field.enum_type)
         else:
             raise TypeError(f"request field {field.name!r}: proto type {field.type} is not supported by the edge")
         return cls(

@@ -24,12 +24,16 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from provider_svc.dispatch import Dispatcher
 from provider_svc.domain import GenerationResult, Image, ImageRequest
+from provider_svc.families import family_named
+from provider_svc.sizes import SizeRange
 from provider_svc.upstream_errors import timed_out
 from quantized.common.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
 from quantized_runtime.call_stream import CallStreamServer
+from quantized_runtime.enum_names import enum_word
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.request_context import current_request_id, new_request_id
+from quantized_runtime.sizes import DEFAULT_SIZE, accepted_sizes
 from quantized_runtime.stream_drain import StreamDrain
 
 SERVICE_NAME = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
@@ -42,11 +46,12 @@ _DRAINING = provider_pb2.GenerateStreamResponse(draining=True)
 rpc_log = logging.getLogger("quantized.rpc")
 
 
-def _suffix(enum_type: object, prefix: str, number: int) -> str | None:
-    """QUALITY_HD -> 'hd'; the zero value (UNSPECIFIED) means not set."""
-    if number == 0:
+def _size_range(constraints: images_pb2.ModelConstraints) -> SizeRange | None:
+    if not constraints.HasField("size_range"):
         return None
-    return enum_type.Name(number).removeprefix(prefix).lower()  # type: ignore[attr-defined]
+    rules = constraints.size_range
+    return SizeRange(min_side=rules.min_side, max_side=rules.max_side, step=rules.step,
+                     max_ratio=rules.max_ratio, max_pixels=rules.max_pixels)
 
 
 def to_domain(request: provider_pb2.GenerateRequest) -> ImageRequest:
@@ -59,14 +64,18 @@ def to_domain(request: provider_pb2.GenerateRequest) -> ImageRequest:
         upstream_model_id=request.upstream_model_id or request.model_id,
         region=request.region,
         prompt=params.prompt,
+        family=family_named(request.adapter),
+        sizes=accepted_sizes(tuple(request.constraints.sizes)),
+        size_range=_size_range(request.constraints),
+        quality_values=tuple(request.constraints.quality_values),
         n=params.n or 1,
-        size=params.size or "1024x1024",
-        quality=_suffix(images_pb2.Quality, "QUALITY_", params.quality),
-        style=_suffix(images_pb2.Style, "STYLE_", params.style),
-        background=_suffix(images_pb2.Background, "BACKGROUND_", params.background),
-        output_format=_suffix(images_pb2.OutputFormat, "OUTPUT_FORMAT_", params.output_format),
+        size=params.size or DEFAULT_SIZE,
+        quality=enum_word(images_pb2.Quality.DESCRIPTOR, params.quality),
+        style=enum_word(images_pb2.Style.DESCRIPTOR, params.style),
+        background=enum_word(images_pb2.Background.DESCRIPTOR, params.background),
+        output_format=enum_word(images_pb2.OutputFormat.DESCRIPTOR, params.output_format),
         output_compression=params.output_compression if params.HasField("output_compression") else None,
-        moderation=_suffix(images_pb2.Moderation, "MODERATION_", params.moderation),
+        moderation=enum_word(images_pb2.Moderation.DESCRIPTOR, params.moderation),
         seed=params.seed if params.HasField("seed") else None,
         negative_prompt=params.negative_prompt if params.HasField("negative_prompt") else None,
         user=params.user if params.HasField("user") else None,

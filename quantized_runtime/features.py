@@ -1,6 +1,7 @@
-"""Feature names shared by the catalog, which lists them per model and checks them
-on ResolveRoute, and the edge, which asks for one on every request."""
+"""Catalog feature names shared by the services ("supported_features" in the catalog file).
 
-from __future__ import annotations
+The edge asks the catalog for a route with the feature it needs, and the catalog
+checks it against the model's features; both spell it from here.
+"""
 
 IMAGE_GENERATION = "image_generation"

@@ -9,6 +9,9 @@ from typing import Any
 import grpc
 import pytest
 
+from catalog_svc.catalog_file import load_catalog_file
+from catalog_svc.settings import BUNDLED_CATALOG_FILE
+from catalog_svc.servicer import constraints_message
 from provider_svc.main import RunningProvider, start
 from provider_svc.settings import ProviderSettings
 from quantized.common.v1 import images_pb2
@@ -49,14 +52,21 @@ def params(prompt: str = "a hedgehog under a mushroom", **fields: Any) -> images
     return images_pb2.GenerationParams(**values)
 
 
+_CATALOG = {model.id: model for model in load_catalog_file(BUNDLED_CATALOG_FILE).models}
+
+
 def generate_request(model: str, *, watermark: int = images_pb2.WATERMARK_NONE, provider: str | None = None,
                      region: str | None = None, request_id: str = "req_test",
                      **fields: Any) -> provider_pb2.GenerateRequest:
-    """The request the edge would send for `model`, with its route's provider and region."""
+    """The request the edge would send for `model`, with its route's provider and region, and the
+    adapter and constraints of the model's first route in the catalog file (none for an unknown model)."""
+    entry = _CATALOG.get(model)
     return provider_pb2.GenerateRequest(
         provider=provider or PROVIDER_OF.get(model, "openai"), model_id=model, upstream_model_id=model,
         region=REGION_OF.get(model, "") if region is None else region, params=params(**fields),
-        request_id=request_id, watermark=watermark)
+        request_id=request_id, watermark=watermark,
+        adapter=(entry.routes[0].adapter or "") if entry is not None else "",
+        constraints=constraints_message(entry.constraints) if entry is not None else None)
 
 
 @dataclass

@@ -124,11 +124,11 @@ def test_settings_need_no_credentials_and_read_the_standard_names(monkeypatch: p
 
 
 def test_the_spliced_encoding_is_the_message_field_for_field() -> None:
-    from provider_svc.domain import GenerationResult, Image, Usage
+    from provider_svc.domain import GenerationResult, Image, UpstreamUsage
     from provider_svc.servicer import encode_response, to_proto
     from quantized.provider.v1 import provider_pb2
 
-    result = GenerationResult(created=1776443191, usage=Usage(input_tokens=3, output_tokens=0, megapixels=1.5),
+    result = GenerationResult(created=1776443191, usage=UpstreamUsage(input_tokens=3, output_tokens=0, megapixels=1.5),
                               images=[Image(data=bytes(range(256)) * 9000, mime_type="image/png",
                                             revised_prompt="", seed=0),
                                       Image(flagged=True, flag_reason="blocked"),
