@@ -1,4 +1,5 @@
-"""gRPC servicers: translate proto <-> the catalog core. No logic of their own."""
+"""gRPC servicers: translate proto <-> the catalog core. No logic of their own.
+`registrars` and `SERVICE_NAMES` are what `main.start` hands the runtime's server."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
+from quantized_runtime.server import Registrar
 
 from catalog_svc.core import CatalogCore
 from catalog_svc.pricing import Usage
@@ -43,7 +45,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> Any:
+def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> images_pb2.Model:
     cost = struct_pb2.Struct()
     cost.update(_json_value(model.cost.model_dump(exclude_none=True)))
     constraints = images_pb2.ModelConstraints(
@@ -79,7 +81,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     def __init__(self, core: CatalogCore) -> None:
         self._core = core
 
-    async def ResolveRoute(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ResolveRoute(self, request: catalog_pb2.ResolveRouteRequest,
+                           context: grpc.aio.ServicerContext) -> catalog_pb2.ResolveRouteResponse:
         resolution = self._core.resolve(request.model, request.provider_override, request.feature)
         watermark = WATERMARKS[resolution.model.watermark]
         return catalog_pb2.ResolveRouteResponse(
@@ -91,7 +94,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             pinned=resolution.pinned,
         )
 
-    async def QuotePrice(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def QuotePrice(self, request: catalog_pb2.QuotePriceRequest,
+                         context: grpc.aio.ServicerContext) -> catalog_pb2.QuotePriceResponse:
         quote = self._core.quote(request.model_id, request.size, quality_name(request.quality), request.n)
         return catalog_pb2.QuotePriceResponse(
             max_micro_credits=quote.max_micro_credits,
@@ -99,7 +103,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             usage_priced=quote.usage_priced,
             usage_price=quote.usage_price)
 
-    async def PriceUsage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def PriceUsage(self, request: catalog_pb2.PriceUsageRequest,
+                         context: grpc.aio.ServicerContext) -> catalog_pb2.PriceUsageResponse:
         reported = request.usage
         usage = Usage(
             images=request.images,
@@ -110,7 +115,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         micro = self._core.price_usage(request.model_id, request.size, quality_name(request.quality), usage)
         return catalog_pb2.PriceUsageResponse(micro_credits=micro)
 
-    async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ListModels(self, request: catalog_pb2.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> catalog_pb2.ListModelsResponse:
         snapshot = self._core.snapshot
         return catalog_pb2.ListModelsResponse(
             models=[model_message(snapshot, model) for model in snapshot.models.values()])
@@ -121,17 +127,20 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
         self._core = core
         self._admin_token = admin_token
 
-    def _authorise(self, context: grpc.aio.ServicerContext) -> None:
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         require_admin(context.invocation_metadata(), self._admin_token)
 
-    async def SetProviderModelActive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def SetProviderModelActive(
+            self, request: catalog_pb2.SetProviderModelActiveRequest,
+            context: grpc.aio.ServicerContext) -> catalog_pb2.SetProviderModelActiveResponse:
+        self._authorize(context)
         row = await self._core.set_active(request.provider, request.model_id, request.is_active,
                                           request.actor.strip() or DEFAULT_ACTOR)
         return catalog_pb2.SetProviderModelActiveResponse(provider_model=provider_model_message(row))
 
-    async def ListCatalog(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def ListCatalog(self, request: catalog_pb2.ListCatalogRequest,
+                          context: grpc.aio.ServicerContext) -> catalog_pb2.ListCatalogResponse:
+        self._authorize(context)
         snapshot = self._core.snapshot
         return catalog_pb2.ListCatalogResponse(
             models=[model_message(snapshot, model) for model in snapshot.models.values()],
@@ -139,15 +148,17 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
             catalog_version=snapshot.version,
         )
 
-    async def ReloadCatalog(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def ReloadCatalog(self, request: catalog_pb2.ReloadCatalogRequest,
+                            context: grpc.aio.ServicerContext) -> catalog_pb2.ReloadCatalogResponse:
+        self._authorize(context)
         summary = await self._core.reload(request.actor.strip() or DEFAULT_ACTOR)
         return catalog_pb2.ReloadCatalogResponse(
             catalog_version=summary.version, models=summary.models,
             provider_models=summary.provider_models)
 
-    async def ListAuditEvents(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def ListAuditEvents(self, request: catalog_pb2.ListAuditEventsRequest,
+                              context: grpc.aio.ServicerContext) -> catalog_pb2.ListAuditEventsResponse:
+        self._authorize(context)
         events = await self._core.audit_events(request.limit)
         response = catalog_pb2.ListAuditEventsResponse()
         for event in events:
@@ -155,3 +166,18 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
             stamp.FromDatetime(event.time)
             response.events.add(time=stamp, actor=event.actor, action=event.action, detail=event.detail)
         return response
+
+
+def registrars(core: CatalogCore, admin_token: str) -> list[Registrar]:
+    public = CatalogServicer(core)
+    admin = CatalogAdminServicer(core, admin_token)
+    return [
+        lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(public, server),
+        lambda server: catalog_pb2_grpc.add_CatalogAdminServiceServicer_to_server(admin, server),
+    ]
+
+
+SERVICE_NAMES = (
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogAdminService"].full_name,
+)
