@@ -1,4 +1,5 @@
-"""gRPC servicers: translate proto <-> the catalog core. No logic of their own."""
+"""gRPC servicers: translate proto <-> the catalog core. No logic of their own.
+`registrars` and `SERVICE_NAMES` are what `main.start` hands the runtime's server."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
 from quantized_runtime.enum_names import enum_word, enum_words
+from quantized_runtime.server import Registrar
 
 from catalog_svc.core import CatalogCore
 from catalog_svc.catalog_file import Constraints
@@ -31,7 +33,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> Any:
+def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> images_pb2.Model:
     cost = struct_pb2.Struct()
     cost.update(_json_value(model.cost.model_dump(exclude_none=True)))
     return images_pb2.Model(
@@ -82,7 +84,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     def __init__(self, core: CatalogCore) -> None:
         self._core = core
 
-    async def ResolveRoute(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ResolveRoute(self, request: catalog_pb2.ResolveRouteRequest,
+                           context: grpc.aio.ServicerContext) -> catalog_pb2.ResolveRouteResponse:
         resolution = self._core.resolve(request.model, request.provider_override, request.feature)
         return catalog_pb2.ResolveRouteResponse(
             model_id=resolution.model.id,
@@ -90,11 +93,13 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             pinned=resolution.pinned,
         )
 
-    async def QuotePrice(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def QuotePrice(self, request: catalog_pb2.QuotePriceRequest,
+                         context: grpc.aio.ServicerContext) -> catalog_pb2.QuotePriceResponse:
         return self._core.quote(request.model_id, request.size,
                                 enum_word(images_pb2.Quality.DESCRIPTOR, request.quality), request.n)
 
-    async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ListModels(self, request: catalog_pb2.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> catalog_pb2.ListModelsResponse:
         snapshot = self._core.snapshot
         return catalog_pb2.ListModelsResponse(
             models=[model_message(snapshot, model) for model in snapshot.models.values()])
@@ -105,17 +110,20 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
         self._core = core
         self._admin_token = admin_token
 
-    def _authorise(self, context: grpc.aio.ServicerContext) -> None:
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         require_admin(context.invocation_metadata(), self._admin_token)
 
-    async def SetProviderModelActive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def SetProviderModelActive(
+            self, request: catalog_pb2.SetProviderModelActiveRequest,
+            context: grpc.aio.ServicerContext) -> catalog_pb2.SetProviderModelActiveResponse:
+        self._authorize(context)
         row = await self._core.set_active(request.provider, request.model_id, request.is_active,
                                           request.actor.strip() or DEFAULT_ACTOR)
         return catalog_pb2.SetProviderModelActiveResponse(provider_model=provider_model_message(row))
 
-    async def ListCatalog(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def ListCatalog(self, request: catalog_pb2.ListCatalogRequest,
+                          context: grpc.aio.ServicerContext) -> catalog_pb2.ListCatalogResponse:
+        self._authorize(context)
         snapshot = self._core.snapshot
         return catalog_pb2.ListCatalogResponse(
             models=[model_message(snapshot, model) for model in snapshot.models.values()],
@@ -123,15 +131,17 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
             catalog_version=snapshot.version,
         )
 
-    async def ReloadCatalog(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def ReloadCatalog(self, request: catalog_pb2.ReloadCatalogRequest,
+                            context: grpc.aio.ServicerContext) -> catalog_pb2.ReloadCatalogResponse:
+        self._authorize(context)
         summary = await self._core.reload(request.actor.strip() or DEFAULT_ACTOR)
         return catalog_pb2.ReloadCatalogResponse(
             catalog_version=summary.version, models=summary.models,
             provider_models=summary.provider_models)
 
-    async def ListAuditEvents(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def ListAuditEvents(self, request: catalog_pb2.ListAuditEventsRequest,
+                              context: grpc.aio.ServicerContext) -> catalog_pb2.ListAuditEventsResponse:
+        self._authorize(context)
         events = await self._core.audit_events(request.limit)
         response = catalog_pb2.ListAuditEventsResponse()
         for event in events:
@@ -139,3 +149,18 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
             stamp.FromDatetime(event.time)
             response.events.add(time=stamp, actor=event.actor, action=event.action, detail=event.detail)
         return response
+
+
+def registrars(core: CatalogCore, admin_token: str) -> list[Registrar]:
+    public = CatalogServicer(core)
+    admin = CatalogAdminServicer(core, admin_token)
+    return [
+        lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(public, server),
+        lambda server: catalog_pb2_grpc.add_CatalogAdminServiceServicer_to_server(admin, server),
+    ]
+
+
+SERVICE_NAMES = (
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogAdminService"].full_name,
+)

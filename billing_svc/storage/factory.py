@@ -1,16 +1,14 @@
-"""Pick the repository for the database behind the engine."""
+"""Pick the money path written for the database behind the engine."""
 
 from __future__ import annotations
 
 from billing_svc.storage.engine import Database
-from billing_svc.storage.postgres_repository import PostgresBillingRepository
-from billing_svc.storage.repository import BillingRepository
-from billing_svc.storage.sqlite_repository import SqliteBillingRepository
+from billing_svc.storage.money_store import MoneyStore
+from billing_svc.storage.postgres_money_store import PostgresMoneyStore
+from billing_svc.storage.sqlite_money_store import SqliteMoneyStore
 
 
-def repository_for(database: Database) -> BillingRepository:
-    if database.dialect == "postgresql":
-        return PostgresBillingRepository(database)
+def money_store_for(database: Database) -> MoneyStore:
     if database.sqlite is not None:
-        return SqliteBillingRepository(database, database.sqlite)
-    return BillingRepository(database)
+        return SqliteMoneyStore(database.sqlite)
+    return PostgresMoneyStore(database)

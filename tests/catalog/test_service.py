@@ -10,7 +10,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quantized.catalog.v1 import catalog_pb2
 from quantized.common.v1 import images_pb2
-from quantized_runtime.channels import open_channel
 from quantized_runtime.client import call
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.grpc_errors import from_rpc_error
@@ -21,7 +20,7 @@ from catalog_svc.catalog_file import CatalogFileError
 from catalog_svc.main import start
 from catalog_svc.settings import CatalogSettings
 
-from .support import ADMIN_METADATA, make_settings, serving
+from .support import ADMIN_METADATA, make_settings, serving_catalog
 
 TIMEOUT = 10
 
@@ -271,14 +270,10 @@ async def test_prices_of_unknown_or_non_image_models_are_refused(catalog_server,
 
 
 async def test_the_server_reports_serving_on_health(catalog_server):
-    channel = open_channel(f"127.0.0.1:{catalog_server.running.port}")
-    try:
-        health = health_pb2_grpc.HealthStub(channel)
-        for service in ("quantized.catalog.v1.CatalogService", "quantized.catalog.v1.CatalogAdminService"):
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    finally:
-        await channel.close()
+    health = health_pb2_grpc.HealthStub(catalog_server.channel)
+    for service in ("quantized.catalog.v1.CatalogService", "quantized.catalog.v1.CatalogAdminService"):
+        reply = await call(health.Check, health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_a_missing_admin_token_stops_start_with_a_clear_message(monkeypatch):
@@ -310,7 +305,7 @@ async def test_a_malformed_catalog_file_stops_start_naming_line_and_field(catalo
 
 async def test_the_default_database_is_sqlite_in_the_data_dir(catalog_file, tmp_path):
     data_dir = tmp_path / "nested" / "data"
-    async with serving(make_settings("", catalog_file, data_dir)) as client:
+    async with serving_catalog(make_settings("", catalog_file, data_dir)) as client:
         reply = await call(client.catalog.ResolveRoute, resolve("sandbox-image-1"), timeout=TIMEOUT)
         assert reply.routes[0].watermark == images_pb2.WATERMARK_NONE
     assert (data_dir / "catalog.db").is_file()
@@ -318,7 +313,7 @@ async def test_the_default_database_is_sqlite_in_the_data_dir(catalog_file, tmp_
 
 @pytest.mark.postgres
 async def test_the_service_on_postgresql(postgres_url, catalog_file, tmp_path):
-    async with serving(make_settings(postgres_url, catalog_file, tmp_path)) as client:
+    async with serving_catalog(make_settings(postgres_url, catalog_file, tmp_path)) as client:
         _, error = await wire_error(client.catalog.ResolveRoute, resolve("stability.sd3-5-large-v1:0"))
         assert error.reason == Reason.NO_ACTIVE_PROVIDERS
         await set_active(client, "bedrock", "stability.sd3-5-large-v1:0", True)

@@ -6,8 +6,9 @@ import grpc
 import pytest
 
 from quantized.images.v1 import images_pb2
+from quantized_runtime.client import call
 
-from tests.edge.conftest import Stack
+from tests.edge.conftest import CALL_TIMEOUT_SECONDS, Stack
 from tests.edge.fakes import VALID_KEY
 
 AUTH = {"Authorization": f"Bearer {VALID_KEY}"}
@@ -56,8 +57,8 @@ async def test_the_model_list_needs_a_key(stack: Stack) -> None:
 
 
 async def test_grpc_list_models(stack: Stack) -> None:
-    answer = await stack.images.ListModels(images_pb2.ListModelsRequest(),
-                                           metadata=(("authorization", f"Bearer {VALID_KEY}"),))
+    answer = await call(stack.images.ListModels, images_pb2.ListModelsRequest(),
+                        timeout=CALL_TIMEOUT_SECONDS, metadata=(("authorization", f"Bearer {VALID_KEY}"),))
     assert [model.id for model in answer.models] == ["gpt-image-1", "gpt-4o"]
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stack.images.ListModels(images_pb2.ListModelsRequest())

@@ -1,10 +1,10 @@
-"""The request path on a SQLite file: Authenticate, Reserve, Settle and Release,
+"""The money path on a SQLite file: Authenticate, Reserve, Settle and Release,
 and Ledger batches of the last three, as short synchronous transactions through
 the standard library driver (see sqlite_transactions.py for why, and for how a
 busy file is waited on).
 
-The statements, the rows written and the errors are those of the generic path
-(repository.py); only the plumbing is leaner. Every write transaction starts
+The rows written and the errors are those of the PostgreSQL money path (the
+ledger entries are listed in money_store.py). Every write transaction starts
 with BEGIN IMMEDIATE, so it holds the file's write lock from its first read:
 what it reads (an existing hold, a balance) cannot change before it commits,
 in this process or another one.
@@ -30,10 +30,8 @@ from billing_svc.domain import (
     Usage,
     new_id,
 )
-from billing_svc.storage.engine import Database
-from billing_svc.storage.repository import (
+from billing_svc.storage.money_store import (
     OPEN,
-    BillingRepository,
     insufficient_credits,
     not_found,
     unclosable_hold,
@@ -145,11 +143,10 @@ def _apply_operation(cursor: sqlite3.Cursor, op: LedgerOp, now: datetime,
     return _close_hold(cursor, op.hold_id, op.amount, op.usage, now)
 
 
-class SqliteBillingRepository(BillingRepository):
-    """The generic repository, with the request path on the loop-side connection."""
+class SqliteMoneyStore:
+    """The MoneyStore of a SQLite file, on the loop-side connection."""
 
-    def __init__(self, database: Database, transactions: SqliteTransactions) -> None:
-        super().__init__(database)
+    def __init__(self, transactions: SqliteTransactions) -> None:
         self._sqlite = transactions
 
     async def identity_for_key_hash(self, secret_hash: str) -> Identity | None:
