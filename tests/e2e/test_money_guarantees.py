@@ -213,7 +213,8 @@ async def test_sigkill_of_an_edge_mid_load_leaves_every_delivered_image_charged_
 async def test_billing_restart_mid_load_loses_no_charge_and_doubles_none(start_stack, figures):
     stack = await start_stack()
     price = await stack.price_per_image()
-    opening = 1000 * price
+    # More than the callers can spend however long the restart takes.
+    opening = 10_000 * price
     account_id, api_key = await stack.create_account(opening)
     clients = _clients(stack, api_key, 3)
     try:
