@@ -126,10 +126,11 @@ class Stack:
     def edge_grpc_addr(self) -> str:
         return f"127.0.0.1:{self.edge.grpc_port}"
 
-    # Administration through the real admin RPCs.
+    # Administration through the real admin RPCs. They wait for a connection: a
+    # test may have just restarted the service they reach.
     def _admin(self, method: Any, request: Any) -> Any:
         return self.run(call(method, request, timeout=ADMIN_CALL_TIMEOUT_SECONDS,
-                             metadata=ADMIN_METADATA))
+                             metadata=ADMIN_METADATA, wait_for_ready=True))
 
     def create_account(self, credits: int = 0, unlimited: bool = False, name: str = "e2e") -> Account:
         reply = self._admin(self.billing_admin.CreateAccount,
