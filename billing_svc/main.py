@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
+from fractions import Fraction
 
+from billing_svc.domain import LeasePolicy
 from billing_svc.jwt_verifier import JwksError, JwtVerifier, load_jwks
 from billing_svc.reaper import reap_forever
 from billing_svc.service import Billing
@@ -67,7 +69,9 @@ async def start(settings: BillingSettings) -> RunningBilling:
                                       settings.database_pool_size))
     try:
         await upgrade_to_head(database.engine)
-        billing = Billing(repository_for(database), verifier,
+        lease_policy = LeasePolicy(share=Fraction(settings.lease_share),
+                                   ttl=timedelta(seconds=settings.lease_ttl_seconds))
+        billing = Billing(repository_for(database, lease_policy), verifier,
                           timedelta(seconds=settings.hold_ttl_seconds))
         drain = StreamDrain()
         server = await create_server(
