@@ -10,7 +10,8 @@ account row takes its row lock, and a waiting writer re-checks the balance
 against the committed row before it debits.
 
 A Ledger batch runs the same statements, one per operation, in one transaction
-on one connection. Its row locks last until its commit, so it first locks every
+on one connection; the credit-lease operations (Ledger only) run a few
+statements each on rows the batch has locked. Its row locks last until its commit, so it first locks every
 hold it closes and then every account it touches, each set in id order: two
 batches (or a batch and the reaper, or a unary call) then never wait for each
 other in a circle. A refused operation's statement changed nothing, so the
