@@ -2,8 +2,8 @@
 
 Run: .venv/bin/python bench/catalog_bench.py [CALLS]
 Starts a real catalog server on 127.0.0.1 (SQLite in a temporary directory) and
-times, sequentially: the in-process snapshot resolution, then ResolveRoute,
-QuotePrice and PriceUsage over gRPC. Results go to docs/benchmarks.md.
+times, sequentially: the in-process snapshot resolution, then ResolveRoute
+and QuotePrice over gRPC. Results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc  # noqa: E402
 from quantized.common.v1 import images_pb2  # noqa: E402
 from quantized_runtime.channels import open_channel  # noqa: E402
 from quantized_runtime.defaults import sqlite_url  # noqa: E402
+from quantized_runtime.features import IMAGE_GENERATION  # noqa: E402
 
 from catalog_svc.main import start  # noqa: E402
 from catalog_svc.settings import BUNDLED_CATALOG_FILE, CatalogSettings  # noqa: E402
@@ -55,7 +56,7 @@ async def main(calls: int) -> None:
             resolve_samples = []
             for _ in range(calls):
                 started = time.perf_counter()
-                running.core.resolve("gpt-image-1", "", "image_generation")
+                running.core.resolve("gpt-image-1", "", IMAGE_GENERATION)
                 resolve_samples.append((time.perf_counter() - started) * 1000)
             _report("snapshot resolve (in-proc)", resolve_samples)
             stub = catalog_pb2_grpc.CatalogServiceStub(channel)
@@ -64,9 +65,6 @@ async def main(calls: int) -> None:
                 stub.ResolveRoute, catalog_pb2.ResolveRouteRequest(model="gpt-image-1"), calls))
             _report("QuotePrice (gRPC)", await _time_rpc(stub.QuotePrice, catalog_pb2.QuotePriceRequest(
                 model_id="gpt-image-1", size="1024x1024", quality=images_pb2.QUALITY_HIGH, n=1), calls))
-            _report("PriceUsage (gRPC)", await _time_rpc(stub.PriceUsage, catalog_pb2.PriceUsageRequest(
-                model_id="gpt-image-1", images=1,
-                usage=images_pb2.UpstreamUsage(input_tokens=238, output_tokens=4160)), calls))
         finally:
             await channel.close()
             await running.stop(0)

@@ -8,6 +8,11 @@ Measures, for small gpt-image-1 images:
 - peak RSS of each service;
 and a 30 MB image end to end: added latency and each service's peak memory growth.
 
+The bare hop (bench/passthrough_proxy.py: one aiohttp process forwarding to the same
+upstream) is measured in the same run with the same load generator; the router's
+added p50/p99, requests per second, p99 and CPU per request are also given as
+ratios to it (`vs_bare`), since absolute times move from host to host.
+
 Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30]
 """
 
@@ -117,30 +122,57 @@ def summarise(label: str, result) -> dict:
             "rps": round(result.throughput, 1), "statuses": result.statuses}
 
 
+def ratio(router: float, bare: float) -> float | None:
+    return round(router / bare, 2) if bare > 0 else None
+
+
 async def measure(ports: dict[str, int], upstream_port: int, api_key: str, processes: dict,
-                  total_requests: int) -> dict:
+                  total_requests: int, bare: subprocess.Popen, bare_port: int) -> dict:
     body = json.dumps({"model": "gpt-image-1", "prompt": "a small hedgehog", "quality": "low"}).encode()
     routed = build_request("127.0.0.1", ports["http"], "/v1/images/generations", body,
                            {"Authorization": f"Bearer {api_key}"})
     direct = build_request("127.0.0.1", upstream_port, "/v1/images/generations", body,
                            {"Authorization": "Bearer sk-bench-not-a-real-key"})
+    proxied = build_request("127.0.0.1", bare_port, "/v1/images/generations", body,
+                            {"Authorization": "Bearer sk-bench-not-a-real-key"})
     report: dict = {}
     # Warm caches, pools and channels.
     await run_load("127.0.0.1", ports["http"], routed, 4, 50)
+    await run_load("127.0.0.1", bare_port, proxied, 4, 50)
     for clients in (1, 32):
         per_client = max(1, (total_requests // 3 if clients == 1 else total_requests) // clients)
         base = await run_load("127.0.0.1", upstream_port, direct, clients, per_client)
+        bare_cpu_before = cpu_seconds(bare.pid)
+        hop = await run_load("127.0.0.1", bare_port, proxied, clients, per_client)
+        bare_cpu_ms = (cpu_seconds(bare.pid) - bare_cpu_before) * 1000 / max(1, len(hop.latencies_ms))
         pids = {name: process.pid for name, process in processes.items()}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         via = await run_load("127.0.0.1", ports["http"], routed, clients, per_client)
         cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         served = max(1, len(via.latencies_ms))
+        added = {"p50": via.percentile(0.5) - base.percentile(0.5),
+                 "p99": via.percentile(0.99) - base.percentile(0.99)}
+        bare_added = {"p50": hop.percentile(0.5) - base.percentile(0.5),
+                      "p99": hop.percentile(0.99) - base.percentile(0.99)}
+        cpu_total_ms = sum(cpu_used.values()) * 1000 / served
         report[f"{clients}_clients"] = {
             "direct": summarise("direct", base), "router": summarise("router", via),
-            "added_p50_ms": round(via.percentile(0.5) - base.percentile(0.5), 3),
-            "added_p99_ms": round(via.percentile(0.99) - base.percentile(0.99), 3),
+            "bare_hop": {**summarise("bare hop", hop),
+                         "added_p50_ms": round(bare_added["p50"], 3),
+                         "added_p99_ms": round(bare_added["p99"], 3),
+                         "cpu_ms_per_request": round(bare_cpu_ms, 3)},
+            "added_p50_ms": round(added["p50"], 3),
+            "added_p99_ms": round(added["p99"], 3),
             "cpu_ms_per_request": {name: round(seconds * 1000 / served, 3) for name, seconds in cpu_used.items()},
-            "cpu_ms_per_request_total": round(sum(cpu_used.values()) * 1000 / served, 3),
+            "cpu_ms_per_request_total": round(cpu_total_ms, 3),
+            # Router / bare hop, except rps_share: the router's share of the bare hop's throughput.
+            "vs_bare": {
+                "added_p50": ratio(added["p50"], bare_added["p50"]),
+                "added_p99": ratio(added["p99"], bare_added["p99"]),
+                "p99": ratio(via.percentile(0.99), hop.percentile(0.99)),
+                "rps_share": ratio(via.throughput, hop.throughput),
+                "cpu_per_request": ratio(cpu_total_ms, bare_cpu_ms),
+            },
         }
     report["peak_rss_mib"] = {name: round(memory_kib(p.pid, "VmHWM") / 1024, 1) for name, p in processes.items()}
     return report
@@ -180,17 +212,23 @@ def main() -> None:
                                  str(upstream_port), "--big-bytes", str(args.big_mb * 2**20)],
                                 stdout=subprocess.PIPE, text=True)
     assert upstream.stdout.readline().strip() == "ready"
+    bare_port = free_port()
+    bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "passthrough_proxy.py"),
+                             str(bare_port), str(upstream_port)], stdout=subprocess.PIPE, text=True)
+    assert bare.stdout.readline().strip() == "ready"
     with tempfile.TemporaryDirectory() as tmp:
         processes, ports, admin_token = start_stack(Path(tmp), upstream_port)
         try:
             api_key = asyncio.run(create_account(ports["billing"], admin_token))
-            report = asyncio.run(measure(ports, upstream_port, api_key, processes, args.requests))
+            report = asyncio.run(measure(ports, upstream_port, api_key, processes, args.requests,
+                                         bare, bare_port))
             report["big_image"] = asyncio.run(measure_big(ports, upstream_port, api_key, processes))
         finally:
-            for process in processes.values():
+            for process in (*processes.values(), bare):
                 process.terminate()
             for process in processes.values():
                 process.wait(30)
+            bare.wait(10)
             upstream.terminate()
             upstream.wait(10)
     print(json.dumps(report, indent=2))

@@ -14,9 +14,10 @@ from billing_svc.reaper import reap_forever
 from billing_svc.service import Billing
 from billing_svc.servicer import SERVICE_NAMES, registrars
 from billing_svc.settings import BillingSettings
+from billing_svc.storage.admin_store import AdminStore
 from billing_svc.storage.engine import Database, create_engine
+from billing_svc.storage.factory import money_store_for
 from billing_svc.storage.migrate import upgrade_to_head
-from billing_svc.storage.factory import repository_for
 from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
@@ -71,7 +72,7 @@ async def start(settings: BillingSettings) -> RunningBilling:
         await upgrade_to_head(database.engine)
         lease_policy = LeasePolicy(share=Fraction(settings.lease_share),
                                    ttl=timedelta(seconds=settings.lease_ttl_seconds))
-        billing = Billing(repository_for(database, lease_policy), verifier,
+        billing = Billing(money_store_for(database, lease_policy), AdminStore(database), verifier,
                           timedelta(seconds=settings.hold_ttl_seconds))
         drain = StreamDrain()
         server = await create_server(

@@ -1,12 +1,13 @@
 """Billing's use cases: input checks, key issuance, token verification, hold
-lifetimes. Storage is behind BillingRepository; nothing here knows gRPC."""
+lifetimes. Storage is behind MoneyStore (the request path) and AdminStore
+(administration and reaping); nothing here knows gRPC."""
 
 from __future__ import annotations
 
 import logging
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from billing_svc import api_keys
@@ -36,7 +37,9 @@ from billing_svc.domain import (
     new_id,
 )
 from billing_svc.jwt_verifier import JwtVerifier
-from billing_svc.storage.repository import BillingRepository
+from billing_svc.storage.admin_store import AdminStore
+from billing_svc.storage.money_store import MoneyStore
+from quantized_runtime.clock import utc_now
 from quantized_runtime.errors import Reason, ServiceError
 
 log = logging.getLogger("quantized.billing.leases")
@@ -48,10 +51,6 @@ MAX_TOKEN_LENGTH = 8192
 USAGE_LABEL_LIMITS = {"model_id": 200, "provider": 64, "user": 256}
 # The holds.holder column.
 MAX_HOLDER_LENGTH = 200
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _invalid(field: str, message: str) -> ServiceError:
@@ -176,9 +175,10 @@ def _amount_conflict(op: ReserveOp, hold: Hold) -> ServiceError | None:
 
 
 class Billing:
-    def __init__(self, repository: BillingRepository, jwt_verifier: JwtVerifier,
+    def __init__(self, money: MoneyStore, admin: AdminStore, jwt_verifier: JwtVerifier,
                  hold_ttl: timedelta, clock: Callable[[], datetime] = utc_now) -> None:
-        self._repo = repository
+        self._money = money
+        self._admin = admin
         self._jwt = jwt_verifier
         self._hold_ttl = hold_ttl
         self._clock = clock
@@ -196,12 +196,12 @@ class Billing:
         if len(token) > MAX_TOKEN_LENGTH:
             raise ServiceError(Reason.UNAUTHENTICATED, "invalid bearer token: too long")
         if api_keys.looks_like_key(token):
-            identity = await self._repo.identity_for_key_hash(api_keys.hash_key(token))
+            identity = await self._money.identity_for_key_hash(api_keys.hash_key(token))
             if identity is None:
                 raise ServiceError(Reason.UNAUTHENTICATED, "invalid, unknown or revoked API key")
             return identity
         account_id = self._jwt.account_id(token)
-        identity = await self._repo.identity_for_account(account_id)
+        identity = await self._money.identity_for_account(account_id)
         if identity is None:
             raise ServiceError(Reason.UNAUTHENTICATED, "invalid bearer token: unknown account")
         return identity
@@ -209,7 +209,7 @@ class Billing:
     async def reserve(self, account_id: str, amount: int, request_id: str) -> Hold:
         op = _checked_reserve(ReserveOp(account_id, amount, request_id))
         now = self._clock()
-        hold = await self._repo.reserve(op.account_id, op.amount, op.request_id, now,
+        hold = await self._money.reserve(op.account_id, op.amount, op.request_id, now,
                                         now + self._hold_ttl)
         conflict = _amount_conflict(op, hold)
         if conflict is not None:
@@ -218,11 +218,11 @@ class Billing:
 
     async def settle(self, hold_id: str, amount: int, usage: Usage) -> Closed:
         op = _checked_settle(SettleOp(hold_id, amount, usage))
-        return await self._repo.settle(op.hold_id, op.amount, op.usage, self._clock())
+        return await self._money.settle(op.hold_id, op.amount, op.usage, self._clock())
 
     async def release(self, hold_id: str) -> Closed:
         op = _checked_release(ReleaseOp(hold_id))
-        return await self._repo.release(op.hold_id, self._clock())
+        return await self._money.release(op.hold_id, self._clock())
 
     async def apply_batch(self, operations: Sequence[LedgerOp]) -> list[LedgerOutcome]:
         """Reserves, Settles, Releases and the lease operations in one storage
@@ -239,7 +239,7 @@ class Billing:
                 outcomes[index] = refusal
         if accepted:
             now = self._clock()
-            stored = await self._repo.apply_batch([op for _, op in accepted], now,
+            stored = await self._money.apply_batch([op for _, op in accepted], now,
                                                   now + self._hold_ttl)
             for (index, op), outcome in zip(accepted, stored, strict=True):
                 if isinstance(op, ReserveOp) and isinstance(outcome, Hold):
@@ -262,7 +262,7 @@ class Billing:
             "late_charges_total": self.late_charges}})
 
     async def expire_due_holds(self, batch_size: int) -> int:
-        return await self._repo.expire_due_holds(self._clock(), batch_size)
+        return await self._admin.expire_due_holds(self._clock(), batch_size)
 
     # Administration
 
@@ -278,7 +278,7 @@ class Billing:
             raise _invalid("credits_micro_credits",
                            "an unlimited account takes no credits; give one or the other")
         secret, key_id = api_keys.generate_key(), new_id("key")
-        account, key = await self._repo.create_account(
+        account, key = await self._admin.create_account(
             name, credits, unlimited, key_id, api_keys.display_prefix(secret),
             api_keys.hash_key(secret), self._clock())
         return account, IssuedKey(secret=secret, info=key)
@@ -286,18 +286,18 @@ class Billing:
     async def create_key(self, account_id: str) -> IssuedKey:
         account_id = _require_id(account_id, "account_id")
         secret, key_id = api_keys.generate_key(), new_id("key")
-        info = await self._repo.create_key(account_id, key_id, api_keys.display_prefix(secret),
+        info = await self._admin.create_key(account_id, key_id, api_keys.display_prefix(secret),
                                            api_keys.hash_key(secret), self._clock())
         return IssuedKey(secret=secret, info=info)
 
     async def revoke_key(self, key_id: str) -> ApiKeyInfo:
-        return await self._repo.revoke_key(_require_id(key_id, "key_id"), self._clock())
+        return await self._admin.revoke_key(_require_id(key_id, "key_id"), self._clock())
 
     async def grant(self, account_id: str, amount: int) -> Account:
         account_id = _require_id(account_id, "account_id")
         _check_amount(amount, "amount_micro_credits", allow_zero=False)
-        return await self._repo.grant(account_id, amount, self._clock())
+        return await self._admin.grant(account_id, amount, self._clock())
 
     async def account_view(self, account_id: str) -> AccountView:
-        return await self._repo.account_view(_require_id(account_id, "account_id"),
+        return await self._admin.account_view(_require_id(account_id, "account_id"),
                                              RECENT_USAGE_LIMIT)

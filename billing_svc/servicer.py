@@ -5,7 +5,6 @@ error inside its reply (a CallError) and converts its own failures."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -38,6 +37,7 @@ from billing_svc.service import Billing
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
+from quantized_runtime.call_stream import CallStreamServer
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.request_context import current_request_id, new_request_id
 from quantized_runtime.server import Registrar
@@ -205,26 +205,17 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def Ledger(self, request_iterator: AsyncIterator[billing_pb2.LedgerRequest],
                      context: grpc.aio.ServicerContext) -> None:
         """Each batch is applied by a task of its own as soon as it arrives, and
-        answered when done (so possibly out of order); replies are written one at
-        a time, as grpc.aio allows no concurrent writes. When the caller closes
-        its side, the batches in flight are answered, then the call ends (OK).
-        When the server stops, the caller is told so and closes its side
-        (StreamDrain). Should a reply fail to be written (the call is over), the
-        task group cancels the rest and the call ends with that error."""
-        writing = asyncio.Lock()
+        answered when done (so possibly out of order); the stream's lifecycle is
+        the runtime's (quantized_runtime.call_stream)."""
+        stream = CallStreamServer(context, self._drain, _DRAINING)
 
         async def answer(request: billing_pb2.LedgerRequest) -> None:
-            reply = await self._apply_batch(request)
-            async with writing:
-                await context.write(reply)
+            await stream.write(await self._apply_batch(request))
 
-        async def announce_drain() -> None:
-            async with writing:
-                await context.write(_DRAINING)
+        async def on_batch(request: billing_pb2.LedgerRequest) -> None:
+            stream.start(answer(request))
 
-        async with self._drain.announcing(announce_drain), asyncio.TaskGroup() as batches:
-            async for request in request_iterator:
-                batches.create_task(answer(request))
+        await stream.serve(request_iterator, on_batch)
 
     async def _apply_batch(self, request: billing_pb2.LedgerRequest,
                            ) -> billing_pb2.LedgerResponse:

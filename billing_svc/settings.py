@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from billing_svc.storage.engine import database_url_problem
 from quantized_runtime import defaults
 from quantized_runtime.settings import ServiceSettings
 
@@ -28,7 +29,8 @@ class BillingSettings(ServiceSettings):
     listen: str = defaults.BILLING_ADDR
     data_dir: Path = Field(default_factory=defaults.default_data_dir,
                            validation_alias="QUANTIZED_DATA_DIR")
-    # Unset: an SQLite file `billing.db` in the data directory.
+    # Unset: an SQLite file `billing.db` in the data directory. Otherwise a SQLite
+    # file or PostgreSQL (anything else is refused here, at start).
     database_url: str | None = None
     # Required, but checked by `main.start` so that the error names the variable
     # whichever way the settings were built.
@@ -51,6 +53,15 @@ class BillingSettings(ServiceSettings):
     lease_share: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)
     lease_ttl_seconds: float = Field(default=DEFAULT_LEASE_TTL_SECONDS, gt=0)
     database_pool_size: int = Field(default=10, ge=1, le=100)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        if value:
+            problem = database_url_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
     @field_validator("admin_token")
     @classmethod

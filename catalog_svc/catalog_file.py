@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from quantized_runtime.sizes import accepted_sizes
 
 Price = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 TokenCount = Annotated[int, Field(ge=1)]
@@ -62,9 +64,31 @@ Cost = Annotated[
 ]
 
 
+class SizeRange(_Strict):
+    """Free sizes under rules: sides a multiple of `step` in [min_side, max_side],
+    aspect ratio within 1:max_ratio..max_ratio:1, fewer pixels than max_pixels."""
+
+    min_side: Annotated[int, Field(ge=1)]
+    max_side: Annotated[int, Field(ge=1)]
+    step: Annotated[int, Field(ge=1)]
+    max_ratio: Annotated[float, Field(ge=1)]
+    max_pixels: Annotated[int, Field(ge=1)]
+
+
+def _accepted_sizes(entries: list[str]) -> list[str]:
+    accepted_sizes(tuple(entries))
+    return entries
+
+
 class Constraints(_Strict):
+    """What the model's upstream accepts: provider_svc fits each request to it
+    (max_n is published only; the spec leaves it to the upstream)."""
+
     max_n: Annotated[int, Field(ge=1)] | None = None
-    sizes: list[str] = []
+    # Entries in the grammar of quantized_runtime.sizes.AcceptedSizes.
+    sizes: Annotated[list[str], AfterValidator(_accepted_sizes)] = []
+    size_range: SizeRange | None = None
+    # The upstream's quality words.
     quality_values: list[str] = []
     notes: str = ""
 
@@ -72,6 +96,8 @@ class Constraints(_Strict):
 class RouteEntry(_Strict):
     provider: str
     upstream_model_id: Annotated[str, Field(min_length=1)]
+    # The provider_svc adapter family that speaks to the upstream (image models).
+    adapter: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")] | None = None
     region: str = ""
     # Lower numbers are tried first.
     priority: int = 100
@@ -244,6 +270,9 @@ def _semantic_problems(catalog: CatalogFile) -> list[tuple[DataPath, str]]:
             if route.provider not in slugs:
                 problems.append((route_at, f"unknown provider '{route.provider}' "
                                            f"(declared: {', '.join(sorted(slugs))})"))
+            if model.outputs_images and route.adapter is None:
+                problems.append(((*at, "routes", route_index),
+                                 "an image model's route needs the adapter that serves it"))
             if route.provider in seen_routes:
                 problems.append((route_at, f"provider '{route.provider}' listed twice for '{model.id}'"))
             seen_routes.add(route.provider)

@@ -8,10 +8,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantized.catalog.v1 import catalog_pb2
 from quantized_runtime.errors import Reason, ServiceError
 
 from catalog_svc.catalog_file import CatalogFileError, load_catalog_file
-from catalog_svc.pricing import Pricer, Quote, Usage
+from catalog_svc.pricing import Pricer
 from catalog_svc.snapshot import (
     CatalogSnapshot,
     ModelInfo,
@@ -101,7 +102,7 @@ class CatalogCore:
             RouteRow(
                 provider=row.provider, model_id=row.model_id,
                 upstream_model_id=row.upstream_model_id, region=row.region, priority=row.priority,
-                file_active=row.file_active, operator_active=row.operator_active,
+                adapter=row.adapter, file_active=row.file_active, operator_active=row.operator_active,
                 is_active=effective_activity(row.file_active, row.operator_active,
                                              row.provider in development, self._sandbox_enabled),
             )
@@ -115,15 +116,9 @@ class CatalogCore:
     def resolve(self, model: str, provider_override: str, feature: str) -> Resolution:
         return self._snapshot.resolve(model, provider_override, feature)
 
-    def quote(self, model_id: str, size: str, quality: str | None, n: int) -> Quote:
+    def quote(self, model_id: str, size: str, quality: str | None, n: int) -> catalog_pb2.QuotePriceResponse:
         model = self._priced_image_model(model_id)
         return self._pricer.quote(model.cost, size, quality, _image_count(n, "n"))
-
-    def price_usage(self, model_id: str, size: str, quality: str | None, usage: Usage) -> int:
-        model = self._priced_image_model(model_id)
-        if usage.images < 0:
-            raise ServiceError(Reason.INVALID_REQUEST, "images must not be negative", field="images")
-        return self._pricer.price_usage(model.cost, size, quality, usage)
 
     def _priced_image_model(self, model_id: str) -> ModelInfo:
         model = self._snapshot.model(model_id)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
@@ -17,14 +15,9 @@ from catalog_svc.catalog_file import CatalogFileError
 from catalog_svc.core import CatalogCore
 from catalog_svc.migrate import upgrade_to_head
 from catalog_svc.pricing import Pricer
-from catalog_svc.servicer import CatalogAdminServicer, CatalogServicer
+from catalog_svc.servicer import SERVICE_NAMES, registrars
 from catalog_svc.settings import CatalogSettings
 from catalog_svc.store import CatalogRepository
-
-SERVICE_NAMES = (
-    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
-    catalog_pb2.DESCRIPTOR.services_by_name["CatalogAdminService"].full_name,
-)
 
 
 @dataclass
@@ -55,15 +48,10 @@ async def start(settings: CatalogSettings) -> RunningCatalog:
     except BaseException:
         await engine.dispose()
         raise
-    admin_token = settings.admin_token.get_secret_value()
-
-    def register(server: grpc.aio.Server) -> None:
-        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(core), server)
-        catalog_pb2_grpc.add_CatalogAdminServiceServicer_to_server(
-            CatalogAdminServicer(core, admin_token), server)
-
     try:
-        server = await create_server(settings.listen, [register], SERVICE_NAMES, settings.max_message_bytes)
+        server = await create_server(
+            settings.listen, registrars(core, settings.admin_token.get_secret_value()),
+            SERVICE_NAMES, settings.max_message_bytes)
     except BaseException:
         await engine.dispose()
         raise

@@ -5,7 +5,8 @@ Pure domain code. The rules (also in docs/catalog.md):
 - Conversion: decimal USD x credits-per-USD, rounded half up to a whole
   micro-credit. A per-image price is converted once per image and multiplied by
   the image count; a token price is summed exactly and rounded once.
-- Size: empty means the API default 1024x1024. An exact key of the model's table
+- Size: read by the public grammar (quantized_runtime.sizes); empty means its
+  default. An exact key of the model's table
   wins; "auto" takes the most expensive size; another WxH is priced at the
   smallest listed size whose area covers it (the table's sizes are area tiers);
   anything else (larger than every tier, unparsable) takes the most expensive size.
@@ -16,28 +17,22 @@ Pure domain code. The rules (also in docs/catalog.md):
 - Usage price card (per_token only): the model's rates for a size and quality in
   exact micro-credits (token rates per million, the worst-case output of one
   image by quality and size with the same lookup rules, the worst-case input).
-  Callers get it with a quote and price usage from it themselves.
-- Quote (before the call): the worst case for n images. For per_token models the
-  card's price of n images with no tokens reported: n x the worst-case output per
-  image plus the worst-case input once.
-- Usage (after the call): 0 images -> 0 (nothing was generated, spec "flagged").
-  per_token: the card priced by quantized_runtime.pricing (input and output
-  tokens at their rates; only a total reported: all at the higher rate; no tokens
-  reported: the quote's worst case for the images produced). Other shapes:
-  images x the per-image price.
+- Quote (before the call): the worst case for n images, with the per-image price
+  or, for per_token models, the card: n x the worst-case output per image plus
+  the worst-case input once. The charge after the call is priced from the quote
+  by quantized_runtime.pricing.price_generation (at the edge).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import TypeVar
 
 from quantized.catalog.v1 import catalog_pb2
 from quantized.common.v1 import images_pb2
 from quantized_runtime.pricing import EXACT_CONTEXT, price_usage
+from quantized_runtime.sizes import AUTO, normalise_size, parse_size
 
 from catalog_svc.catalog_file import (
     Cost,
@@ -48,31 +43,9 @@ from catalog_svc.catalog_file import (
 )
 
 DEFAULT_CREDITS_PER_USD = 16_000_000
-DEFAULT_SIZE = "1024x1024"
-AUTO = "auto"
 _PER_MILLION = -6
-_SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 
 V = TypeVar("V", Decimal, int)
-
-
-@dataclass(frozen=True)
-class Quote:
-    max_micro_credits: int
-    # Per generated image; for token-priced models the worst-case output per image.
-    per_image_micro_credits: int
-    # True when the final price comes from measured tokens (PriceUsage).
-    usage_priced: bool
-    # The rates that price the measured tokens, set when usage_priced.
-    usage_price: catalog_pb2.UsagePriceCard | None = None
-
-
-@dataclass(frozen=True)
-class Usage:
-    images: int
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int | None = None
 
 
 class Pricer:
@@ -84,31 +57,27 @@ class Pricer:
     def to_micro_credits(self, usd: Decimal) -> int:
         return int((usd * self._rate).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
-    def quote(self, cost: Cost, size: str | None, quality: str | None, n: int) -> Quote:
+    def quote(self, cost: Cost, size: str | None, quality: str | None,
+              n: int) -> catalog_pb2.QuotePriceResponse:
+        """The worst case of n images, with what prices the charge after the call:
+        the per-image price, or for token-priced models the usage price card (and
+        the worst-case output of one image as the per-image price)."""
         if n < 1:
             raise ValueError("n must be at least 1")
         if isinstance(cost, PerTokenCost):
             worst_output_usd = _worst_output_usd_per_image(cost, size, quality)
             card = self._card(cost, worst_output_usd)
             # The worst case is what n images cost when the upstream reports no tokens.
-            worst_case = price_usage(card, n, images_pb2.UpstreamUsage())
-            return Quote(worst_case, self.to_micro_credits(worst_output_usd), True, card)
+            return catalog_pb2.QuotePriceResponse(
+                max_micro_credits=price_usage(card, n, images_pb2.UpstreamUsage()),
+                per_image_micro_credits=self.to_micro_credits(worst_output_usd),
+                usage_priced=True, usage_price=card)
         per_image = self.to_micro_credits(image_price_usd(cost, size, quality))
-        return Quote(per_image * n, per_image, False)
-
-    def price_usage(self, cost: Cost, size: str | None, quality: str | None, usage: Usage) -> int:
-        if usage.images <= 0:
-            return 0
-        if not isinstance(cost, PerTokenCost):
-            return self.to_micro_credits(image_price_usd(cost, size, quality)) * usage.images
-        return price_usage(self.usage_price_card(cost, size, quality), usage.images, _upstream_usage(usage))
-
-    def usage_price_card(self, cost: PerTokenCost, size: str | None,
-                         quality: str | None) -> catalog_pb2.UsagePriceCard:
-        """The rates that price a token-priced image model's usage, in exact micro-credits."""
-        return self._card(cost, _worst_output_usd_per_image(cost, size, quality))
+        return catalog_pb2.QuotePriceResponse(max_micro_credits=per_image * n,
+                                              per_image_micro_credits=per_image)
 
     def _card(self, cost: PerTokenCost, worst_output_usd_per_image: Decimal) -> catalog_pb2.UsagePriceCard:
+        """The rates that price a token-priced image model's usage, in exact micro-credits."""
         with localcontext(EXACT_CONTEXT):
             return catalog_pb2.UsagePriceCard(
                 input_per_million_tokens=_decimal_text(cost.usd_per_million_input_tokens * self._rate),
@@ -148,30 +117,14 @@ def _decimal_text(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def _upstream_usage(usage: Usage) -> images_pb2.UpstreamUsage:
-    message = images_pb2.UpstreamUsage()
-    if usage.input_tokens is not None:
-        message.input_tokens = usage.input_tokens
-    if usage.output_tokens is not None:
-        message.output_tokens = usage.output_tokens
-    if usage.total_tokens is not None:
-        message.total_tokens = usage.total_tokens
-    return message
-
-
-def normalise_size(size: str | None) -> str:
-    text = (size or "").strip().lower()
-    return text or DEFAULT_SIZE
-
-
 def _area(size: str) -> int | None:
-    match = _SIZE_PATTERN.match(size)
-    return int(match.group(1)) * int(match.group(2)) if match else None
+    parsed = parse_size(size)
+    return parsed.width * parsed.height if parsed is not None else None
 
 
 def pick_by_size(table: Mapping[str, V], size: str | None) -> V:
     """The table's value for a size, by the documented fallback rules."""
-    wanted = normalise_size(size)
+    wanted = normalise_size(size or "")
     if wanted in table:
         return table[wanted]
     most_expensive = max(table.values())

@@ -1,4 +1,5 @@
-"""gRPC servicers: translate proto <-> the catalog core. No logic of their own."""
+"""gRPC servicers: translate proto <-> the catalog core. No logic of their own.
+`registrars` and `SERVICE_NAMES` are what `main.start` hands the runtime's server."""
 
 from __future__ import annotations
 
@@ -11,26 +12,15 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
+from quantized_runtime.enum_names import enum_word, enum_words
+from quantized_runtime.server import Registrar
 
 from catalog_svc.core import CatalogCore
-from catalog_svc.pricing import Usage
+from catalog_svc.catalog_file import Constraints
 from catalog_svc.snapshot import CatalogSnapshot, ModelInfo, RouteRow
 
-WATERMARKS = {
-    "none": images_pb2.WATERMARK_NONE,
-    "c2pa": images_pb2.WATERMARK_C2PA,
-    "provenance": images_pb2.WATERMARK_PROVENANCE,
-    "synthid": images_pb2.WATERMARK_SYNTHID,
-}
-_QUALITY_PREFIX = "QUALITY_"
+WATERMARKS = enum_words(images_pb2.Watermark.DESCRIPTOR)
 DEFAULT_ACTOR = "admin"
-
-
-def quality_name(value: int) -> str | None:
-    """The proto enum as the catalog's quality key ("hd"), None when unset."""
-    if value == images_pb2.QUALITY_UNSPECIFIED:
-        return None
-    return images_pb2.Quality.Name(value).removeprefix(_QUALITY_PREFIX).lower()
 
 
 def _json_value(value: Any) -> Any:
@@ -43,14 +33,9 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> Any:
+def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> images_pb2.Model:
     cost = struct_pb2.Struct()
     cost.update(_json_value(model.cost.model_dump(exclude_none=True)))
-    constraints = images_pb2.ModelConstraints(
-        sizes=model.constraints.sizes, quality_values=model.constraints.quality_values,
-        notes=model.constraints.notes)
-    if model.constraints.max_n is not None:
-        constraints.max_n = model.constraints.max_n
     return images_pb2.Model(
         id=model.id,
         created=model.created,
@@ -60,16 +45,36 @@ def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> Any:
         output_modalities=model.output_modalities,
         watermark=WATERMARKS[model.watermark],
         cost=cost,
-        constraints=constraints,
+        constraints=constraints_message(model.constraints),
         providers=sorted({row.provider for row in snapshot.rows_for(model.id)}),
         active=snapshot.is_active(model.id),
     )
 
 
+def constraints_message(constraints: Constraints) -> images_pb2.ModelConstraints:
+    message = images_pb2.ModelConstraints(
+        sizes=constraints.sizes, quality_values=constraints.quality_values, notes=constraints.notes)
+    if constraints.max_n is not None:
+        message.max_n = constraints.max_n
+    if constraints.size_range is not None:
+        message.size_range.CopyFrom(images_pb2.SizeRange(**constraints.size_range.model_dump()))
+    return message
+
+
+def route_message(model: ModelInfo, row: RouteRow) -> catalog_pb2.Route:
+    """A route as the edge dispatches it: where the model is served, by which
+    adapter, and the constraints provider_svc fits the request to."""
+    return catalog_pb2.Route(
+        provider=row.provider, model_id=row.model_id, upstream_model_id=row.upstream_model_id,
+        region=row.region, priority=row.priority, watermark=WATERMARKS[model.watermark],
+        adapter=row.adapter, constraints=constraints_message(model.constraints))
+
+
 def provider_model_message(row: RouteRow) -> catalog_pb2.ProviderModel:
     message = catalog_pb2.ProviderModel(
         provider=row.provider, model_id=row.model_id, upstream_model_id=row.upstream_model_id,
-        region=row.region, priority=row.priority, is_active=row.is_active, file_active=row.file_active)
+        region=row.region, priority=row.priority, is_active=row.is_active, file_active=row.file_active,
+        adapter=row.adapter)
     if row.operator_active is not None:
         message.operator_active = row.operator_active
     return message
@@ -79,38 +84,22 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     def __init__(self, core: CatalogCore) -> None:
         self._core = core
 
-    async def ResolveRoute(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ResolveRoute(self, request: catalog_pb2.ResolveRouteRequest,
+                           context: grpc.aio.ServicerContext) -> catalog_pb2.ResolveRouteResponse:
         resolution = self._core.resolve(request.model, request.provider_override, request.feature)
-        watermark = WATERMARKS[resolution.model.watermark]
         return catalog_pb2.ResolveRouteResponse(
             model_id=resolution.model.id,
-            routes=[catalog_pb2.Route(
-                provider=row.provider, model_id=row.model_id, upstream_model_id=row.upstream_model_id,
-                region=row.region, priority=row.priority, watermark=watermark)
-                for row in resolution.routes],
+            routes=[route_message(resolution.model, row) for row in resolution.routes],
             pinned=resolution.pinned,
         )
 
-    async def QuotePrice(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        quote = self._core.quote(request.model_id, request.size, quality_name(request.quality), request.n)
-        return catalog_pb2.QuotePriceResponse(
-            max_micro_credits=quote.max_micro_credits,
-            per_image_micro_credits=quote.per_image_micro_credits,
-            usage_priced=quote.usage_priced,
-            usage_price=quote.usage_price)
+    async def QuotePrice(self, request: catalog_pb2.QuotePriceRequest,
+                         context: grpc.aio.ServicerContext) -> catalog_pb2.QuotePriceResponse:
+        return self._core.quote(request.model_id, request.size,
+                                enum_word(images_pb2.Quality.DESCRIPTOR, request.quality), request.n)
 
-    async def PriceUsage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        reported = request.usage
-        usage = Usage(
-            images=request.images,
-            input_tokens=reported.input_tokens if reported.HasField("input_tokens") else None,
-            output_tokens=reported.output_tokens if reported.HasField("output_tokens") else None,
-            total_tokens=reported.total_tokens if reported.HasField("total_tokens") else None,
-        )
-        micro = self._core.price_usage(request.model_id, request.size, quality_name(request.quality), usage)
-        return catalog_pb2.PriceUsageResponse(micro_credits=micro)
-
-    async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ListModels(self, request: catalog_pb2.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> catalog_pb2.ListModelsResponse:
         snapshot = self._core.snapshot
         return catalog_pb2.ListModelsResponse(
             models=[model_message(snapshot, model) for model in snapshot.models.values()])
@@ -121,17 +110,20 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
         self._core = core
         self._admin_token = admin_token
 
-    def _authorise(self, context: grpc.aio.ServicerContext) -> None:
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         require_admin(context.invocation_metadata(), self._admin_token)
 
-    async def SetProviderModelActive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def SetProviderModelActive(
+            self, request: catalog_pb2.SetProviderModelActiveRequest,
+            context: grpc.aio.ServicerContext) -> catalog_pb2.SetProviderModelActiveResponse:
+        self._authorize(context)
         row = await self._core.set_active(request.provider, request.model_id, request.is_active,
                                           request.actor.strip() or DEFAULT_ACTOR)
         return catalog_pb2.SetProviderModelActiveResponse(provider_model=provider_model_message(row))
 
-    async def ListCatalog(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def ListCatalog(self, request: catalog_pb2.ListCatalogRequest,
+                          context: grpc.aio.ServicerContext) -> catalog_pb2.ListCatalogResponse:
+        self._authorize(context)
         snapshot = self._core.snapshot
         return catalog_pb2.ListCatalogResponse(
             models=[model_message(snapshot, model) for model in snapshot.models.values()],
@@ -139,15 +131,17 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
             catalog_version=snapshot.version,
         )
 
-    async def ReloadCatalog(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def ReloadCatalog(self, request: catalog_pb2.ReloadCatalogRequest,
+                            context: grpc.aio.ServicerContext) -> catalog_pb2.ReloadCatalogResponse:
+        self._authorize(context)
         summary = await self._core.reload(request.actor.strip() or DEFAULT_ACTOR)
         return catalog_pb2.ReloadCatalogResponse(
             catalog_version=summary.version, models=summary.models,
             provider_models=summary.provider_models)
 
-    async def ListAuditEvents(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorise(context)
+    async def ListAuditEvents(self, request: catalog_pb2.ListAuditEventsRequest,
+                              context: grpc.aio.ServicerContext) -> catalog_pb2.ListAuditEventsResponse:
+        self._authorize(context)
         events = await self._core.audit_events(request.limit)
         response = catalog_pb2.ListAuditEventsResponse()
         for event in events:
@@ -155,3 +149,18 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
             stamp.FromDatetime(event.time)
             response.events.add(time=stamp, actor=event.actor, action=event.action, detail=event.detail)
         return response
+
+
+def registrars(core: CatalogCore, admin_token: str) -> list[Registrar]:
+    public = CatalogServicer(core)
+    admin = CatalogAdminServicer(core, admin_token)
+    return [
+        lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(public, server),
+        lambda server: catalog_pb2_grpc.add_CatalogAdminServiceServicer_to_server(admin, server),
+    ]
+
+
+SERVICE_NAMES = (
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogAdminService"].full_name,
+)

@@ -10,10 +10,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from quantized_runtime.errors import Reason, ServiceError
+from quantized_runtime.features import IMAGE_GENERATION
 
 from catalog_svc.catalog_file import Constraints, Cost
 
-IMAGE_GENERATION = "image_generation"
 IMAGE_OUTPUT = "image"
 
 
@@ -47,6 +47,8 @@ class RouteRow:
     upstream_model_id: str
     region: str
     priority: int
+    # The provider_svc adapter family that speaks to the upstream.
+    adapter: str
     # What the catalog file says, and the operator's decision when one was made.
     file_active: bool
     operator_active: bool | None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from quantized_runtime.clock import as_utc, utc_now
 from quantized_runtime.errors import Reason, ServiceError
 
 from catalog_svc import tables
@@ -27,6 +28,7 @@ class StoredRow:
     upstream_model_id: str
     region: str
     priority: int
+    adapter: str
     file_active: bool
     operator_active: bool | None
 
@@ -55,10 +57,6 @@ class ApplyResult:
     models: int
     provider_models: int
     detail: str
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class CatalogRepository:
@@ -145,7 +143,7 @@ class CatalogRepository:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(sa.select(events).order_by(
                 events.c.time.desc(), events.c.id.desc()).limit(limit))).all()
-        return [AuditRecord(_as_utc(r.time), r.actor, r.action, r.detail) for r in rows]
+        return [AuditRecord(as_utc(r.time), r.actor, r.action, r.detail) for r in rows]
 
 
 def _describe_activity(operator_active: bool | None, file_active: bool) -> str:
@@ -252,13 +250,12 @@ async def _sync_rows(conn: AsyncConnection, catalog: CatalogFile) -> list[str]:
     added, changed = [], []
     for key, route in wanted.items():
         values = {"upstream_model_id": route.upstream_model_id, "region": route.region,
-                  "priority": route.priority, "file_active": route.active}
+                  "priority": route.priority, "adapter": route.adapter or "", "file_active": route.active}
         stored = current.get(key)
         if stored is None:
             await conn.execute(table.insert().values(provider=key[0], model_id=key[1], **values))
             added.append("/".join(key))
-        elif (stored.upstream_model_id, stored.region, stored.priority, bool(stored.file_active)) != (
-                route.upstream_model_id, route.region, route.priority, route.active):
+        elif any(getattr(stored, name) != value for name, value in values.items()):
             await conn.execute(table.update().where(
                 (table.c.provider == key[0]) & (table.c.model_id == key[1])).values(**values))
             changed.append("/".join(key))
@@ -289,11 +286,7 @@ def _stored_row(row: Any) -> StoredRow:
         upstream_model_id=row.upstream_model_id,
         region=row.region,
         priority=int(row.priority),
+        adapter=row.adapter,
         file_active=bool(row.file_active),
         operator_active=None if row.operator_active is None else bool(row.operator_active),
     )
-
-
-def _as_utc(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything stored here is UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -46,6 +46,9 @@ provider_models = sa.Table(
     sa.Column("upstream_model_id", sa.String(200), nullable=False),
     sa.Column("region", sa.String(64), nullable=False),
     sa.Column("priority", sa.Integer, nullable=False),
+    # The provider_svc adapter family that serves the row; empty for a model
+    # that is not an image model.
+    sa.Column("adapter", sa.String(64), nullable=False, server_default=""),
     sa.Column("file_active", sa.Boolean, nullable=False),
     # NULL until an operator enables or disables the row; then it wins over the file.
     sa.Column("operator_active", sa.Boolean, nullable=True),

@@ -1,21 +1,38 @@
 """The one table from error reason to HTTP status and OpenAI error type, and the
-OpenAI error body `{"error": {"message", "type", "param", "code"}}`."""
+OpenAI error body `{"error": {"message", "type", "param", "code"}}`.
+
+Two kinds of reason share the table: the contract's `Reason`, which gRPC callers
+see too, and `HttpReason`, rejections of the HTTP transport itself (a body that
+is not JSON, a wrong method), which no gRPC caller can make.
+"""
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass
 
 from quantized_runtime.errors import Reason, ServiceError
 
 
+class HttpReason(enum.StrEnum):
+    INVALID_JSON = "INVALID_JSON"
+    CLIENT_DISCONNECTED = "CLIENT_DISCONNECTED"
+    NOT_AVAILABLE_IN_THIS_RELEASE = "NOT_AVAILABLE_IN_THIS_RELEASE"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+
+
 @dataclass(frozen=True)
 class HttpError:
     status: int
     type: str
+    # Seconds for a Retry-After header: set where trying again soon can succeed.
+    retry_after: int | None = None
 
 
-HTTP_ERROR_BY_REASON: dict[Reason, HttpError] = {
+HTTP_ERROR_BY_REASON: dict[Reason | HttpReason, HttpError] = {
     Reason.INVALID_REQUEST: HttpError(422, "invalid_request_error"),
     Reason.MODEL_NOT_FOUND: HttpError(404, "invalid_request_error"),
     Reason.MODALITY_MISMATCH: HttpError(400, "invalid_request_error"),
@@ -30,6 +47,16 @@ HTTP_ERROR_BY_REASON: dict[Reason, HttpError] = {
     Reason.PERMISSION_DENIED: HttpError(403, "permission_error"),
     Reason.INTERNAL: HttpError(500, "server_error"),
     Reason.ROUTE_NOT_FOUND: HttpError(404, "invalid_request_error"),
+    # One of our services is down or restarting: a supervisor or another replica
+    # brings it back within about a second.
+    Reason.SERVICE_UNAVAILABLE: HttpError(503, "service_unavailable", retry_after=1),
+    HttpReason.INVALID_JSON: HttpError(400, "invalid_request_error"),
+    # Nobody is left to read it; not a server failure either.
+    HttpReason.CLIENT_DISCONNECTED: HttpError(400, "invalid_request_error"),
+    HttpReason.NOT_AVAILABLE_IN_THIS_RELEASE: HttpError(404, "invalid_request_error"),
+    HttpReason.METHOD_NOT_ALLOWED: HttpError(405, "invalid_request_error"),
+    HttpReason.REQUEST_TOO_LARGE: HttpError(413, "invalid_request_error"),
+    HttpReason.UNSUPPORTED_MEDIA_TYPE: HttpError(415, "invalid_request_error"),
 }
 
 # Reasons a peer may hand back to the caller unchanged. Anything else from a peer
@@ -48,18 +75,38 @@ CALLER_FACING_REASONS = frozenset({
 })
 
 
+class HttpRejection(Exception):
+    """The HTTP transport refused the request before the flow saw it."""
+
+    def __init__(self, reason: HttpReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
 def internal_error(request_id: str) -> ServiceError:
     return ServiceError(Reason.INTERNAL, f"internal error (request id {request_id})")
 
 
-def error_body(status_type: str, message: str, param: str | None, code: str | None) -> bytes:
-    return json.dumps(
-        {"error": {"message": message, "type": status_type, "param": param, "code": code}},
+def service_unavailable(service: str, request_id: str) -> ServiceError:
+    return ServiceError(Reason.SERVICE_UNAVAILABLE,
+                        f"the {service} service is unavailable; nothing was charged, retry shortly "
+                        f"(request id {request_id})")
+
+
+def error_response(reason: Reason | HttpReason, message: str, param: str | None = None) -> tuple[int, bytes]:
+    """The HTTP status and OpenAI error body for a reason; `code` is the reason in lower case."""
+    mapped = HTTP_ERROR_BY_REASON[reason]
+    body = json.dumps(
+        {"error": {"message": message, "type": mapped.type, "param": param, "code": reason.value.lower()}},
         separators=(",", ":"),
     ).encode()
+    return mapped.status, body
 
 
-def service_error_response(error: ServiceError) -> tuple[int, bytes]:
-    """The HTTP status and body for a ServiceError."""
-    mapped = HTTP_ERROR_BY_REASON[error.reason]
-    return mapped.status, error_body(mapped.type, error.message, error.field, error.reason.value.lower())
+def service_error_response(error: ServiceError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The HTTP status, body and extra headers (Retry-After) for a ServiceError."""
+    status, body = error_response(error.reason, error.message, error.field)
+    retry_after = HTTP_ERROR_BY_REASON[error.reason].retry_after
+    headers = [] if retry_after is None else [(b"retry-after", str(retry_after).encode())]
+    return status, body, headers

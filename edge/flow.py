@@ -1,12 +1,16 @@
-"""The one generation flow behind both the HTTP route and the gRPC ImagesService:
+"""The one generation flow behind both the HTTP route and the gRPC ImagesService.
 
-authenticate -> validate -> resolve route -> quote + reserve -> generate -> price
--> settle -> outcome. Routes and quotes are cached; the price of measured usage
-comes from the quote's card; money moves on billing's batched Ledger stream and
-generation on provider's GenerateStream (see docs/architecture.md, the hot
-path). A failure after the reserve releases the hold; an UPSTREAM_UNAVAILABLE
-before any image falls back to the next route unless the caller pinned a
-provider. Every internal call gets what is left of the request's deadline.
+Each transport authenticates the caller (`ImagesFlow.authenticate`) and validates
+the request against the contract before it calls `ImagesFlow.generate` with the
+`Caller` and the validated `GenerateRequest`, so an unauthenticated caller is
+refused before its body is read. The flow then resolves the route, quotes and
+reserves, generates, prices, settles and returns an `Outcome`. Routes and quotes
+are cached; the price of measured usage comes from the quote's card; money moves
+on billing's batched Ledger stream and generation on provider's GenerateStream
+(see docs/architecture.md, the hot path). A failure after the reserve releases
+the hold; an UPSTREAM_UNAVAILABLE before any image falls back to the next route
+unless the caller pinned a provider. Every internal call gets what is left of
+the request's budget.
 """
 
 from __future__ import annotations
@@ -14,29 +18,40 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from quantized.billing.v1 import billing_pb2
 from quantized.catalog.v1 import catalog_pb2
 from quantized.common.v1 import images_pb2 as common_pb2
+from quantized.images.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
 from quantized_runtime.client import call
 from quantized_runtime.errors import Reason, ServiceError
-from quantized_runtime.pricing import price_usage
+from quantized_runtime.features import IMAGE_GENERATION
+from quantized_runtime.pricing import price_generation
 from quantized_runtime.request_context import current_request_id
 
 from edge.cache import MISSING, TtlCache
-from edge.errors import CALLER_FACING_REASONS, internal_error
+from edge.errors import CALLER_FACING_REASONS, internal_error, service_unavailable
 from edge.peers import Peers
+from edge.render import Outcome, RenderedModels, rendered_models
 from edge.settings import EdgeSettings
 from edge.validation import generation_params
 
 log = logging.getLogger("quantized.edge")
 
-IMAGE_GENERATION_FEATURE = "image_generation"
+# How long a read that found its peer unavailable waits for a connection on its
+# second try: long enough for a reconnect, short enough that a caller facing a
+# dead service hears of it within about a second.
+RECONNECT_WAIT_SECONDS = 1.0
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
 
 # Catalog answers that are facts about the request, safe to reuse for the cache lifetime.
 _CACHEABLE_ROUTE_ERRORS = frozenset({
@@ -44,9 +59,19 @@ _CACHEABLE_ROUTE_ERRORS = frozenset({
     Reason.PROVIDER_NOT_OFFERED, Reason.NO_ACTIVE_PROVIDERS,
 })
 
+_MODEL_LIST_KEY = "models"
 
-class Deadline:
-    """The request's time budget, shared by every call it makes."""
+# RFC 9110 credentials carrying an RFC 6750 bearer token: the scheme in any case,
+# one or more spaces, a token68, then nothing but optional spaces or tabs. ASCII
+# only, so a byte that Unicode trimming or case folding would pass over (NBSP, a
+# zero-width space, NUL, the Kelvin sign) makes the header malformed rather than
+# a look-alike of another key.
+_BEARER_CREDENTIALS = re.compile(r"(?i:bearer) +([A-Za-z0-9\-._~+/]+=*)[ \t]*", re.ASCII)
+
+
+class RequestBudget:
+    """The whole request's time budget, spent by each peer call it makes in turn:
+    every call gets what is left, capped, and a spent budget is UPSTREAM_UNAVAILABLE."""
 
     def __init__(self, seconds: float) -> None:
         self._expires_at = time.monotonic() + seconds
@@ -55,7 +80,7 @@ class Deadline:
         return self._expires_at - time.monotonic()
 
     def timeout(self, cap: float) -> float:
-        """A call timeout: at most `cap`, never past the deadline."""
+        """A call timeout: at most `cap`, never past the end of the budget."""
         left = self.remaining()
         if left <= 0:
             raise ServiceError(Reason.UPSTREAM_UNAVAILABLE, "the request deadline was exceeded")
@@ -68,32 +93,16 @@ class Caller:
     unlimited: bool
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What the caller gets back, before it is rendered as JSON or proto."""
-
-    created: int
-    model: str
-    images: list[common_pb2.GeneratedImage]
-    # The route's watermark, for images whose provider left it unspecified.
-    watermark: int
-    usage: common_pb2.UpstreamUsage
-    images_generated: int
-    credits_used: int
-    credits_remaining: int | None
-
-
 def bearer_token(authorization: str | None) -> str:
-    """The token of an `Authorization: Bearer <token>` value, or UNAUTHENTICATED."""
+    """The token of an `Authorization: Bearer <token>` value, exactly as sent, or UNAUTHENTICATED."""
     if not authorization:
         raise ServiceError(Reason.UNAUTHENTICATED,
                            "missing API key: send 'Authorization: Bearer <api-key-or-jwt>'")
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
+    credentials = _BEARER_CREDENTIALS.fullmatch(authorization)
+    if credentials is None:
         raise ServiceError(Reason.UNAUTHENTICATED,
                            "malformed Authorization header: expected 'Bearer <api-key-or-jwt>'")
-    return token
+    return credentials.group(1)
 
 
 class ImagesFlow:
@@ -101,66 +110,68 @@ class ImagesFlow:
         self._peers = peers
         self._settings = settings
         self._rpc_cap = settings.internal_rpc_timeout_seconds
+        catalog_ttl = settings.catalog_cache_ttl_seconds
         self._auth_cache: TtlCache[Caller] = TtlCache(settings.auth_cache_ttl_seconds, settings.cache_max_entries)
-        self._route_cache: TtlCache[Any] = TtlCache(settings.catalog_cache_ttl_seconds, settings.cache_max_entries)
-        self._quote_cache: TtlCache[Any] = TtlCache(settings.catalog_cache_ttl_seconds, settings.cache_max_entries)
-        self._models_cache: TtlCache[Any] = TtlCache(settings.catalog_cache_ttl_seconds, 1)
+        self._route_cache: TtlCache[catalog_pb2.ResolveRouteResponse | ServiceError] = TtlCache(
+            catalog_ttl, settings.cache_max_entries)
+        self._quote_cache: TtlCache[catalog_pb2.QuotePriceResponse] = TtlCache(
+            catalog_ttl, settings.cache_max_entries)
+        self._models_cache: TtlCache[RenderedModels] = TtlCache(catalog_ttl, 1)
         # Releases started while the request was being cancelled; kept so they finish.
         self._background: set[asyncio.Task[None]] = set()
 
-    def deadline(self, caller_budget: float | None = None) -> Deadline:
-        budget = self._settings.request_timeout_seconds
-        if caller_budget is not None:
-            budget = min(budget, caller_budget)
-        return Deadline(budget)
+    def budget(self, caller_seconds: float | None = None) -> RequestBudget:
+        """A new request's budget; a caller's own deadline shortens it."""
+        seconds = self._settings.request_timeout_seconds
+        if caller_seconds is not None:
+            seconds = min(seconds, caller_seconds)
+        return RequestBudget(seconds)
 
-    async def authenticate(self, authorization: str | None, deadline: Deadline) -> Caller:
+    async def authenticate(self, authorization: str | None, budget: RequestBudget) -> Caller:
         token = bearer_token(authorization)
         # The cache key is a digest, so raw tokens are not kept around in memory.
         key = hashlib.sha256(token.encode()).digest()
         caller = self._auth_cache.get(key)
         if caller is MISSING:
-            answer = await self._call(self._peers.billing.Authenticate,
-                                      billing_pb2.AuthenticateRequest(token=token), deadline)
+            answer: billing_pb2.AuthenticateResponse = await self._call(
+                self._peers.billing.Authenticate, billing_pb2.AuthenticateRequest(token=token), budget)
             caller = Caller(account_id=answer.account_id, unlimited=answer.unlimited)
             self._auth_cache.put(key, caller)
         return caller
 
-    async def list_models(self, authorization: str | None, deadline: Deadline,
-                          render: Callable[[Any], Any]) -> Any:
-        """The catalog's models, rendered once per cache lifetime by `render`."""
-        await self.authenticate(authorization, deadline)
-        rendered = self._models_cache.get(render)
+    async def list_models(self, budget: RequestBudget) -> RenderedModels:
+        """The catalog's models, fetched and rendered for both transports once per cache lifetime."""
+        rendered = self._models_cache.get(_MODEL_LIST_KEY)
         if rendered is MISSING:
-            answer = await self._call(self._peers.catalog.ListModels, catalog_pb2.ListModelsRequest(), deadline)
-            rendered = render(answer.models)
-            self._models_cache.put(render, rendered)
+            answer: catalog_pb2.ListModelsResponse = await self._call(
+                self._peers.catalog.ListModels, catalog_pb2.ListModelsRequest(), budget)
+            rendered = rendered_models(answer.models)
+            self._models_cache.put(_MODEL_LIST_KEY, rendered)
         return rendered
 
-    async def generate(self, authorization: str | None, provider_override: str,
-                       load_request: Callable[[], Awaitable[Any]], deadline: Deadline) -> Outcome:
-        caller = await self.authenticate(authorization, deadline)
-        request = await load_request()
-        resolved = await self._resolve(request.model, provider_override.strip(), deadline)
+    async def generate(self, caller: Caller, request: images_pb2.GenerateRequest, provider_override: str,
+                       budget: RequestBudget) -> Outcome:
+        """Generate for an authenticated caller and a request that passed validation."""
+        resolved = await self._resolve(request.model, provider_override.strip(), budget)
         params = generation_params(request)
-        quote = await self._quote(resolved.model_id, params, deadline)
+        quote = await self._quote(resolved.model_id, params, budget)
         hold = await self._ledger(self._peers.ledger.reserve, billing_pb2.ReserveRequest(
             account_id=caller.account_id, amount_micro_credits=quote.max_micro_credits,
-            request_id=current_request_id.get()), deadline)
+            request_id=current_request_id.get()), budget, retry_unavailable=True)
         try:
-            route, answer = await self._dispatch(resolved, params, deadline)
+            route, answer = await self._dispatch(resolved, params, budget)
             generated = sum(1 for image in answer.images if not image.flagged)
-            price = self._price(quote, generated, answer.usage)
+            price = price_generation(quote, generated, answer.usage)
             settled = await self._ledger(self._peers.ledger.settle, billing_pb2.SettleRequest(
                 hold_id=hold.hold_id, amount_micro_credits=price,
                 usage=billing_pb2.UsageRecord(model_id=resolved.model_id, provider=route.provider,
                                               images=generated, usage=answer.usage, user=params.user),
-            ), deadline, bookkeeping=True)
+            ), budget, bookkeeping=True)
         except asyncio.CancelledError:
             self._release_in_background(hold.hold_id)
             raise
         except Exception:
-            await self._release(hold.hold_id, deadline)
+            await self._release(hold.hold_id, budget)
             raise
         return Outcome(
             created=answer.created,
@@ -174,13 +185,14 @@ class ImagesFlow:
                                if settled.HasField("balance_micro_credits") else None),
         )
 
-    async def _resolve(self, model: str, provider_override: str, deadline: Deadline) -> Any:
+    async def _resolve(self, model: str, provider_override: str,
+                       budget: RequestBudget) -> catalog_pb2.ResolveRouteResponse:
         key = (model, provider_override)
         cached = self._route_cache.get(key)
         if cached is MISSING:
             try:
                 cached = await self._call(self._peers.catalog.ResolveRoute, catalog_pb2.ResolveRouteRequest(
-                    model=model, provider_override=provider_override, feature=IMAGE_GENERATION_FEATURE), deadline)
+                    model=model, provider_override=provider_override, feature=IMAGE_GENERATION), budget)
             except ServiceError as error:
                 if error.reason in _CACHEABLE_ROUTE_ERRORS:
                     self._route_cache.put(key, error)
@@ -192,32 +204,34 @@ class ImagesFlow:
             raise ServiceError(cached.reason, cached.message, field=cached.field, metadata=cached.metadata)
         return cached
 
-    async def _quote(self, model_id: str, params: common_pb2.GenerationParams, deadline: Deadline) -> Any:
+    async def _quote(self, model_id: str, params: common_pb2.GenerationParams,
+                     budget: RequestBudget) -> catalog_pb2.QuotePriceResponse:
         key = (model_id, params.size, params.quality, params.n)
         quote = self._quote_cache.get(key)
         if quote is MISSING:
             quote = await self._call(self._peers.catalog.QuotePrice, catalog_pb2.QuotePriceRequest(
-                model_id=model_id, size=params.size, quality=params.quality, n=params.n), deadline)
+                model_id=model_id, size=params.size, quality=params.quality, n=params.n), budget)
             self._quote_cache.put(key, quote)
         return quote
 
-    async def _dispatch(self, resolved: Any, params: common_pb2.GenerationParams,
-                        deadline: Deadline) -> tuple[Any, Any]:
+    async def _dispatch(self, resolved: catalog_pb2.ResolveRouteResponse, params: common_pb2.GenerationParams,
+                        budget: RequestBudget) -> tuple[catalog_pb2.Route, provider_pb2.GenerateResponse]:
         """Generate on the first route that answers, in priority order, over
-        provider_svc's GenerateStream; the upstream gets all that is left of the deadline."""
+        provider_svc's GenerateStream; the upstream gets all that is left of the budget."""
         routes = resolved.routes
         for index, route in enumerate(routes):
             request = provider_pb2.GenerateRequest(
                 provider=route.provider, model_id=resolved.model_id,
                 upstream_model_id=route.upstream_model_id, region=route.region,
-                params=params, request_id=current_request_id.get(), watermark=route.watermark)
+                params=params, request_id=current_request_id.get(), watermark=route.watermark,
+                adapter=route.adapter, constraints=route.constraints)
             try:
-                pending = self._peers.provider.generate(request, deadline.timeout(deadline.remaining()))
-                return route, await self._checked(pending, "ProviderService.GenerateStream", deadline,
+                pending = self._peers.provider.generate(request, budget.timeout(budget.remaining()))
+                return route, await self._checked(pending, "ProviderService.GenerateStream", budget,
                                                   upstream=True)
             except ServiceError as error:
                 can_fall_back = (error.reason is Reason.UPSTREAM_UNAVAILABLE and not resolved.pinned
-                                 and index + 1 < len(routes) and deadline.remaining() > 0)
+                                 and index + 1 < len(routes) and budget.remaining() > 0)
                 if not can_fall_back:
                     raise
                 log.warning("route failed, trying the next one", extra={"fields": {
@@ -225,61 +239,82 @@ class ImagesFlow:
                     "next_provider": routes[index + 1].provider, "error": error.message}})
         raise AssertionError("unreachable: the last route either answers or raises")
 
-    @staticmethod
-    def _price(quote: Any, generated: int, usage: common_pb2.UpstreamUsage) -> int:
-        """The charge for what was generated, never more than the hold. Token-priced
-        models are priced here from the quote's card, with the catalog's own rule,
-        so settling costs no catalog round trip."""
-        if generated == 0:
-            return 0
-        if quote.usage_priced:
-            price = price_usage(quote.usage_price, generated, usage)
-        else:
-            price = quote.per_image_micro_credits * generated
-        return max(0, min(price, quote.max_micro_credits))
-
-    async def _release(self, hold_id: str, deadline: Deadline) -> None:
+    async def _release(self, hold_id: str, budget: RequestBudget) -> None:
         try:
             await self._ledger(self._peers.ledger.release, billing_pb2.ReleaseRequest(hold_id=hold_id),
-                               deadline, bookkeeping=True)
+                               budget, bookkeeping=True)
         except Exception:
             # The hold expires on its own; the caller's error matters more than this one.
             log.exception("could not release hold", extra={"fields": {"hold_id": hold_id}})
 
     def _release_in_background(self, hold_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._release(hold_id, Deadline(self._rpc_cap)))
+        task = asyncio.get_running_loop().create_task(self._release(hold_id, RequestBudget(self._rpc_cap)))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _call(self, method: Any, request: Any, deadline: Deadline) -> Any:
-        """One unary peer call within the deadline (see _checked for its errors)."""
-        pending = call(method, request, timeout=deadline.timeout(self._rpc_cap))
-        return await self._checked(pending, _method_name(method), deadline, upstream=False)
+    async def _call(self, method: Any, request: Message, budget: RequestBudget) -> Any:
+        """One unary peer call within the budget (see _checked for its errors). The
+        generated stubs are untyped, so callers name the response type they get.
+        Every unary call the flow makes only reads, so one that found its peer
+        unavailable goes once more, waiting up to RECONNECT_WAIT_SECONDS for the
+        channel to reconnect (to the restarted service or another replica)
+        before the caller is told."""
+        name = _method_name(method)
+        try:
+            return await self._checked(call(method, request, timeout=budget.timeout(self._rpc_cap)),
+                                       name, budget, upstream=False)
+        except ServiceError as error:
+            if error.reason is not Reason.SERVICE_UNAVAILABLE:
+                raise
+        retry = call(method, request, timeout=budget.timeout(RECONNECT_WAIT_SECONDS), wait_for_ready=True)
+        return await self._checked(retry, name, budget, upstream=False)
 
-    async def _ledger(self, operation: Callable[[Any, float], Awaitable[Any]], request: Any,
-                      deadline: Deadline, *, bookkeeping: bool = False) -> Any:
+    async def _ledger(self, operation: Callable[[RequestT, float], Awaitable[ResponseT]], request: RequestT,
+                      budget: RequestBudget, *, bookkeeping: bool = False,
+                      retry_unavailable: bool = False) -> ResponseT:
         """One money operation on billing's batched Ledger stream. Bookkeeping
         (settle, release) happens after the upstream did its work, so it gets the
-        internal timeout even when the deadline is spent: an expired request must
-        still be charged or released."""
-        timeout = self._rpc_cap if bookkeeping else deadline.timeout(self._rpc_cap)
-        return await self._checked(operation(request, timeout), f"Ledger.{operation.__name__}",
-                                   deadline, upstream=False)
+        internal timeout even when the budget is spent: an expired request must
+        still be charged or released. An operation billing applies once whatever
+        the number of tries (a Reserve, by its request id) may go once more, on a
+        new stream, when billing was unavailable."""
+        name = f"BillingService.Ledger.{operation.__name__}"
+        timeout = self._rpc_cap if bookkeeping else budget.timeout(self._rpc_cap)
+        try:
+            return await self._checked(operation(request, timeout), name, budget, upstream=False)
+        except ServiceError as error:
+            if not (retry_unavailable and error.reason is Reason.SERVICE_UNAVAILABLE):
+                raise
+        timeout = self._rpc_cap if bookkeeping else budget.timeout(self._rpc_cap)
+        return await self._checked(operation(request, timeout), name, budget, upstream=False)
 
-    async def _checked(self, pending: Awaitable[Any], name: str, deadline: Deadline, upstream: bool) -> Any:
-        """Reasons the caller should not see (a closed hold, an unimplemented method,
-        a dead peer) become a generic INTERNAL error, logged with the request id."""
+    async def _checked(self, pending: Awaitable[ResponseT], name: str, budget: RequestBudget,
+                       upstream: bool) -> ResponseT:
+        """A peer that is down or whose stream broke is a SERVICE_UNAVAILABLE (503)
+        naming the service; reasons the caller should not see (a closed hold, an
+        unimplemented method) become a generic INTERNAL error; both are logged
+        with the request id."""
         try:
             return await pending
         except ServiceError as error:
             if error.reason in CALLER_FACING_REASONS:
                 raise
-            if upstream and deadline.remaining() <= 0:
+            if upstream and budget.remaining() <= 0:
                 raise ServiceError(Reason.UPSTREAM_UNAVAILABLE,
                                    "the upstream provider did not answer within the request deadline") from None
+            if error.reason is Reason.SERVICE_UNAVAILABLE:
+                log.warning("peer unavailable", extra={"fields": {"method": name, "detail": error.message}})
+                raise service_unavailable(_service_of(name), current_request_id.get()) from None
             log.error("peer call failed", extra={"fields": {
                 "method": name, "reason": error.reason.value, "detail": error.message}})
             raise internal_error(current_request_id.get()) from None
+
+
+def _service_of(method_name: str) -> str:
+    """catalog, billing or provider, from a method name such as
+    /quantized.catalog.v1.CatalogService/ResolveRoute or BillingService.Ledger.reserve."""
+    lowered = method_name.lower()
+    return next((service for service in ("catalog", "billing", "provider") if service in lowered), "internal")
 
 
 def _method_name(method: Any) -> str:

@@ -1,8 +1,9 @@
 """The OpenAI-compatible HTTP API (Starlette, with a direct path for generations).
 
 Every response carries `x-request-id`; every error uses the OpenAI error shape.
-The generation route hands the flow a loader that reads, parses and validates the
-body, so HTTP and gRPC share one flow.
+The generation route authenticates the caller before it reads the body, then
+parses and validates the body and hands the flow the typed request, as the gRPC
+ImagesService does with its message.
 
 `POST /v1/images/generations` is the hot path: `EdgeHttpApp` answers it straight
 from the ASGI scope, without Starlette's middleware, routing and Request objects
@@ -16,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,19 +27,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from quantized_runtime.errors import ServiceError
+from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.request_context import current_request_id, new_request_id
 
-from edge.errors import error_body, internal_error, service_error_response
+from edge.errors import HttpReason, HttpRejection, error_response, internal_error, service_error_response
 from edge.flow import ImagesFlow
 from edge.openapi import openapi_document
-from edge.render import Base64Text, BodyPart, generation_json, models_json
+from edge.render import Base64Text, BodyPart, generation_json
 from edge.validation import RequestValidator
 
 log = logging.getLogger("quantized.edge.http")
 
 GENERATIONS_PATH = "/v1/images/generations"
 REQUEST_ID_HEADER = "x-request-id"
+AUTHORIZATION_HEADER = "authorization"
 PROVIDER_HEADER = "x-quantized-provider"
 JSON_MEDIA_TYPE = "application/json"
 
@@ -62,19 +65,6 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Body = bytes | list[BodyPart]
 HeaderLookup = Callable[[str], str | None]
-
-
-class HttpProblem(Exception):
-    """A transport-level rejection that has no ServiceError reason (400, 405, 413, 415)."""
-
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-    def body(self) -> bytes:
-        return error_body("invalid_request_error", self.message, None, self.code)
 
 
 def _coalesce(parts: Sequence[BodyPart]) -> list[BodyPart]:
@@ -136,25 +126,30 @@ class JsonResponse(Response):
         await _send_json(send, self.status_code, self._body, self._request_id, self._extra_headers)
 
 
-async def _answer(handler: Callable[[], Awaitable[Body]], method: str, path: str) -> tuple[int, Body, str]:
-    """Request id, one log line, and every failure turned into an OpenAI error body."""
+Answer = tuple[int, Body, str, list[tuple[bytes, bytes]]]
+
+
+async def _answer(handler: Callable[[], Awaitable[Body]], method: str, path: str) -> Answer:
+    """Request id, one log line, and every failure turned into an OpenAI error body
+    (with its extra headers, such as Retry-After)."""
     request_id = new_request_id()
     token = current_request_id.set(request_id)
     started = time.perf_counter()
+    headers: list[tuple[bytes, bytes]] = []
     try:
         try:
             status, body = 200, await handler()
         except ServiceError as error:
-            status, body = service_error_response(error)
-        except HttpProblem as problem:
-            status, body = problem.status, problem.body()
+            status, body, headers = service_error_response(error)
+        except HttpRejection as rejection:
+            status, body = error_response(rejection.reason, rejection.message)
         except Exception:
             log.exception("unhandled error", extra={"fields": {"path": path}})
-            status, body = service_error_response(internal_error(request_id))
+            status, body, headers = service_error_response(internal_error(request_id))
         log.info("request", extra={"fields": {
             "method": method, "path": path, "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
-        return status, body, request_id
+        return status, body, request_id, headers
     finally:
         current_request_id.reset(token)
 
@@ -164,8 +159,9 @@ Handler = Callable[[Request], Awaitable[Body]]
 
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        status, body, request_id = await _answer(lambda: handler(request), request.method, request.url.path)
-        return JsonResponse(status, body, request_id)
+        status, body, request_id, headers = await _answer(lambda: handler(request), request.method,
+                                                          request.url.path)
+        return JsonResponse(status, body, request_id, headers)
 
     return endpoint
 
@@ -173,7 +169,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 async def _read_json(header: HeaderLookup, receive: Receive, max_body_bytes: int) -> Any:
     content_type = header("content-type") or ""
     if content_type.split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE:
-        raise HttpProblem(415, "Content-Type must be application/json", "unsupported_media_type")
+        raise HttpRejection(HttpReason.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
     declared = header("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
         raise _too_large(max_body_bytes)
@@ -182,8 +178,7 @@ async def _read_json(header: HeaderLookup, receive: Receive, max_body_bytes: int
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            # Nobody is left to answer; not a server failure either.
-            raise HttpProblem(400, "the client disconnected while sending the body", "client_disconnected")
+            raise HttpRejection(HttpReason.CLIENT_DISCONNECTED, "the client disconnected while sending the body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_body_bytes:
@@ -194,11 +189,11 @@ async def _read_json(header: HeaderLookup, receive: Receive, max_body_bytes: int
     try:
         return json.loads(b"".join(chunks))
     except (ValueError, RecursionError):
-        raise HttpProblem(400, "the request body is not valid JSON", "invalid_json") from None
+        raise HttpRejection(HttpReason.INVALID_JSON, "the request body is not valid JSON") from None
 
 
-def _too_large(limit: int) -> HttpProblem:
-    return HttpProblem(413, f"the request body is larger than {limit} bytes", "request_too_large")
+def _too_large(limit: int) -> HttpRejection:
+    return HttpRejection(HttpReason.REQUEST_TOO_LARGE, f"the request body is larger than {limit} bytes")
 
 
 def _scope_header(scope: Scope) -> HeaderLookup:
@@ -227,18 +222,17 @@ class EdgeHttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == GENERATIONS_PATH:
             header = _scope_header(scope)
-            status, body, request_id = await _answer(lambda: self._generate(header, receive),
-                                                     "POST", GENERATIONS_PATH)
-            await _send_json(send, status, body, request_id)
+            status, body, request_id, headers = await _answer(lambda: self._generate(header, receive),
+                                                              "POST", GENERATIONS_PATH)
+            await _send_json(send, status, body, request_id, headers)
             return
         await self.starlette(scope, receive, send)
 
     async def _generate(self, header: HeaderLookup, receive: Receive) -> list[BodyPart]:
-        async def load_request() -> Any:
-            return self._validator.from_json(await _read_json(header, receive, self._max_body_bytes))
-
-        outcome = await self._flow.generate(header("authorization"), header(PROVIDER_HEADER) or "",
-                                            load_request, self._flow.deadline())
+        budget = self._flow.budget()
+        caller = await self._flow.authenticate(header(AUTHORIZATION_HEADER), budget)
+        request = self._validator.from_json(await _read_json(header, receive, self._max_body_bytes))
+        outcome = await self._flow.generate(caller, request, header(PROVIDER_HEADER) or "", budget)
         return generation_json(outcome)
 
     def _starlette_app(self) -> ASGIApp:
@@ -249,26 +243,30 @@ class EdgeHttpApp:
             return await self._generate(request.headers.get, request.receive)
 
         async def list_models(request: Request) -> bytes:
-            return await flow.list_models(request.headers.get("authorization"), flow.deadline(), models_json)
+            budget = flow.budget()
+            await flow.authenticate(request.headers.get(AUTHORIZATION_HEADER), budget)
+            return (await flow.list_models(budget)).json
 
         async def openapi(request: Request) -> bytes:
             return openapi_body
 
         async def not_in_release(request: Request) -> bytes:
-            raise HttpProblem(404, NOT_IN_RELEASE[request.url.path], "not_available_in_this_release")
+            raise HttpRejection(HttpReason.NOT_AVAILABLE_IN_THIS_RELEASE, NOT_IN_RELEASE[request.url.path])
 
-        async def http_exception(request: Request, exc: Exception) -> Response:
+        def router_error(exc: Exception, reason: Reason | HttpReason, message: str) -> Response:
+            """Starlette's router's own rejection, in the OpenAI error shape (headers such as Allow kept)."""
             assert isinstance(exc, HTTPException)
-            if exc.status_code == 405:
-                problem = HttpProblem(405, f"method {request.method} is not allowed on {request.url.path}",
-                                      "method_not_allowed")
-            elif exc.status_code == 404:
-                problem = HttpProblem(404, f"no such route: {request.url.path}", "route_not_found")
-            else:
-                problem = HttpProblem(exc.status_code, str(exc.detail), "http_error")
+            status, body = error_response(reason, message)
             headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
                        for name, value in (exc.headers or {}).items()]
-            return JsonResponse(problem.status, problem.body(), new_request_id(), headers)
+            return JsonResponse(status, body, new_request_id(), headers)
+
+        async def route_not_found(request: Request, exc: Exception) -> Response:
+            return router_error(exc, Reason.ROUTE_NOT_FOUND, f"no such route: {request.url.path}")
+
+        async def method_not_allowed(request: Request, exc: Exception) -> Response:
+            return router_error(exc, HttpReason.METHOD_NOT_ALLOWED,
+                                f"method {request.method} is not allowed on {request.url.path}")
 
         # The generations route also lives here: it answers the other methods with 405,
         # and serves POST when the scope path does not match exactly (a root_path).
@@ -278,7 +276,9 @@ class EdgeHttpApp:
             Route("/openapi.json", _endpoint(openapi), methods=["GET"]),
             *(Route(path, _endpoint(not_in_release), methods=ALL_METHODS) for path in NOT_IN_RELEASE),
         ]
-        app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception})
+        # Keyed by the status Starlette's router raises; the status answered comes from the table.
+        app = Starlette(routes=routes, exception_handlers={
+            HTTPStatus.NOT_FOUND: route_not_found, HTTPStatus.METHOD_NOT_ALLOWED: method_not_allowed})
         # /v1/images/generations/ is not a route; do not redirect to one.
         app.router.redirect_slashes = False
         return app

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from quantized_runtime.errors import Reason
+
+from edge.errors import HTTP_ERROR_BY_REASON, HttpReason
 from edge.validation import BOOLEAN, ENUM, INTEGER, STRING, FieldSpec, RequestValidator
 
 _ERROR_SCHEMA = {
@@ -20,6 +23,35 @@ _ERROR_SCHEMA = {
         },
     }},
 }
+
+
+# What POST /v1/images/generations can answer; each status comes from the edge's one table.
+_GENERATION_ERRORS: dict[Reason | HttpReason, str] = {
+    HttpReason.INVALID_JSON: "the body is not JSON",
+    Reason.MODALITY_MISMATCH: "the model does not output images",
+    Reason.PROVIDER_NOT_OFFERED: "the pinned provider is not offered for the model",
+    Reason.NO_ACTIVE_PROVIDERS: "the model has no active providers",
+    Reason.UPSTREAM_REJECTED: "the upstream rejected a parameter",
+    Reason.UNAUTHENTICATED: "missing, malformed or invalid API key or JWT",
+    Reason.INSUFFICIENT_CREDITS: "insufficient credits",
+    Reason.MODEL_NOT_FOUND: "unknown model",
+    HttpReason.REQUEST_TOO_LARGE: "body over the size limit",
+    HttpReason.UNSUPPORTED_MEDIA_TYPE: "Content-Type is not application/json",
+    Reason.INVALID_REQUEST: "validation error",
+    Reason.INTERNAL: "internal error (generic message with a request id)",
+    Reason.UPSTREAM_UNAVAILABLE: "upstream provider unavailable",
+}
+
+
+def _error_responses() -> dict[str, Any]:
+    descriptions: dict[int, list[str]] = {}
+    for reason, description in _GENERATION_ERRORS.items():
+        descriptions.setdefault(HTTP_ERROR_BY_REASON[reason].status, []).append(description)
+    return {
+        str(status): {"description": "; ".join(parts),
+                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for status, parts in sorted(descriptions.items())
+    }
 
 
 def field_schema(spec: FieldSpec) -> dict[str, Any]:
@@ -61,22 +93,8 @@ def request_schema(validator: RequestValidator) -> dict[str, Any]:
 
 
 def openapi_document(validator: RequestValidator) -> dict[str, Any]:
-    error_responses = {
-        str(status): {"description": description,
-                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-        for status, description in (
-            ("400", "Bad request: not JSON, modality mismatch, provider not offered, no active providers, "
-                    "upstream rejected a parameter"),
-            ("401", "Missing, malformed or invalid API key or JWT"),
-            ("402", "Insufficient credits"),
-            ("404", "Unknown model or route"),
-            ("413", "Body over the size limit"),
-            ("415", "Content-Type is not application/json"),
-            ("422", "Validation error"),
-            ("500", "Internal error (generic message with a request id)"),
-            ("503", "Upstream provider unavailable"),
-        )
-    }
+    error_responses = _error_responses()
+    unauthenticated = str(HTTP_ERROR_BY_REASON[Reason.UNAUTHENTICATED].status)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Quantized image router", "version": "v1"},
@@ -98,7 +116,7 @@ def openapi_document(validator: RequestValidator) -> dict[str, Any]:
             "/v1/models": {"get": {
                 "summary": "List models with discovery fields",
                 "responses": {"200": {"description": "OpenAI model list"},
-                              "401": error_responses["401"]},
+                              unauthenticated: error_responses[unauthenticated]},
             }},
         },
     }

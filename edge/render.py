@@ -10,7 +10,8 @@ text (4/3 of the image) on top of its bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pybase64
@@ -18,14 +19,38 @@ from google.protobuf import json_format
 
 from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.images.v1 import images_pb2
+from quantized_runtime.enum_names import enum_names
 
-from edge.flow import Outcome
-from edge.validation import enum_json_names
 
-WATERMARK_NAMES = enum_json_names(common_pb2.Watermark.DESCRIPTOR)
+WATERMARK_NAMES = enum_names(common_pb2.Watermark.DESCRIPTOR)
 NO_WATERMARK = common_pb2.WATERMARK_NONE
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the caller gets back, before it is rendered as JSON or proto."""
+
+    created: int
+    model: str
+    images: list[common_pb2.GeneratedImage]
+    # The route's watermark, for images whose provider left it unspecified.
+    watermark: common_pb2.Watermark
+    usage: common_pb2.UpstreamUsage
+    images_generated: int
+    credits_used: int
+    credits_remaining: int | None
+
+
+@dataclass(frozen=True)
+class RenderedModels:
+    """The catalog's model list as each transport sends it, so one cache entry
+    serves HTTP and gRPC callers alike."""
+
+    json: bytes
+    proto: images_pb2.ListModelsResponse
+
 
 # A multiple of 3, so the base64 of consecutive slices concatenates to that of the whole.
 BASE64_SLICE_BYTES = 3 * 2**20
@@ -151,5 +176,5 @@ def _modalities(present: Iterable[str]) -> dict[str, bool]:
     return flags
 
 
-def models_proto(models: Iterable[common_pb2.Model]) -> images_pb2.ListModelsResponse:
-    return images_pb2.ListModelsResponse(models=list(models))
+def rendered_models(models: Sequence[common_pb2.Model]) -> RenderedModels:
+    return RenderedModels(json=models_json(models), proto=images_pb2.ListModelsResponse(models=models))

@@ -7,7 +7,8 @@ The bearer token travels in `authorization` metadata, a pinned provider in
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 
@@ -17,10 +18,12 @@ from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_r
 
 from edge.errors import internal_error
 from edge.flow import ImagesFlow
-from edge.render import generation_proto, models_proto
+from edge.render import generation_proto
 from edge.validation import RequestValidator
 
 log = logging.getLogger("quantized.edge.grpc")
+
+ResponseT = TypeVar("ResponseT")
 
 AUTHORIZATION_METADATA_KEY = "authorization"
 PROVIDER_METADATA_KEY = "x-quantized-provider"
@@ -38,13 +41,11 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
 
     async def Generate(self, request: images_pb2.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> images_pb2.GenerateResponse:
-        async def load_request() -> Any:
-            return self._validator.from_proto(request)
-
         async def run(metadata: dict[str, str], request_id: str) -> images_pb2.GenerateResponse:
-            outcome = await self._flow.generate(
-                metadata.get(AUTHORIZATION_METADATA_KEY), metadata.get(PROVIDER_METADATA_KEY, ""),
-                load_request, self._flow.deadline(context.time_remaining()))
+            budget = self._flow.budget(context.time_remaining())
+            caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget)
+            outcome = await self._flow.generate(caller, self._validator.from_proto(request),
+                                                metadata.get(PROVIDER_METADATA_KEY, ""), budget)
             return generation_proto(outcome, request_id)
 
         return await self._guarded(context, run)
@@ -52,12 +53,14 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
     async def ListModels(self, request: images_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> images_pb2.ListModelsResponse:
         async def run(metadata: dict[str, str], request_id: str) -> images_pb2.ListModelsResponse:
-            return await self._flow.list_models(metadata.get(AUTHORIZATION_METADATA_KEY),
-                                                self._flow.deadline(context.time_remaining()), models_proto)
+            budget = self._flow.budget(context.time_remaining())
+            await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget)
+            return (await self._flow.list_models(budget)).proto
 
         return await self._guarded(context, run)
 
-    async def _guarded(self, context: grpc.aio.ServicerContext, run: Any) -> Any:
+    async def _guarded(self, context: grpc.aio.ServicerContext,
+                       run: Callable[[dict[str, str], str], Awaitable[ResponseT]]) -> ResponseT:
         """No unexplained failure; the request id was minted for this call by the
         server's interceptor (a caller's own x-request-id is never reused: it keys
         billing's idempotent credit hold)."""

@@ -10,7 +10,7 @@ The same rules apply to JSON bodies and to gRPC requests.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from quantized.common.v1 import field_rules_pb2, images_pb2 as common_pb2
 from quantized.images.v1 import images_pb2
+from quantized_runtime.enum_names import enum_words
 from quantized_runtime.errors import Reason, ServiceError
 
 _INTEGER_RANGES = {
@@ -34,21 +35,6 @@ _INTEGER_RANGES = {
 }
 
 STRING, INTEGER, BOOLEAN, ENUM = "string", "integer", "boolean", "enum"
-
-
-def enum_json_values(enum_descriptor: Any) -> dict[str, int]:
-    """JSON spelling -> number: the lower-cased suffix of each value name, zero excluded."""
-    prefix = _enum_prefix(enum_descriptor)
-    return {value.name.removeprefix(prefix).lower(): value.number
-            for value in enum_descriptor.values if value.number != 0}
-
-
-def enum_json_names(enum_descriptor: Any) -> dict[int, str]:
-    return {number: name for name, number in enum_json_values(enum_descriptor).items()}
-
-
-def _enum_prefix(enum_descriptor: Any) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum_descriptor.name).upper() + "_"
 
 
 @dataclass(frozen=True)
@@ -89,7 +75,7 @@ class FieldSpec:
             kind = BOOLEAN
         elif field.type == FieldDescriptor.TYPE_ENUM:
             kind = ENUM
-            enum_values = enum_json_values(field.enum_type)
+            enum_values = enum_words(field.enum_type)
         else:
             raise TypeError(f"request field {field.name!r}: proto type {field.type} is not supported by the edge")
         return cls(
@@ -119,13 +105,13 @@ class RequestValidator:
     and returns a complete `GenerateRequest` with defaults filled in."""
 
     def __init__(self, descriptor: Descriptor = images_pb2.GenerateRequest.DESCRIPTOR,
-                 message_class: type = images_pb2.GenerateRequest) -> None:
+                 message_class: Callable[..., images_pb2.GenerateRequest] = images_pb2.GenerateRequest) -> None:
         self.fields: tuple[FieldSpec, ...] = tuple(FieldSpec.from_descriptor(f) for f in descriptor.fields)
         self.field_names = frozenset(spec.name for spec in self.fields)
         self._message_class = message_class
         self._accepted = ", ".join(spec.name for spec in self.fields)
 
-    def from_json(self, body: Any) -> Any:
+    def from_json(self, body: Any) -> images_pb2.GenerateRequest:
         if not isinstance(body, dict):
             raise _invalid(None, "the request body must be a JSON object")
         for key in body:
@@ -139,7 +125,7 @@ class RequestValidator:
                 values[spec.name] = self._json_value(spec, raw)
         return self._finish(values)
 
-    def from_proto(self, request: Any) -> Any:
+    def from_proto(self, request: images_pb2.GenerateRequest) -> images_pb2.GenerateRequest:
         values: dict[str, Any] = {}
         for spec in self.fields:
             if spec.has_presence:
@@ -183,7 +169,7 @@ class RequestValidator:
     def _enum_message(spec: FieldSpec) -> str:
         return f"'{spec.name}' must be one of: {', '.join(spec.enum_values)}"
 
-    def _finish(self, values: dict[str, Any]) -> Any:
+    def _finish(self, values: dict[str, Any]) -> images_pb2.GenerateRequest:
         for spec in self.fields:
             value = values.get(spec.name, _MISSING)
             if value is _MISSING:
@@ -201,7 +187,7 @@ class RequestValidator:
         return self._message_class(**values)
 
 
-def generation_params(request: Any) -> common_pb2.GenerationParams:
+def generation_params(request: images_pb2.GenerateRequest) -> common_pb2.GenerationParams:
     """The validated request minus the model id, as dispatched to a provider."""
     params = common_pb2.GenerationParams()
     for name, has_presence in _PARAM_FIELDS:

@@ -5,18 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from provider_svc.families import Family
+from provider_svc.sizes import SizeRange
+from quantized_runtime.sizes import DEFAULT_SIZE, AcceptedSizes
+
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """A validated generation request; enum-like fields are lower-case strings or None."""
+    """A validated generation request; enum-like fields are lower-case strings or None.
+
+    `family`, `sizes`, `size_range` and `quality_values` come from the catalog's
+    route: which adapter body to build, and what the upstream accepts."""
 
     provider: str
     model_id: str
     upstream_model_id: str
     region: str
     prompt: str
+    family: Family | None = None
+    sizes: AcceptedSizes = AcceptedSizes()
+    size_range: SizeRange | None = None
+    quality_values: tuple[str, ...] = ()
     n: int = 1
-    size: str = "1024x1024"
+    size: str = DEFAULT_SIZE
     quality: str | None = None
     style: str | None = None
     background: str | None = None
@@ -42,7 +53,9 @@ class Image:
 
 
 @dataclass
-class Usage:
+class UpstreamUsage:
+    """What the upstream measured (quantized.common.v1.UpstreamUsage in the domain)."""
+
     input_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
@@ -53,7 +66,7 @@ class Usage:
 class GenerationResult:
     created: int = 0
     images: list[Image] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
+    usage: UpstreamUsage = field(default_factory=UpstreamUsage)
 
 
 def flagged_images(count: int, reason: str) -> list[Image]:
@@ -61,7 +74,9 @@ def flagged_images(count: int, reason: str) -> list[Image]:
     return [Image(flagged=True, flag_reason=reason) for _ in range(max(count, 0))]
 
 
-class Deadline(Protocol):
+class UpstreamDeadline(Protocol):
+    """What an adapter needs of the request's deadline (provider_svc.retry.RequestDeadline)."""
+
     def remaining(self) -> float:
         """Seconds left for upstream work (already capped by the upstream timeout)."""
 
@@ -71,6 +86,6 @@ class Adapter(Protocol):
 
     provider: str
 
-    async def generate(self, request: ImageRequest, deadline: Deadline) -> GenerationResult: ...
+    async def generate(self, request: ImageRequest, deadline: UpstreamDeadline) -> GenerationResult: ...
 
     async def close(self) -> None: ...

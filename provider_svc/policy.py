@@ -1,4 +1,5 @@
-"""Request policy: what each model family accepts, and how quality maps onto it.
+"""Request policy: which fields each family's body carries, and how a requested
+quality maps onto the quality words the catalog lists for the model.
 
 Everything a family does not accept is dropped here, before any body is built,
 so nothing unsupported can reach an upstream. Adapters rename what survives.
@@ -27,18 +28,22 @@ ACCEPTED_FIELDS: dict[Family, frozenset[str]] = {
     Family.SANDBOX: frozenset({"seed", "output_format"}),
 }
 
-# Public quality value -> the upstream's word. A value missing from a family's
-# row is left out, so the upstream applies its own default.
-QUALITY_MAP: dict[Family, dict[str, str]] = {
-    Family.GPT_IMAGE: {"low": "low", "medium": "medium", "high": "high", "auto": "auto",
-                       "standard": "medium", "hd": "high"},
-    Family.DALL_E_3: {"standard": "standard", "hd": "hd", "low": "standard",
-                      "medium": "standard", "high": "hd"},
-    Family.TITAN: {"standard": "standard", "hd": "premium", "low": "standard",
-                   "medium": "standard", "high": "premium"},
-    Family.NOVA: {"standard": "standard", "hd": "premium", "low": "standard",
-                  "medium": "standard", "high": "premium"},
-}
+# How quality words rank, public and upstream alike: a requested quality the
+# model does not list goes to the listed word of the nearest rank ("hd" is
+# "premium" on Titan, "high" on gpt-image). A word without a rank ("auto") that
+# the model does not list is left out, so the upstream applies its own default.
+QUALITY_RANKS: dict[str, int] = {"low": 0, "standard": 1, "medium": 1, "hd": 2, "high": 2, "premium": 2}
+
+
+def upstream_quality(wanted: str, listed: tuple[str, ...]) -> str | None:
+    """The model's quality word for a requested quality, None to leave it out."""
+    if wanted in listed:
+        return wanted
+    rank = QUALITY_RANKS.get(wanted)
+    ranked = [word for word in listed if word in QUALITY_RANKS]
+    if rank is None or not ranked:
+        return None
+    return min(ranked, key=lambda word: abs(QUALITY_RANKS[word] - rank))
 
 # Output formats a family can produce, when it has the knob at all.
 OUTPUT_FORMATS: dict[Family, frozenset[str]] = {
@@ -57,7 +62,7 @@ def forwardable(request: ImageRequest, family: Family) -> dict[str, Any]:
         if value is None:
             continue
         if name == "quality":
-            value = QUALITY_MAP.get(family, {}).get(value)
+            value = upstream_quality(value, request.quality_values)
             if value is None:
                 continue
         if name == "output_format" and value not in OUTPUT_FORMATS.get(family, frozenset()):

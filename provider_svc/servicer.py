@@ -24,11 +24,16 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from provider_svc.dispatch import Dispatcher
 from provider_svc.domain import GenerationResult, Image, ImageRequest
+from provider_svc.families import family_named
+from provider_svc.sizes import SizeRange
 from provider_svc.upstream_errors import timed_out
 from quantized.common.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
+from quantized_runtime.call_stream import CallStreamServer
+from quantized_runtime.enum_names import enum_word
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.request_context import current_request_id, new_request_id
+from quantized_runtime.sizes import DEFAULT_SIZE, accepted_sizes
 from quantized_runtime.stream_drain import StreamDrain
 
 SERVICE_NAME = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
@@ -41,11 +46,12 @@ _DRAINING = provider_pb2.GenerateStreamResponse(draining=True)
 rpc_log = logging.getLogger("quantized.rpc")
 
 
-def _suffix(enum_type: object, prefix: str, number: int) -> str | None:
-    """QUALITY_HD -> 'hd'; the zero value (UNSPECIFIED) means not set."""
-    if number == 0:
+def _size_range(constraints: images_pb2.ModelConstraints) -> SizeRange | None:
+    if not constraints.HasField("size_range"):
         return None
-    return enum_type.Name(number).removeprefix(prefix).lower()  # type: ignore[attr-defined]
+    rules = constraints.size_range
+    return SizeRange(min_side=rules.min_side, max_side=rules.max_side, step=rules.step,
+                     max_ratio=rules.max_ratio, max_pixels=rules.max_pixels)
 
 
 def to_domain(request: provider_pb2.GenerateRequest) -> ImageRequest:
@@ -58,14 +64,18 @@ def to_domain(request: provider_pb2.GenerateRequest) -> ImageRequest:
         upstream_model_id=request.upstream_model_id or request.model_id,
         region=request.region,
         prompt=params.prompt,
+        family=family_named(request.adapter),
+        sizes=accepted_sizes(tuple(request.constraints.sizes)),
+        size_range=_size_range(request.constraints),
+        quality_values=tuple(request.constraints.quality_values),
         n=params.n or 1,
-        size=params.size or "1024x1024",
-        quality=_suffix(images_pb2.Quality, "QUALITY_", params.quality),
-        style=_suffix(images_pb2.Style, "STYLE_", params.style),
-        background=_suffix(images_pb2.Background, "BACKGROUND_", params.background),
-        output_format=_suffix(images_pb2.OutputFormat, "OUTPUT_FORMAT_", params.output_format),
+        size=params.size or DEFAULT_SIZE,
+        quality=enum_word(images_pb2.Quality.DESCRIPTOR, params.quality),
+        style=enum_word(images_pb2.Style.DESCRIPTOR, params.style),
+        background=enum_word(images_pb2.Background.DESCRIPTOR, params.background),
+        output_format=enum_word(images_pb2.OutputFormat.DESCRIPTOR, params.output_format),
         output_compression=params.output_compression if params.HasField("output_compression") else None,
-        moderation=_suffix(images_pb2.Moderation, "MODERATION_", params.moderation),
+        moderation=enum_word(images_pb2.Moderation.DESCRIPTOR, params.moderation),
         seed=params.seed if params.HasField("seed") else None,
         negative_prompt=params.negative_prompt if params.HasField("negative_prompt") else None,
         user=params.user if params.HasField("user") else None,
@@ -163,10 +173,11 @@ class _StreamedCall:
 
     __slots__ = ("task", "answering", "stopped")
 
-    def __init__(self, run: Callable[[_StreamedCall], Coroutine[Any, Any, None]]) -> None:
+    def __init__(self, start: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+                 run: Callable[[_StreamedCall], Coroutine[Any, Any, None]]) -> None:
         self.answering = False
         self.stopped = False
-        self.task = asyncio.get_running_loop().create_task(run(self))
+        self.task = start(run(self))
 
     def stop(self) -> None:
         self.stopped = True
@@ -175,39 +186,32 @@ class _StreamedCall:
 
 
 class _GenerateStream:
-    """The calls in flight on one GenerateStream, and its one writer at a time."""
+    """The calls in flight on one GenerateStream; its lifecycle is the runtime's
+    (quantized_runtime.call_stream)."""
 
-    def __init__(self, dispatcher: Dispatcher, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, dispatcher: Dispatcher, context: grpc.aio.ServicerContext, drain: StreamDrain) -> None:
         self._dispatcher = dispatcher
         self._context = context
+        self._stream = CallStreamServer(context, drain, _DRAINING)
         self._calls: dict[int, _StreamedCall] = {}
-        # grpc.aio allows one write at a time; the lock is FIFO, so the chunks
-        # of a large image take turns with the other calls' answers.
-        self._writing = asyncio.Lock()
 
     async def serve(self, requests: AsyncIterator[provider_pb2.GenerateStreamRequest]) -> None:
-        try:
-            async for message in requests:
-                if message.cancel:
-                    call = self._calls.get(message.call_id)
-                    if call is not None:
-                        call.stop()
-                elif message.call_id in self._calls:
-                    await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                              f"call_id {message.call_id} is already in flight")
-                else:
-                    self._start(message)
-            # The caller closed its side (told to when the server drains): answer
-            # what is in flight, then end (OK).
-            while self._calls:
-                await asyncio.wait([call.task for call in self._calls.values()])
-        finally:
-            for call in self._calls.values():
-                call.task.cancel()
+        await self._stream.serve(requests, self._on_message)
+
+    async def _on_message(self, message: provider_pb2.GenerateStreamRequest) -> None:
+        if message.cancel:
+            call = self._calls.get(message.call_id)
+            if call is not None:
+                call.stop()
+        elif message.call_id in self._calls:
+            await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                      f"call_id {message.call_id} is already in flight")
+        else:
+            self._start(message)
 
     def _start(self, message: provider_pb2.GenerateStreamRequest) -> None:
         call_id = message.call_id
-        call = _StreamedCall(lambda started: self._answer(message, started))
+        call = _StreamedCall(self._stream.start, lambda started: self._answer(message, started))
         self._calls[call_id] = call
         call.task.add_done_callback(lambda _: self._calls.pop(call_id, None))
 
@@ -254,17 +258,14 @@ class _GenerateStream:
         except TimeoutError:
             raise timed_out(request.provider) from None
 
-    async def announce_drain(self) -> None:
-        async with self._writing:
-            await self._context.write(_DRAINING)
-
     async def _write_all(self, answers: Iterable[provider_pb2.GenerateStreamResponse],
                          call: _StreamedCall) -> None:
+        """One message at a time: the chunks of a large image take turns with the
+        other calls' answers."""
         for answer in answers:
             if call.stopped:
                 return
-            async with self._writing:
-                await self._context.write(answer)
+            await self._stream.write(answer)
 
 
 class ProviderServicer:
@@ -278,9 +279,7 @@ class ProviderServicer:
 
     async def generate_stream(self, requests: AsyncIterator[provider_pb2.GenerateStreamRequest],
                               context: grpc.aio.ServicerContext) -> None:
-        stream = _GenerateStream(self._dispatcher, context)
-        async with self._drain.announcing(stream.announce_drain):
-            await stream.serve(requests)
+        await _GenerateStream(self._dispatcher, context, self._drain).serve(requests)
 
     def register(self, server: grpc.aio.Server) -> None:
         """ProviderService, Generate with a pass-through serialiser for its pre-encoded response."""

@@ -1,53 +1,31 @@
 """Size normalisation: a requested "WxH" (or "auto") to what an upstream accepts.
 
-"Nearest" has one definition, `nearest`: the candidate whose aspect ratio is
-closest on a log scale (so 2:1 and 1:2 are equally far from 1:1), and among
-equal ratios the one whose pixel count is closest on a log scale. Fixed size
-lists, aspect-ratio lists and rule-based ranges (Nova Canvas) all go through it.
+What an upstream accepts comes from the catalog with each request (the model's
+`sizes` and `size_range`; grammar in quantized_runtime.sizes). "Nearest" has one
+definition, `nearest`: the candidate whose aspect ratio is closest on a log
+scale (so 2:1 and 1:2 are equally far from 1:1), and among equal ratios the one
+whose pixel count is closest on a log scale. Fixed size lists, aspect-ratio
+lists and rule-based ranges (Nova Canvas) all go through it.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-DEFAULT_SIZE = (1024, 1024)
+from quantized_runtime.sizes import AUTO, AcceptedSizes, Size, normalise_size, requested_or_default
+
 # Larger requests are clamped per side before matching, so an absurd size cannot
 # make a free-size upstream (or the sandbox) render gigapixels.
 MAX_SIDE = 4096
 
-_SIZE_PATTERN = re.compile(r"^\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*$")
 
-
-@dataclass(frozen=True)
-class Size:
-    width: int
-    height: int
-
-    def __str__(self) -> str:
-        return f"{self.width}x{self.height}"
-
-    @property
-    def ratio_label(self) -> str:
-        return f"{self.width}:{self.height}"
-
-
-def parse_size(size: str) -> Size | None:
-    """'WxH' to a Size with sides in 1..MAX_SIDE; None for 'auto' or an empty value."""
-    if not size or size.strip().lower() == "auto":
-        return None
-    match = _SIZE_PATTERN.match(size)
-    if match is None:
-        return None
-    width, height = (min(max(int(side), 1), MAX_SIDE) for side in match.groups())
-    return Size(width, height)
-
-
-def requested_or_default(size: str) -> Size:
-    return parse_size(size) or Size(*DEFAULT_SIZE)
+def requested(size: str) -> Size:
+    """The requested size ('auto' is the default size), sides clamped to MAX_SIDE."""
+    wanted = requested_or_default(size)
+    return Size(min(wanted.width, MAX_SIDE), min(wanted.height, MAX_SIDE))
 
 
 def _distance(requested: Size, candidate: Size) -> tuple[float, float]:
@@ -74,15 +52,6 @@ def nearest(requested: Size, candidates: Iterable[Size]) -> Size:
     return best
 
 
-def sizes(*labels: str) -> tuple[Size, ...]:
-    """Sizes from 'WxH' labels, or aspect ratios from 'W:H' labels."""
-    parsed = []
-    for label in labels:
-        width, height = re.split(r"[x:]", label)
-        parsed.append(Size(int(width), int(height)))
-    return tuple(parsed)
-
-
 # Callers pass the same few size strings over and over; the results are tiny.
 _CACHE_SIZE = 1024
 
@@ -90,13 +59,13 @@ _CACHE_SIZE = 1024
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def nearest_listed(size: str, candidates: tuple[Size, ...]) -> Size:
     """The nearest listed size for a requested 'WxH' ('auto' is 1024x1024)."""
-    return nearest(requested_or_default(size), candidates)
+    return nearest(requested(size), candidates)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def nearest_ratio(size: str, ratios: tuple[Size, ...]) -> str:
     """The nearest aspect ratio label ('16:9') for a requested size ('auto' is 1:1)."""
-    return nearest(requested_or_default(size), ratios).ratio_label
+    return nearest(requested(size), ratios).ratio_label
 
 
 @dataclass(frozen=True)
@@ -148,5 +117,20 @@ def _steps_around(value: float, step: int) -> list[int]:
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def nearest_in_range(size: str, rules: SizeRange) -> Size:
-    requested = requested_or_default(size)
-    return nearest(requested, rules.candidates_near(requested))
+    wanted = requested(size)
+    return nearest(wanted, rules.candidates_near(wanted))
+
+
+def fit_size(size: str, accepted: AcceptedSizes, size_range: SizeRange | None) -> Size:
+    """The accepted size nearest to the requested one: within the range when the
+    model has one, else among its listed sizes; any size when it takes any."""
+    if size_range is not None:
+        return nearest_in_range(size, size_range)
+    if accepted.any_size:
+        return requested(size)
+    return nearest_listed(size, accepted.exact)
+
+
+def keeps_auto(size: str, accepted: AcceptedSizes) -> bool:
+    """True when the caller asked for "auto" and the upstream picks sizes itself."""
+    return accepted.auto and normalise_size(size) == AUTO

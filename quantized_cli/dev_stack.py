@@ -4,6 +4,11 @@ Each child runs `python -m quantized_cli serve NAME`, the same command a contain
 runs. Logs go to DATA_DIR/logs/NAME.log. Once all are healthy, a development
 account is created and the base URL and its API key are printed; the addresses
 and the admin token are recorded in the per-user state file for `quantized admin`.
+
+A child that dies is restarted on the same address and data dir, with a growing
+delay, so one crash does not take the edge and the user's session down with it;
+only a child that keeps crashing stops the stack, since restarting it again would
+just hide the fault.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import secrets
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
@@ -29,6 +35,12 @@ from quantized_runtime.client import call
 DEV_ACCOUNT_CREDITS = 100_000_000
 STARTUP_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
+DEFAULT_CRASH_LIMIT = 5
+DEFAULT_CRASH_WINDOW_SECONDS = 60.0
+FIRST_RESTART_DELAY_SECONDS = 0.5
+MAX_RESTART_DELAY_SECONDS = 5.0
+# A child healthy this long has recovered: its next crash is restarted after the first delay again.
+STABLE_UPTIME_SECONDS = 30.0
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -39,7 +51,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="where SQLite files and logs live (default: the user data dir)")
     parser.add_argument("--credits", type=int, default=DEV_ACCOUNT_CREDITS,
                         help="micro-credits given to the development account")
+    parser.add_argument("--crash-limit", type=_positive_int, default=DEFAULT_CRASH_LIMIT, metavar="N",
+                        help="stop the stack when one service crashes this many times within --crash-window")
+    parser.add_argument("--crash-window", type=_positive_seconds, default=DEFAULT_CRASH_WINDOW_SECONDS,
+                        metavar="SECONDS", help="the window --crash-limit counts crashes in")
     parser.set_defaults(handler=run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +79,14 @@ def run(args: argparse.Namespace) -> int:
               f"{running.base_url}); stop it first", file=sys.stderr)
         return 1
     data_dir = (args.data_dir or defaults.default_data_dir() / "dev").resolve()
-    return asyncio.run(DevStack(data_dir, args.port, args.credits).run())
+    crash_policy = CrashPolicy(args.crash_limit, args.crash_window)
+    return asyncio.run(DevStack(data_dir, args.port, args.credits, crash_policy).run())
+
+
+@dataclass(frozen=True)
+class CrashPolicy:
+    limit: int
+    window_seconds: float
 
 
 @dataclass
@@ -58,6 +95,32 @@ class Child:
     address: str
     log_path: Path
     process: asyncio.subprocess.Process | None = None
+    healthy_since: float | None = None  # event-loop time of the last time it became healthy
+    restart_delay: float = FIRST_RESTART_DELAY_SECONDS
+    crash_times: deque[float] = field(default_factory=deque)
+
+    def record_crash(self, now: float, window_seconds: float) -> int:
+        """Crashes within the window ending now, this one included."""
+        self.crash_times.append(now)
+        while self.crash_times[0] <= now - window_seconds:
+            self.crash_times.popleft()
+        return len(self.crash_times)
+
+    def next_restart_delay(self, now: float) -> float:
+        if self.healthy_since is not None and now - self.healthy_since >= STABLE_UPTIME_SECONDS:
+            self.restart_delay = FIRST_RESTART_DELAY_SECONDS
+        delay = self.restart_delay
+        self.restart_delay = min(delay * 2, MAX_RESTART_DELAY_SECONDS)
+        return delay
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
 
 
 def _free_port() -> int:
@@ -95,10 +158,11 @@ def _admin_token(data_dir: Path) -> str:
 
 
 class DevStack:
-    def __init__(self, data_dir: Path, http_port: int, credits: int) -> None:
+    def __init__(self, data_dir: Path, http_port: int, credits: int, crash_policy: CrashPolicy) -> None:
         self.data_dir = data_dir
         self.http_port = _port_or_free(http_port)
         self.credits = credits
+        self.crash_policy = crash_policy
         self.stop_requested = asyncio.Event()
         logs = data_dir / "logs"
         self.children = {
@@ -132,13 +196,12 @@ class DevStack:
 
     async def _spawn(self, child: Child, env: dict[str, str]) -> None:
         child.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with the stack
-        child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "quantized_cli", "serve", child.name,
-            env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,  # signals reach children only through us, in order
-        )
-        log.close()
+        with open(child.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            child.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "quantized_cli", "serve", child.name,
+                env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True,  # signals reach children only through us, in order
+            )
 
     async def _wait_healthy(self, child: Child) -> None:
         process = child.process
@@ -148,6 +211,7 @@ class DevStack:
                                      lambda: process.returncode is None)
         except RuntimeError as exc:
             raise RuntimeError(f"{child.name}: {exc}; see {child.log_path}\n{_tail(child.log_path)}") from None
+        child.healthy_since = asyncio.get_running_loop().time()
 
     async def _create_dev_account(self, admin_token: str) -> str:
         channel = open_channel(self.children["billing"].address)
@@ -193,28 +257,56 @@ class DevStack:
         print(f"# logs: {self.data_dir / 'logs'}; admin state: {state_path()}; Ctrl-C stops the stack",
               flush=True)
         try:
-            return await self._supervise()
+            return await self._supervise(env)
         finally:
             remove_state(os.getpid())
 
-    async def _supervise(self) -> int:
-        waits = {asyncio.ensure_future(child.process.wait()): child
-                 for child in self.children.values() if child.process is not None}
-        stop = asyncio.ensure_future(self.stop_requested.wait())
-        done, _ = await asyncio.wait({stop, *waits}, return_when=asyncio.FIRST_COMPLETED)
-        exit_code = 0
-        for task in done:
-            if task in waits:
-                child = waits[task]
-                print(f"quantized dev: {child.name} exited unexpectedly with code {task.result()}; "
-                      f"see {child.log_path}\n{_tail(child.log_path)}", file=sys.stderr, flush=True)
-                exit_code = 1
-        stop.cancel()
-        await self._stop_children()
-        for task in waits:
-            task.cancel()
-        print("quantized dev: stopped", file=sys.stderr, flush=True)
-        return exit_code
+    async def _supervise(self, env: dict[str, str]) -> int:
+        keepers = {asyncio.create_task(self._keep_alive(child, env)) for child in self.children.values()}
+        stop = asyncio.create_task(self.stop_requested.wait())
+        try:
+            done, _ = await asyncio.wait({stop, *keepers}, return_when=asyncio.FIRST_COMPLETED)
+            for keeper in done & keepers:
+                keeper.result()  # a supervision bug surfaces here, after the children are stopped
+            return 1 if done & keepers else 0
+        finally:
+            for task in (stop, *keepers):
+                task.cancel()
+            await asyncio.gather(stop, *keepers, return_exceptions=True)
+            await self._stop_children()
+            _report("stopped")
+
+    async def _keep_alive(self, child: Child, env: dict[str, str]) -> None:
+        """Restart the child whenever it exits; return once it has crashed too often."""
+        loop = asyncio.get_running_loop()
+        while True:
+            process = child.process
+            assert process is not None
+            returncode = await process.wait()
+            now = loop.time()
+            crashes = child.record_crash(now, self.crash_policy.window_seconds)
+            exited = f"{child.name} exited (pid {process.pid}, {describe_exit(returncode)})"
+            if crashes >= self.crash_policy.limit:
+                times = "once" if crashes == 1 else f"{crashes} times"
+                _report(f"{exited}; it crashed {times} within {self.crash_policy.window_seconds:g} s, "
+                        f"giving up and stopping the stack; see {child.log_path}\n{_tail(child.log_path)}")
+                return
+            delay = child.next_restart_delay(now)
+            child.healthy_since = None
+            _report(f"{exited}; restarting in {delay:g} s")
+            await asyncio.sleep(delay)
+            await self._spawn(child, env)
+            restarted = child.process
+            try:
+                await self._wait_healthy(child)
+            except RuntimeError:
+                # An exit is reported by the next turn of the loop; a child that hangs is made to exit.
+                if restarted.returncode is None:
+                    _report(f"{child.name} (pid {restarted.pid}) was not healthy within "
+                            f"{STARTUP_DEADLINE_SECONDS:g} s; killing it")
+                    restarted.kill()
+                continue
+            _report(f"{child.name} is back (pid {restarted.pid}, {child.address})")
 
     async def _stop_children(self) -> None:
         # The edge first, so no new request reaches a backend that is going away.
@@ -229,6 +321,10 @@ class DevStack:
                 except TimeoutError:
                     process.kill()
                     await process.wait()
+
+
+def _report(message: str) -> None:
+    print(f"quantized dev: {message}", file=sys.stderr, flush=True)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -10,6 +10,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 # carries no data; by default it allows one per 5 minutes and then answers
 # GOAWAY "too_many_pings", dropping the connection and its streams.
 KEEPALIVE_TIME_MS = 30_000
+RECONNECT_BACKOFF_MS = 100
+MAX_RECONNECT_BACKOFF_MS = 1_000
 
 
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
@@ -21,6 +23,11 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[
         ("grpc.http2.max_frame_size", 16 * 1024 * 1024 - 1),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", 10_000),
+        # A peer that restarts (a supervisor's restart, a rolling deploy) is back
+        # within a second or two; gRPC's default backoff (1 s doubling to 120 s)
+        # would keep refusing calls long after it returned.
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
 
 

@@ -12,10 +12,12 @@ from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_r
 
 
 async def call(method: Any, request: Any, *, timeout: float,
-               metadata: Sequence[tuple[str, str]] = ()) -> Any:
-    """Invoke a unary stub method; a failure raises ServiceError, never grpc.RpcError."""
+               metadata: Sequence[tuple[str, str]] = (), wait_for_ready: bool = False) -> Any:
+    """Invoke a unary stub method; a failure raises ServiceError, never grpc.RpcError.
+    With `wait_for_ready` the call waits (within `timeout`) for a connection to
+    the peer instead of failing at once while none is up."""
     full_metadata = (*metadata, (REQUEST_ID_METADATA_KEY, current_request_id.get()))
     try:
-        return await method(request, timeout=timeout, metadata=full_metadata)
+        return await method(request, timeout=timeout, metadata=full_metadata, wait_for_ready=wait_for_ready)
     except grpc.RpcError as exc:
         raise from_rpc_error(exc) from None

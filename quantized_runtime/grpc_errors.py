@@ -26,6 +26,7 @@ GRPC_CODE_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Reason.INTERNAL: grpc.StatusCode.INTERNAL,
     Reason.ROUTE_NOT_FOUND: grpc.StatusCode.UNIMPLEMENTED,
+    Reason.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 
 _REASON_BY_GRPC_CODE: dict[grpc.StatusCode, Reason] = {
@@ -35,6 +36,10 @@ _REASON_BY_GRPC_CODE: dict[grpc.StatusCode, Reason] = {
     grpc.StatusCode.NOT_FOUND: Reason.NOT_FOUND,
     grpc.StatusCode.UNIMPLEMENTED: Reason.ROUTE_NOT_FOUND,
 }
+
+# Untyped statuses that mean the peer itself is down, restarting, unreachable or
+# hung, as opposed to a peer that answered with a failure of its own.
+PEER_UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 def to_status(error: ServiceError) -> status_pb2.Status:
@@ -83,7 +88,8 @@ def from_rpc_error(exc: grpc.RpcError) -> ServiceError:
     code = exc.code() if hasattr(exc, "code") else None
     if code in _REASON_BY_GRPC_CODE:
         return ServiceError(_REASON_BY_GRPC_CODE[code], exc.details() or code.name.lower())
-    # A peer that is down, slow past the deadline, or failed without a typed
-    # status: an internal failure from the caller's point of view.
+    if code in PEER_UNAVAILABLE_CODES:
+        return ServiceError(Reason.SERVICE_UNAVAILABLE, f"the service did not answer ({code.name})")
+    # A peer that failed without a typed status: our own failure.
     return ServiceError(Reason.INTERNAL, f"internal service call failed ({code.name if code else 'unknown'})")
 

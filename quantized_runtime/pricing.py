@@ -1,14 +1,17 @@
-"""The price of measured usage from the catalog's usage price card.
+"""The price of generated images, from the catalog's quote.
 
-The catalog owns the rates and hands them out with a quote
-(`QuotePriceResponse.usage_price`); the catalog's PriceUsage and any caller
-holding a card (the edge) price usage here, so there is one implementation of
-the rule documented on `quantized.catalog.v1.UsagePriceCard`:
+The catalog owns the rates and hands them out with a quote (`QuotePriceResponse`):
+the price of one image, or, for a token-priced model, a usage price card. The
+catalog builds its worst-case quote with `price_usage` and the edge charges
+with `price_generation`, so each rule has one implementation:
 
-- no images: 0;
-- input or output tokens reported: input x input rate + output x output rate, per million;
-- only a total reported: total x the higher rate, per million;
-- no tokens reported: images x worst-case output per image + worst-case input.
+- `price_generation`: no images generated (all flagged, or none): 0; otherwise
+  the card's price of the usage, or the per-image price times the images; never
+  more than the quote's maximum, which is what was held.
+- `price_usage`, the rule documented on `quantized.catalog.v1.UsagePriceCard`:
+  input or output tokens reported: input x input rate + output x output rate, per million;
+  only a total reported: total x the higher rate, per million;
+  no tokens reported: images x worst-case output per image + worst-case input.
 
 The card's values are micro-credits as exact decimal text; the sum is computed
 exactly and rounded half up to a whole micro-credit once.
@@ -39,15 +42,25 @@ _PER_MILLION = -6
 _WHOLE = Decimal(1)
 
 
+def price_generation(quote: catalog_pb2.QuotePriceResponse, images: int,
+                     usage: images_pb2.UpstreamUsage) -> int:
+    """Micro-credits charged for `images` generated images under `quote`."""
+    if images <= 0:
+        return 0
+    if quote.usage_priced:
+        price = price_usage(quote.usage_price, images, usage)
+    else:
+        price = quote.per_image_micro_credits * images
+    return max(0, min(price, quote.max_micro_credits))
+
+
 def price_usage(card: catalog_pb2.UsagePriceCard, images: int,
                 usage: images_pb2.UpstreamUsage) -> int:
-    """Micro-credits for `images` generated images that used `usage`.
+    """Micro-credits for `images` (at least one) generated images that used `usage`.
 
     Raises ValueError when a card value is not a finite, non-negative decimal; the
     whole card is checked whatever the usage, so a bad card fails every time.
     """
-    if images <= 0:
-        return 0
     input_rate = _card_value(card, "input_per_million_tokens")
     output_rate = _card_value(card, "output_per_million_tokens")
     worst_output_per_image = _card_value(card, "worst_case_output_per_image")

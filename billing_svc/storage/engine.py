@@ -1,5 +1,11 @@
 """Engines for the two supported databases, each with its write-locking strategy.
 
+Billing runs on a SQLite file or on PostgreSQL, and on nothing else: each has a
+money path written for it (money_store.py). An in-memory SQLite database cannot
+be shared by the request path's own sqlite3 connection and the engine, so such a
+URL, like a URI-form one or another database's, is refused at start
+(`database_url_problem`).
+
 PostgreSQL: READ COMMITTED; every money write is a conditional UPDATE ... RETURNING
 on the account row, which takes the row lock, so concurrent writers of one account
 queue on that lock and each re-checks the condition against the committed row.
@@ -25,13 +31,35 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from billing_svc.storage.sqlite_transactions import SqliteTransactions
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 READ_ONLY_OPTION = "billing_read_only"
+SQLITE_DRIVER = "sqlite+aiosqlite"
+POSTGRES_DRIVER = "postgresql+asyncpg"
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why billing cannot run on the database at `url`; None when it can."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "is not a database URL"
+    supported = (f"use {SQLITE_DRIVER}:///path/to/billing.db (a SQLite file) "
+                 f"or {POSTGRES_DRIVER}://user@host/database")
+    if parsed.drivername == POSTGRES_DRIVER:
+        return None
+    if parsed.drivername != SQLITE_DRIVER:
+        return f"{parsed.drivername!r} is not a supported database: {supported}"
+    if not parsed.database or parsed.database == ":memory:" or parsed.query.get("mode") == "memory":
+        return f"an in-memory SQLite database is not supported: {supported}"
+    if parsed.query:
+        return f"SQLite URL options (such as ?uri=true) are not supported: {supported}"
+    return None
 
 
 def create_engine(url: str, pool_size: int) -> AsyncEngine:
@@ -74,11 +102,11 @@ class Database:
         sqlite_writer_queue = asyncio.Lock()
         self._writer_queue: contextlib.AbstractAsyncContextManager[Any] = (
             sqlite_writer_queue if self.dialect == "sqlite" else contextlib.nullcontext())
-        sqlite_file = _sqlite_file(engine)
-        # The request path's transactions on a SQLite file; None elsewhere.
+        # The money path's transactions on a SQLite file; None on PostgreSQL.
         self.sqlite: SqliteTransactions | None = (
-            SqliteTransactions(sqlite_file, sqlite_writer_queue, SQLITE_BUSY_TIMEOUT_MS / 1000)
-            if sqlite_file else None)
+            SqliteTransactions(str(engine.url.database), sqlite_writer_queue,
+                               SQLITE_BUSY_TIMEOUT_MS / 1000)
+            if self.dialect == "sqlite" else None)
         # PostgreSQL's request path: asyncpg connections of their own (opened on
         # first use), without SQLAlchemy in between.
         self._driver_pool: asyncpg.Pool | None = None
@@ -138,13 +166,3 @@ def _asyncpg_connect_args(engine: AsyncEngine) -> tuple[list[Any], dict[str, Any
         options["statement_cache_size"] = options.pop("prepared_statement_cache_size")
     return list(args), dict(options)
 
-
-def _sqlite_file(engine: AsyncEngine) -> str | None:
-    """The database file of a SQLite engine (None for other databases, and for
-    in-memory or URI-form SQLite URLs, which keep the generic path)."""
-    url = engine.url
-    if engine.dialect.name != "sqlite" or url.query.get("uri"):
-        return None
-    if not url.database or url.database == ":memory:":
-        return None
-    return url.database

@@ -18,7 +18,7 @@ from datetime import datetime
 from fractions import Fraction
 
 from billing_svc.domain import ChargeOp
-from billing_svc.storage.repository import OPEN, not_found
+from billing_svc.storage.money_store import OPEN, not_found
 from quantized_runtime.errors import Reason, ServiceError
 
 LEASE = "lease"

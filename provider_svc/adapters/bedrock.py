@@ -27,12 +27,19 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from provider_svc.domain import Deadline, GenerationResult, Image, ImageRequest, Usage, flagged_images
-from provider_svc.families import Family, family_of
+from provider_svc.domain import (
+    GenerationResult,
+    Image,
+    ImageRequest,
+    UpstreamDeadline,
+    UpstreamUsage,
+    flagged_images,
+)
+from provider_svc.families import Family
 from provider_svc.imaging import decode_b64, megapixels, sniff_mime
 from provider_svc.policy import forwardable
 from provider_svc.settings import ProviderSettings
-from provider_svc.sizes import Size, SizeRange, nearest_in_range, nearest_listed, nearest_ratio, sizes
+from provider_svc.sizes import fit_size, nearest_ratio
 from provider_svc.upstream_errors import (
     UpstreamError,
     model_not_served,
@@ -47,15 +54,6 @@ FAMILIES = (Family.TITAN, Family.NOVA, Family.STABILITY)
 DEFAULT_REGION = "us-east-1"
 STABILITY_REGION = "us-west-2"
 
-TITAN_SIZES: tuple[Size, ...] = sizes(
-    "1024x1024", "768x768", "512x512", "768x1152", "384x576", "1152x768", "576x384",
-    "768x1280", "384x640", "1280x768", "640x384", "896x1152", "448x576", "1152x896",
-    "576x448", "768x1408", "384x704", "1408x768", "704x384", "640x1408", "320x704",
-    "1408x640", "704x320", "1152x640", "1173x640")
-NOVA_SIZES = SizeRange(min_side=320, max_side=4096, step=16, max_ratio=4.0, max_pixels=4_194_304)
-STABILITY_RATIOS: tuple[Size, ...] = sizes(
-    "1:1", "16:9", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
-
 # The one ValidationException that is a content-filter outcome, not a bad parameter.
 _CONTENT_FILTER_MARKER = "content filters"
 _CREDENTIAL_CODES = {"UnrecognizedClientException", "InvalidSignatureException",
@@ -66,8 +64,7 @@ _STABILITY_FILTER_PREFIX = "filter reason"
 
 
 def titan_nova_body(request: ImageRequest, family: Family) -> dict[str, Any]:
-    size = (nearest_listed(request.size, TITAN_SIZES) if family is Family.TITAN
-            else nearest_in_range(request.size, NOVA_SIZES))
+    size = fit_size(request.size, request.sizes, request.size_range)
     fields = forwardable(request, family)
     text_params: dict[str, Any] = {"text": request.prompt}
     if "negative_prompt" in fields:
@@ -82,7 +79,7 @@ def titan_nova_body(request: ImageRequest, family: Family) -> dict[str, Any]:
 
 def stability_body(request: ImageRequest) -> dict[str, Any]:
     body: dict[str, Any] = {"prompt": request.prompt, "mode": "text-to-image",
-                            "aspect_ratio": nearest_ratio(request.size, STABILITY_RATIOS)}
+                            "aspect_ratio": nearest_ratio(request.size, request.sizes.ratios)}
     body.update(forwardable(request, Family.STABILITY))
     return body
 
@@ -125,8 +122,8 @@ class BedrockAdapter:
             modelId=model_id, body=body, contentType="application/json", accept="application/json")
         return json.loads(response["body"].read())
 
-    async def generate(self, request: ImageRequest, deadline: Deadline) -> GenerationResult:
-        family = family_of(request.model_id, request.upstream_model_id)
+    async def generate(self, request: ImageRequest, deadline: UpstreamDeadline) -> GenerationResult:
+        family = request.family
         if family not in FAMILIES:
             raise model_not_served(PROVIDER, request.model_id)
         region = request.region or (STABILITY_REGION if family is Family.STABILITY else DEFAULT_REGION)
@@ -170,7 +167,7 @@ def _client_error(exc: ClientError, request: ImageRequest) -> GenerationResult:
     message = str(error.get("Message") or "")
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     if code == "ValidationException" and _CONTENT_FILTER_MARKER in message.lower():
-        count = 1 if family_of(request.model_id, request.upstream_model_id) is Family.STABILITY else request.n
+        count = 1 if request.family is Family.STABILITY else request.n
         return GenerationResult(images=flagged_images(count, message))
     raise _error_for(code, message, status)
 
@@ -201,7 +198,7 @@ def _titan_nova_result(payload: dict[str, Any], requested: int) -> GenerationRes
         # "All ... blocked" comes back with no images, "Some ... blocked" with fewer:
         # keep what came back and flag the rest.
         images.extend(flagged_images(max(requested - len(images), 1 if not images else 0), str(error)))
-    return GenerationResult(images=images, usage=Usage(megapixels=megapixels([i.data for i in images])))
+    return GenerationResult(images=images, usage=UpstreamUsage(megapixels=megapixels([i.data for i in images])))
 
 
 def _stability_result(payload: dict[str, Any]) -> GenerationResult:
@@ -221,4 +218,4 @@ def _stability_result(payload: dict[str, Any]) -> GenerationResult:
         blob = decode_b64(encoded)
         images.append(Image(data=blob, mime_type=sniff_mime(blob), seed=seed))
     rendered = [image.data for image in images if not image.flagged]
-    return GenerationResult(images=images, usage=Usage(megapixels=megapixels(rendered)))
+    return GenerationResult(images=images, usage=UpstreamUsage(megapixels=megapixels(rendered)))

@@ -20,11 +20,18 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from provider_svc.domain import Deadline, GenerationResult, Image, ImageRequest, Usage, flagged_images
-from provider_svc.families import Family, family_of
+from provider_svc.domain import (
+    GenerationResult,
+    Image,
+    ImageRequest,
+    UpstreamDeadline,
+    UpstreamUsage,
+    flagged_images,
+)
+from provider_svc.families import Family
 from provider_svc.imaging import megapixels, sniff_mime
 from provider_svc.settings import ProviderSettings
-from provider_svc.sizes import Size, nearest_ratio, requested_or_default, sizes
+from provider_svc.sizes import nearest_ratio, requested
 from provider_svc.upstream_errors import (
     UpstreamError,
     model_not_served,
@@ -37,12 +44,9 @@ from provider_svc.upstream_errors import (
 PROVIDER = "gemini"
 FAMILIES = (Family.FLASH_IMAGE, Family.IMAGEN)
 
-FLASH_IMAGE_RATIOS: tuple[Size, ...] = sizes(
-    "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-IMAGEN_RATIOS: tuple[Size, ...] = sizes("1:1", "3:4", "4:3", "9:16", "16:9")
 # A requested longer side above this asks for the 2K tier where the model has one.
 IMAGEN_2K_THRESHOLD = 1536
-_IMAGEN_FAST_MARKER = "-fast-"
+IMAGEN_1K, IMAGEN_2K = "1K", "2K"
 # Candidate finish reasons that mean the image was withheld by a safety filter.
 _BLOCKED_FINISH_REASONS = {"IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "SAFETY", "NO_IMAGE",
                            "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_RECITATION", "RECITATION"}
@@ -53,7 +57,7 @@ def flash_image_config(request: ImageRequest, timeout_ms: int | None = None) -> 
     """Flash Image takes an aspect ratio only: no negative prompt, seed or quality."""
     return types.GenerateContentConfig(
         response_modalities=["TEXT", "IMAGE"],
-        image_config=types.ImageConfig(aspect_ratio=nearest_ratio(request.size, FLASH_IMAGE_RATIOS)),
+        image_config=types.ImageConfig(aspect_ratio=nearest_ratio(request.size, request.sizes.ratios)),
         candidate_count=request.n if request.n > 1 else None,
         http_options=types.HttpOptions(timeout=timeout_ms) if timeout_ms else None,
     )
@@ -62,13 +66,13 @@ def flash_image_config(request: ImageRequest, timeout_ms: int | None = None) -> 
 def imagen_config(request: ImageRequest, timeout_ms: int | None = None) -> types.GenerateImagesConfig:
     """Imagen takes count, aspect ratio and the 1K/2K tier; seed and negative prompt
     are not forwarded (the spec reserves them for Bedrock)."""
-    requested = requested_or_default(request.size)
-    has_2k = _IMAGEN_FAST_MARKER not in request.upstream_model_id
-    wants_2k = max(requested.width, requested.height) > IMAGEN_2K_THRESHOLD
+    wanted = requested(request.size)
+    has_2k = IMAGEN_2K in request.sizes.tiers
+    wants_2k = max(wanted.width, wanted.height) > IMAGEN_2K_THRESHOLD
     return types.GenerateImagesConfig(
         number_of_images=request.n,
-        aspect_ratio=nearest_ratio(request.size, IMAGEN_RATIOS),
-        image_size=("2K" if wants_2k else "1K") if has_2k else None,
+        aspect_ratio=nearest_ratio(request.size, request.sizes.ratios),
+        image_size=(IMAGEN_2K if wants_2k else IMAGEN_1K) if has_2k else None,
         include_rai_reason=True,
         http_options=types.HttpOptions(timeout=timeout_ms) if timeout_ms else None,
     )
@@ -126,8 +130,8 @@ class GeminiAdapter:
                                             location=settings.vertex_location, http_options=options)
         return self._vertex
 
-    async def generate(self, request: ImageRequest, deadline: Deadline) -> GenerationResult:
-        family = family_of(request.model_id, request.upstream_model_id)
+    async def generate(self, request: ImageRequest, deadline: UpstreamDeadline) -> GenerationResult:
+        family = request.family
         if family not in FAMILIES:
             raise model_not_served(PROVIDER, request.model_id)
         budget = deadline.remaining()
@@ -204,10 +208,10 @@ def _enum_name(value: Any) -> str:
 
 
 def _flash_image_result(response: types.GenerateContentResponse, requested: int) -> GenerationResult:
-    usage = Usage()
+    usage = UpstreamUsage()
     if response.usage_metadata is not None:
         meta = response.usage_metadata
-        usage = Usage(input_tokens=meta.prompt_token_count, output_tokens=meta.candidates_token_count,
+        usage = UpstreamUsage(input_tokens=meta.prompt_token_count, output_tokens=meta.candidates_token_count,
                       total_tokens=meta.total_token_count)
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
@@ -244,4 +248,4 @@ def _imagen_result(response: types.GenerateImagesResponse, requested: int) -> Ge
     if missing > 0:
         images.extend(flagged_images(missing, "raiFilteredReason: filtered without a reason"))
     rendered = [image.data for image in images if not image.flagged]
-    return GenerationResult(images=images, usage=Usage(megapixels=megapixels(rendered)))
+    return GenerationResult(images=images, usage=UpstreamUsage(megapixels=megapixels(rendered)))

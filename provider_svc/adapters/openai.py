@@ -15,12 +15,19 @@ from typing import Any
 import aiohttp
 
 from provider_svc.b64json import loads_with_blobs
-from provider_svc.domain import Deadline, GenerationResult, Image, ImageRequest, Usage, flagged_images
-from provider_svc.families import Family, family_of
+from provider_svc.domain import (
+    GenerationResult,
+    Image,
+    ImageRequest,
+    UpstreamDeadline,
+    UpstreamUsage,
+    flagged_images,
+)
+from provider_svc.families import Family
 from provider_svc.imaging import sniff_mime
 from provider_svc.policy import forwardable
 from provider_svc.settings import ProviderSettings
-from provider_svc.sizes import Size, nearest_listed, sizes
+from provider_svc.sizes import fit_size, keeps_auto
 from provider_svc.upstream_errors import (
     UpstreamError,
     model_not_served,
@@ -33,11 +40,6 @@ from provider_svc.upstream_errors import (
 PROVIDER = "openai"
 FAMILIES = (Family.GPT_IMAGE, Family.DALL_E_3, Family.DALL_E_2)
 
-SIZES: dict[Family, tuple[Size, ...]] = {
-    Family.GPT_IMAGE: sizes("1024x1024", "1536x1024", "1024x1536"),
-    Family.DALL_E_3: sizes("1024x1024", "1792x1024", "1024x1792"),
-    Family.DALL_E_2: sizes("1024x1024", "512x512", "256x256"),
-}
 # Bodies at least this large are read into a preallocated buffer.
 _PREALLOCATE_FROM = 1024 * 1024
 _FORMAT_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -45,11 +47,11 @@ _FORMAT_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _CONTENT_FILTER_CODES = {"moderation_blocked", "content_policy_violation"}
 
 
-def upstream_size(family: Family, size: str) -> str:
-    """gpt-image models keep "auto"; everything else goes to the nearest listed size."""
-    if family is Family.GPT_IMAGE and size.strip().lower() == "auto":
+def upstream_size(request: ImageRequest) -> str:
+    """"auto" where the model lists it (gpt-image); otherwise the nearest listed size."""
+    if keeps_auto(request.size, request.sizes):
         return "auto"
-    return str(nearest_listed(size, SIZES[family]))
+    return str(fit_size(request.size, request.sizes, request.size_range))
 
 
 def build_body(request: ImageRequest, family: Family) -> dict[str, Any]:
@@ -57,7 +59,7 @@ def build_body(request: ImageRequest, family: Family) -> dict[str, Any]:
         "model": request.upstream_model_id,
         "prompt": request.prompt,
         "n": request.n,
-        "size": upstream_size(family, request.size),
+        "size": upstream_size(request),
     }
     body.update(forwardable(request, family))
     return body
@@ -89,7 +91,7 @@ class OpenAIAdapter:
             )
         return self._session
 
-    async def generate(self, request: ImageRequest, deadline: Deadline) -> GenerationResult:
+    async def generate(self, request: ImageRequest, deadline: UpstreamDeadline) -> GenerationResult:
         family = _family(request)
         if not self._api_key:
             raise no_credentials(PROVIDER)
@@ -148,10 +150,9 @@ async def _read_body(response: aiohttp.ClientResponse) -> bytes | bytearray:
 
 
 def _family(request: ImageRequest) -> Family:
-    family = family_of(request.model_id, request.upstream_model_id)
-    if family not in FAMILIES:
+    if request.family not in FAMILIES:
         raise model_not_served(PROVIDER, request.model_id)
-    return family
+    return request.family
 
 
 def _error_of(raw: bytes | bytearray) -> dict[str, Any]:
@@ -201,10 +202,10 @@ def _parse_success(payload: dict[str, Any], blobs: list[bytes], family: Family) 
             raise unavailable(PROVIDER, "upstream returned an image without data")
         revised = item.get("revised_prompt") if family is Family.DALL_E_3 else None
         images.append(Image(data=data, mime_type=sniff_mime(data, fallback_mime), revised_prompt=revised))
-    usage = Usage()
+    usage = UpstreamUsage()
     raw_usage = payload.get("usage")
     if family is Family.GPT_IMAGE and isinstance(raw_usage, dict):
-        usage = Usage(input_tokens=_int_or_none(raw_usage.get("input_tokens")),
+        usage = UpstreamUsage(input_tokens=_int_or_none(raw_usage.get("input_tokens")),
                       output_tokens=_int_or_none(raw_usage.get("output_tokens")),
                       total_tokens=_int_or_none(raw_usage.get("total_tokens")))
     return GenerationResult(created=int(payload.get("created") or 0), images=images, usage=usage)

@@ -1,8 +1,8 @@
 """The sandbox: a development provider that renders real images locally.
 
 No credentials, no network. Images are deterministic: the same prompt, seed,
-size, format and position give the same bytes. "auto" renders 1024x1024; sides
-are clamped to sizes.MAX_SIDE.
+size, format and position give the same bytes. The catalog lists "any" size for
+it: "auto" renders the default size; sides are clamped to sizes.MAX_SIDE.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import time
 
 from PIL import Image as PILImage
 
-from provider_svc.domain import Deadline, GenerationResult, Image, ImageRequest, Usage
+from provider_svc.domain import GenerationResult, Image, ImageRequest, UpstreamDeadline, UpstreamUsage
 from provider_svc.families import Family
 from provider_svc.policy import forwardable
-from provider_svc.sizes import requested_or_default
+from provider_svc.sizes import fit_size
 
 PROVIDER = "sandbox"
 _PALETTE_SIDE = 8
@@ -44,8 +44,8 @@ def render(prompt: str, seed: int | None, width: int, height: int, index: int,
 class SandboxAdapter:
     provider = PROVIDER
 
-    async def generate(self, request: ImageRequest, deadline: Deadline) -> GenerationResult:
-        size = requested_or_default(request.size)
+    async def generate(self, request: ImageRequest, deadline: UpstreamDeadline) -> GenerationResult:
+        size = fit_size(request.size, request.sizes, request.size_range)
         fields = forwardable(request, Family.SANDBOX)
         output_format = fields.get("output_format", "png")
         seed = fields.get("seed")
@@ -56,7 +56,7 @@ class SandboxAdapter:
         return GenerationResult(
             created=int(time.time()),
             images=[Image(data=blob, mime_type=_MIME[output_format], seed=seed) for blob in blobs],
-            usage=Usage(megapixels=size.width * size.height * count / 1e6),
+            usage=UpstreamUsage(megapixels=size.width * size.height * count / 1e6),
         )
 
     async def close(self) -> None:

@@ -4,12 +4,12 @@ typed errors off the wire."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -19,10 +19,10 @@ from billing_svc.settings import BillingSettings
 from billing_svc.storage.schema import accounts, holds, ledger, usage_records
 from quantized.billing.v1 import billing_pb2 as pb
 from quantized.billing.v1 import billing_pb2_grpc
-from quantized_runtime.channels import open_channel
+from quantized_runtime import client as rpc
 from quantized_runtime.defaults import sqlite_url
 from quantized_runtime.errors import ServiceError
-from quantized_runtime.grpc_errors import from_rpc_error
+from tests.harness import serving
 
 ADMIN_TOKEN = "test-admin-token-for-billing"
 ADMIN_METADATA = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
@@ -60,10 +60,7 @@ class BillingClient:
     async def call(self, method: Any, request: Any, *,
                    metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         """One RPC; a failure comes back as the ServiceError read from the wire."""
-        try:
-            return await method(request, timeout=30, metadata=metadata)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        return await rpc.call(method, request, timeout=30, metadata=metadata)
 
     async def admin_call(self, name: str, request: Any) -> Any:
         return await self.call(getattr(self.admin, name), request, metadata=ADMIN_METADATA)
@@ -99,19 +96,16 @@ StartBilling = Callable[..., Awaitable[BillingClient]]
 @pytest.fixture
 async def start_billing(database_url, data_dir) -> AsyncIterator[StartBilling]:
     """Start billing servers on the test's database (several share it, like replicas)."""
-    opened: list[tuple[RunningBilling, grpc.aio.Channel]] = []
+    async with contextlib.AsyncExitStack() as started:
 
-    async def _start(**overrides: Any) -> BillingClient:
-        running = await start(make_settings(database_url, data_dir, **overrides))
-        channel = open_channel(f"127.0.0.1:{running.port}")
-        opened.append((running, channel))
-        return BillingClient(running, billing_pb2_grpc.BillingServiceStub(channel),
-                             billing_pb2_grpc.BillingAdminServiceStub(channel))
+        async def _start(**overrides: Any) -> BillingClient:
+            served = await started.enter_async_context(
+                serving(start(make_settings(database_url, data_dir, **overrides))))
+            return BillingClient(served.running,
+                                 billing_pb2_grpc.BillingServiceStub(served.channel),
+                                 billing_pb2_grpc.BillingAdminServiceStub(served.channel))
 
-    yield _start
-    for running, channel in opened:
-        await channel.close()
-        await running.stop(0)
+        yield _start
 
 
 @pytest.fixture

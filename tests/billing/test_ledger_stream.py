@@ -16,15 +16,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from billing_svc.main import start
 from billing_svc.servicer import MAX_BATCH_OPERATIONS
 from quantized.billing.v1 import billing_pb2 as pb
-from quantized.billing.v1 import billing_pb2_grpc
-from quantized_runtime.channels import open_channel
 from quantized_runtime.errors import ServiceError, from_call_error
 from quantized_runtime.logging import JsonFormatter
 
-from .conftest import BillingClient, StartBilling, make_settings, read_books
+from .conftest import BillingClient, StartBilling, read_books
 
 PRICE = 40_000
 ATTEMPTS = 240
@@ -383,40 +380,6 @@ async def test_concurrent_batches_on_several_streams_never_overdraw(
     assert books.held == 0
     assert books.usage_records == AFFORDABLE
 
-
-
-async def test_without_a_batch_of_its_own_a_database_gets_each_operation_applied(
-        data_dir) -> None:
-    """An in-memory or URI-form SQLite URL keeps the generic repository, whose
-    batch applies the operations one by one, with the same outcomes."""
-    database_url = f"sqlite+aiosqlite:///file:{data_dir}/generic.db?uri=true"
-    running = await start(make_settings(database_url, data_dir))
-    channel = open_channel(f"127.0.0.1:{running.port}")
-    try:
-        client = BillingClient(running, billing_pb2_grpc.BillingServiceStub(channel),
-                               billing_pb2_grpc.BillingAdminServiceStub(channel))
-        account_id = (await client.create_account(credits=PRICE + PRICE // 2)
-                      ).account.account_id
-        stream = LedgerStream(client)
-        placed, too_many, other_amount = await stream.batch(
-            reserve(account_id, PRICE, "req-a"), reserve(account_id, PRICE, "req-b"),
-            reserve(account_id, 2 * PRICE, "req-a"))
-        settled, closed = await stream.batch(settle(placed.reserve.hold_id, PRICE // 2),
-                                             release(placed.reserve.hold_id))
-        await stream.close()
-    finally:
-        await channel.close()
-        await running.stop(0)
-
-    assert placed.reserve.hold_id
-    assert error(too_many).reason == "INSUFFICIENT_CREDITS"
-    assert (error(other_amount).reason, error(other_amount).field) == (
-        "INVALID_REQUEST", "request_id")
-    assert settled.settle.charged_micro_credits == PRICE // 2
-    assert error(closed).reason == "HOLD_CLOSED"
-    books = await read_books(database_url, account_id)
-    assert books.balance == books.ledger_sum == PRICE
-    assert (books.held, books.holds, books.usage_records) == (0, 1, 1)
 
 
 @pytest.mark.postgres

@@ -69,6 +69,23 @@ def test_invalid_settings_name_their_variable(monkeypatch, variable, value) -> N
         assert value not in str(caught.value)
 
 
+@pytest.mark.parametrize(("url", "problem"), [
+    ("sqlite+aiosqlite://", "in-memory"),
+    ("sqlite+aiosqlite:///:memory:", "in-memory"),
+    ("sqlite+aiosqlite:///file:billing?mode=memory&cache=shared&uri=true", "in-memory"),
+    ("sqlite+aiosqlite:///file:billing.db?uri=true", "?uri=true"),
+    ("mysql+aiomysql://user@host/billing", "not a supported database"),
+])
+def test_a_database_without_a_money_path_is_refused_at_start(monkeypatch, url, problem) -> None:
+    monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "an-admin-token")
+    monkeypatch.setenv("QUANTIZED_BILLING_DATABASE_URL", url)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(BillingSettings)
+    assert "QUANTIZED_BILLING_DATABASE_URL" in str(caught.value)
+    assert problem in str(caught.value)
+    assert "sqlite+aiosqlite:///path/to/billing.db" in str(caught.value)
+
+
 def test_settings_defaults(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "an-admin-token")
     monkeypatch.setenv("QUANTIZED_DATA_DIR", str(tmp_path / "fresh" / "data"))

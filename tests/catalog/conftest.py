@@ -13,7 +13,7 @@ from quantized_runtime.defaults import sqlite_url
 
 from catalog_svc.settings import BUNDLED_CATALOG_FILE
 
-from .support import CatalogClient, make_settings, serving
+from .support import CatalogClient, make_settings, serving_catalog
 
 
 @pytest.fixture
@@ -26,5 +26,5 @@ def catalog_file(tmp_path) -> Path:
 @pytest.fixture
 async def catalog_server(catalog_file, tmp_path) -> AsyncIterator[CatalogClient]:
     """The service on SQLite; test_store runs the same storage on PostgreSQL too."""
-    async with serving(make_settings(sqlite_url(tmp_path, "catalog.db"), catalog_file, tmp_path)) as client:
+    async with serving_catalog(make_settings(sqlite_url(tmp_path, "catalog.db"), catalog_file, tmp_path)) as client:
         yield client

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from quantized.catalog.v1 import catalog_pb2_grpc
-from quantized_runtime.channels import open_channel
+from tests.harness import serving
 
 from catalog_svc.main import RunningCatalog, start
 from catalog_svc.settings import CatalogSettings
@@ -27,18 +29,15 @@ def make_settings(database_url: str, catalog_file: Path, data_dir: Path, **overr
 @dataclass
 class CatalogClient:
     running: RunningCatalog
+    channel: grpc.aio.Channel
     catalog: catalog_pb2_grpc.CatalogServiceStub
     admin: catalog_pb2_grpc.CatalogAdminServiceStub
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: CatalogSettings) -> AsyncIterator[CatalogClient]:
+async def serving_catalog(settings: CatalogSettings) -> AsyncIterator[CatalogClient]:
     """A real catalog server on a free loopback port, with stubs on one channel."""
-    running = await start(settings)
-    channel = open_channel(f"127.0.0.1:{running.port}")
-    try:
-        yield CatalogClient(running, catalog_pb2_grpc.CatalogServiceStub(channel),
-                            catalog_pb2_grpc.CatalogAdminServiceStub(channel))
-    finally:
-        await channel.close()
-        await running.stop(0)
+    async with serving(start(settings)) as served:
+        yield CatalogClient(served.running, served.channel,
+                            catalog_pb2_grpc.CatalogServiceStub(served.channel),
+                            catalog_pb2_grpc.CatalogAdminServiceStub(served.channel))

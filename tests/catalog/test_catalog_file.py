@@ -133,3 +133,17 @@ def test_a_missing_file_is_reported(tmp_path):
 
 def test_prices_are_exact_decimals():
     assert MODELS["dall-e-3"].cost.usd_per_image["standard"]["1024x1024"] == Decimal("0.040")
+
+
+def test_an_image_model_route_names_its_adapter():
+    text = BUNDLED_CATALOG_FILE.read_text().replace("        adapter: dall-e-2\n", "", 1)
+    with pytest.raises(CatalogFileError, match=r"models\[2\]\.routes\[0\] \(model 'dall-e-2'\): "
+                                               r"an image model's route needs the adapter that serves it"):
+        parse_catalog_text(text)
+
+
+def test_sizes_outside_the_grammar_are_refused_with_their_line():
+    text = BUNDLED_CATALOG_FILE.read_text().replace('sizes: ["256x256",', 'sizes: ["256 by 256",', 1)
+    with pytest.raises(CatalogFileError, match=r"models\[2\]\.constraints\.sizes \(model 'dall-e-2'\): "
+                                               r".*'256 by 256' is not a size"):
+        parse_catalog_text(text)

@@ -1,4 +1,5 @@
-"""The pricing rules: four cost shapes, fallbacks, worst-case quotes and actual usage."""
+"""The pricing rules: four cost shapes, fallbacks, worst-case quotes, and the
+price of actual usage from a quote (quantized_runtime.pricing, as the edge charges)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from catalog_svc.catalog_file import (
     PerTokenCost,
     load_catalog_file,
 )
-from catalog_svc.pricing import Pricer, Usage
+from catalog_svc.pricing import Pricer
 from catalog_svc.settings import BUNDLED_CATALOG_FILE
+from quantized.common.v1 import images_pb2
+from quantized_runtime.pricing import price_generation, price_usage
 
 PRICER = Pricer()
 COSTS = {model.id: model.cost for model in load_catalog_file(BUNDLED_CATALOG_FILE).models}
@@ -28,12 +31,24 @@ def usd(value: str) -> int:
     return int(Decimal(value) * 16_000_000)
 
 
+def charged(cost, size: str, quality: str | None, images: int, **tokens: int) -> int:
+    """What the edge charges for `images` images of a request for as many."""
+    quote = PRICER.quote(cost, size, quality, max(images, 1))
+    return price_generation(quote, images, images_pb2.UpstreamUsage(**tokens))
+
+
+def priced_usage(cost, size: str, quality: str | None, images: int, **tokens: int) -> int:
+    """The card's price of measured usage, before the charge's cap at the quote."""
+    card = PRICER.quote(cost, size, quality, 1).usage_price
+    return price_usage(card, images, images_pb2.UpstreamUsage(**tokens))
+
+
 def test_spec_example_dall_e_3_standard_1024_is_640000():
     quote = PRICER.quote(DALL_E_3, "1024x1024", "standard", 1)
     assert quote.max_micro_credits == 640_000
     assert quote.per_image_micro_credits == 640_000
     assert quote.usage_priced is False
-    assert PRICER.price_usage(DALL_E_3, "1024x1024", "standard", Usage(images=1)) == 640_000
+    assert charged(DALL_E_3, "1024x1024", "standard", 1) == 640_000
 
 
 def test_the_rate_is_configurable():
@@ -52,7 +67,7 @@ def test_per_image_shape_multiplies_by_n():
     quote = PRICER.quote(cost, "1024x1024", None, 3)
     assert quote.per_image_micro_credits == usd("0.065")
     assert quote.max_micro_credits == 3 * usd("0.065")
-    assert PRICER.price_usage(cost, "", None, Usage(images=2)) == 2 * usd("0.065")
+    assert charged(cost, "", None, 2) == 2 * usd("0.065")
 
 
 def test_per_image_by_size_shape():
@@ -130,26 +145,25 @@ def test_per_token_quote_with_a_single_bound():
 
 def test_per_token_usage_is_tokens_times_rates():
     # The recorded gpt-image-1 answer: 238 input and 4160 output tokens.
-    micro = PRICER.price_usage(GPT_IMAGE_1, "1024x1024", "high",
-                               Usage(images=1, input_tokens=238, output_tokens=4160, total_tokens=4398))
+    micro = priced_usage(GPT_IMAGE_1, "1024x1024", "high", 1,
+                         input_tokens=238, output_tokens=4160, total_tokens=4398)
     assert micro == PRICER.to_micro_credits(Decimal("0.00119") + Decimal("0.1664"))
     assert micro == 2_681_440
 
 
 def test_per_token_usage_with_only_a_total_uses_the_higher_rate():
-    micro = PRICER.price_usage(GPT_IMAGE_1, "1024x1024", "low", Usage(images=1, total_tokens=1000))
+    micro = priced_usage(GPT_IMAGE_1, "1024x1024", "low", 1, total_tokens=1000)
     assert micro == usd("0.04")
 
 
 def test_per_token_usage_without_tokens_falls_back_to_the_worst_case():
-    micro = PRICER.price_usage(GPT_IMAGE_1, "1024x1024", "low", Usage(images=1))
+    micro = charged(GPT_IMAGE_1, "1024x1024", "low", 1)
     assert micro == PRICER.quote(GPT_IMAGE_1, "1024x1024", "low", 1).max_micro_credits > 0
 
 
 @pytest.mark.parametrize("cost", [DALL_E_3, GPT_IMAGE_1], ids=["per_image", "per_token"])
 def test_zero_images_cost_nothing(cost):
-    assert PRICER.price_usage(cost, "1024x1024", "standard",
-                              Usage(images=0, input_tokens=100, output_tokens=0)) == 0
+    assert charged(cost, "1024x1024", "standard", 0, input_tokens=100, output_tokens=0) == 0
 
 
 def test_token_prices_are_summed_exactly_then_rounded_once():
@@ -157,21 +171,22 @@ def test_token_prices_are_summed_exactly_then_rounded_once():
                         usd_per_million_output_tokens=Decimal("0.3"),
                         worst_case_output_tokens_per_image=1)
     # 1 + 1 tokens at $0.3/M is 9.6 micro-credits: rounded once -> 10, not 5 + 5.
-    assert PRICER.price_usage(cost, "", None, Usage(images=1, input_tokens=1, output_tokens=1)) == 10
+    assert priced_usage(cost, "", None, 1, input_tokens=1, output_tokens=1) == 10
 
 
 def test_the_usage_price_card_holds_exact_micro_credit_rates():
-    card = PRICER.usage_price_card(GPT_IMAGE_1, "1024x1024", "high")
+    card = PRICER.quote(GPT_IMAGE_1, "1024x1024", "high", 1).usage_price
     assert (card.input_per_million_tokens, card.output_per_million_tokens,
             card.worst_case_output_per_image, card.worst_case_input) == (
         "80000000", "640000000", "2662400", "160000")
     # Plain decimal text: no exponent, no trailing zeros, fractions kept exactly.
-    unit = Pricer(credits_per_usd=1).usage_price_card(GPT_IMAGE_1, "1536x1024", "high")
+    unit = Pricer(credits_per_usd=1).quote(GPT_IMAGE_1, "1536x1024", "high", 1).usage_price
     assert (unit.input_per_million_tokens, unit.output_per_million_tokens,
             unit.worst_case_output_per_image, unit.worst_case_input) == ("5", "40", "0.2496", "0.01")
 
 
 def test_a_token_quote_carries_its_card_and_a_per_image_quote_none():
     quote = PRICER.quote(GPT_IMAGE_1, "1024x1024", "low", 2)
-    assert quote.usage_price == PRICER.usage_price_card(GPT_IMAGE_1, "1024x1024", "low")
-    assert PRICER.quote(DALL_E_3, "1024x1024", "standard", 1).usage_price is None
+    assert quote.usage_price == PRICER.quote(GPT_IMAGE_1, "1024x1024", "low", 1).usage_price
+    assert quote.usage_price.worst_case_output_per_image == str(quote.per_image_micro_credits)
+    assert not PRICER.quote(DALL_E_3, "1024x1024", "standard", 1).HasField("usage_price")

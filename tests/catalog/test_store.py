@@ -56,7 +56,7 @@ async def test_migrations_are_idempotent(engine):
 
 async def test_seeding_stores_the_file_and_audits_once(core, engine, catalog_file):
     snapshot = core.snapshot
-    assert snapshot.version == "2026-11-25.1"
+    assert snapshot.version == "2026-12-20.1"
     assert len(snapshot.models) == 15
     assert len(snapshot.all_rows()) == 15
     events = await core.audit_events(10)
@@ -121,7 +121,7 @@ async def test_unknown_rows_are_refused_without_change(core, engine, provider, m
 
 async def test_reload_applies_changed_prices_and_new_models(core, catalog_file):
     text = catalog_file.read_text()
-    text = text.replace('version: "2026-11-25.1"', 'version: "2026-11-25.2"')
+    text = text.replace('version: "2026-12-20.1"', 'version: "2026-11-25.2"')
     text = text.replace("usd_per_image: 0.030", "usd_per_image: 0.035")
     text += """
   - id: sandbox-image-2
@@ -132,16 +132,17 @@ async def test_reload_applies_changed_prices_and_new_models(core, catalog_file):
     watermark: none
     cost: {type: per_image, usd_per_image: 0.001}
     routes:
-      - {provider: sandbox, upstream_model_id: sandbox-image-2, active: true}
+      - {provider: sandbox, upstream_model_id: sandbox-image-2, adapter: sandbox, active: true}
 """
     catalog_file.write_text(text)
     summary = await core.reload("alice")
     assert (summary.version, summary.models, summary.changed) == ("2026-11-25.2", 16, True)
     assert core.quote("stability.stable-image-core-v1:0", "", None, 1).max_micro_credits == 560_000
     assert core.resolve("sandbox-image-2", "", "").routes[0].provider == "sandbox"
+    assert core.resolve("sandbox-image-2", "", "").routes[0].adapter == "sandbox"
     event = (await core.audit_events(1))[0]
     assert (event.actor, event.action) == ("alice", "catalog.reload")
-    assert "2026-11-25.1 -> 2026-11-25.2" in event.detail
+    assert "2026-12-20.1 -> 2026-11-25.2" in event.detail
     assert "models added: sandbox-image-2" in event.detail
     assert "models changed: stability.stable-image-core-v1:0" in event.detail
 

@@ -34,6 +34,18 @@ def child_pids(parent: int) -> list[int]:
     return children
 
 
+def service_pid(parent: int, service: str) -> int | None:
+    """The pid of `quantized serve SERVICE` among PARENT's children, if one is running."""
+    for pid in child_pids(parent):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        except OSError:
+            continue
+        if argv[-3:-1] == ["serve", service] and pid_alive(pid):
+            return pid
+    return None
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -66,6 +78,16 @@ class DevStack:
             self.process.send_signal(sig)
         return self.wait()
 
+    def wait_for_line(self, text: str, timeout: float = 60) -> str:
+        """The first line of stderr containing TEXT, waiting for it up to TIMEOUT seconds."""
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            for line in list(self.stderr_lines):
+                if text in line:
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {text!r} within {timeout:.0f} s:\n" + "\n".join(self.stderr_lines))
+
     def wait(self) -> int:
         code = self.process.wait(timeout=60)
         for pump in self.pumps:
@@ -80,10 +102,11 @@ def _pump(stream, sink: list[str]) -> None:
         sink.append(line.rstrip("\n"))
 
 
-def start_dev_stack(tmp_path: Path) -> DevStack:
+def start_dev_stack(tmp_path: Path, *options: str) -> DevStack:
     env = isolated_environment(tmp_path / "state")
     process = subprocess.Popen(
-        [sys.executable, "-m", "quantized_cli", "dev", "--port", "0", "--data-dir", str(tmp_path / "data")],
+        [sys.executable, "-m", "quantized_cli", "dev", "--port", "0", "--data-dir", str(tmp_path / "data"),
+         *options],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     stdout_lines: list[str] = []

@@ -1,6 +1,7 @@
 """The four services started in-process (one event loop on a background thread), wired
 to the fake upstreams, so plain synchronous tests can drive them with real clients:
-the openai SDK, httpx, curl, and generated gRPC stubs."""
+the openai SDK, httpx, curl, and generated gRPC stubs. Administration goes through
+the real admin RPCs with the runtime's `call`, on the stack's own loop."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import grpc
 
 from billing_svc.main import start as start_billing
 from billing_svc.settings import BillingSettings
@@ -23,9 +22,13 @@ from provider_svc.main import start as start_provider
 from provider_svc.settings import ProviderSettings
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from quantized_runtime.channels import open_channel
+from quantized_runtime.client import call
 from tests.fake_upstreams import FakeBedrock, FakeGoogle, FakeOpenAI
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
+ADMIN_METADATA = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+ADMIN_CALL_TIMEOUT_SECONDS = 10
 AUTH_CACHE_TTL_SECONDS = 1.0
 CATALOG_CACHE_TTL_SECONDS = 1.0
 
@@ -55,7 +58,8 @@ class Stack:
 
     async def _start(self) -> None:
         common = {"listen": "127.0.0.1:0", "data_dir": self.data_dir, "admin_token": ADMIN_TOKEN}
-        self.catalog = await start_catalog(CatalogSettings(**common, enable_sandbox=True))
+        self.catalog_settings = CatalogSettings(**common, enable_sandbox=True)
+        self.catalog = await start_catalog(self.catalog_settings)
         self.billing_settings = BillingSettings(**common)
         self.billing = await start_billing(self.billing_settings)
         self.provider_settings = ProviderSettings(
@@ -74,6 +78,11 @@ class Stack:
             auth_cache_ttl_seconds=AUTH_CACHE_TTL_SECONDS,
             catalog_cache_ttl_seconds=CATALOG_CACHE_TTL_SECONDS))
         self.services = [self.edge, self.provider, self.billing, self.catalog]
+        # A rolled service comes back on the same port, so these channels outlive it.
+        self.admin_channels = [open_channel(f"127.0.0.1:{self.billing.port}"),
+                               open_channel(f"127.0.0.1:{self.catalog.port}")]
+        self.billing_admin = billing_pb2_grpc.BillingAdminServiceStub(self.admin_channels[0])
+        self.catalog_admin = catalog_pb2_grpc.CatalogAdminServiceStub(self.admin_channels[1])
 
     def roll_billing(self, grace_seconds: float) -> None:
         """A rolling restart: a second billing on the same port and database, then
@@ -100,6 +109,8 @@ class Stack:
 
     def stop(self) -> None:
         async def stop_all() -> None:
+            for channel in self.admin_channels:
+                await channel.close()
             for service in self.services:
                 await service.stop(0)
         self.run(stop_all())
@@ -116,26 +127,24 @@ class Stack:
         return f"127.0.0.1:{self.edge.grpc_port}"
 
     # Administration through the real admin RPCs.
-    def _admin(self, port: int, stub_type: Any, method: str, request: Any) -> Any:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            return getattr(stub_type(channel), method)(
-                request, timeout=10, metadata=[("authorization", f"Bearer {ADMIN_TOKEN}")])
+    def _admin(self, method: Any, request: Any) -> Any:
+        return self.run(call(method, request, timeout=ADMIN_CALL_TIMEOUT_SECONDS,
+                             metadata=ADMIN_METADATA))
 
     def create_account(self, credits: int = 0, unlimited: bool = False, name: str = "e2e") -> Account:
-        reply = self._admin(self.billing.port, billing_pb2_grpc.BillingAdminServiceStub, "CreateAccount",
+        reply = self._admin(self.billing_admin.CreateAccount,
                             billing_pb2.CreateAccountRequest(name=name, credits_micro_credits=credits,
                                                              unlimited=unlimited))
         return Account(reply.account.account_id, reply.api_key, reply.key.key_id)
 
     def account(self, account_id: str) -> billing_pb2.GetAccountResponse:
-        return self._admin(self.billing.port, billing_pb2_grpc.BillingAdminServiceStub, "GetAccount",
+        return self._admin(self.billing_admin.GetAccount,
                            billing_pb2.GetAccountRequest(account_id=account_id))
 
     def revoke_key(self, key_id: str) -> None:
-        self._admin(self.billing.port, billing_pb2_grpc.BillingAdminServiceStub, "RevokeApiKey",
-                    billing_pb2.RevokeApiKeyRequest(key_id=key_id))
+        self._admin(self.billing_admin.RevokeApiKey, billing_pb2.RevokeApiKeyRequest(key_id=key_id))
 
     def set_active(self, provider: str, model: str, active: bool) -> None:
-        self._admin(self.catalog.port, catalog_pb2_grpc.CatalogAdminServiceStub, "SetProviderModelActive",
+        self._admin(self.catalog_admin.SetProviderModelActive,
                     catalog_pb2.SetProviderModelActiveRequest(provider=provider, model_id=model,
                                                               is_active=active, actor="e2e"))

@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import os
+import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from PIL import Image
 
-from tests.e2e.dev_stack import child_pids, pid_alive, start_dev_stack
+from tests.e2e.dev_stack import child_pids, pid_alive, service_pid, start_dev_stack
 
 pytestmark = pytest.mark.slow
 
@@ -102,15 +104,102 @@ def test_sigterm_stops_every_child(tmp_path):
     assert not (tmp_path / "state" / "quantized" / "dev-stack.json").exists()
 
 
-def test_a_child_that_dies_is_reported_and_the_stack_stops(tmp_path):
+def _generate_once_the_edge_reconnects(stack) -> None:
+    """A request through the edge succeeds, once the edge has reconnected to a restarted peer."""
+    client = openai.OpenAI(api_key=stack.api_key, base_url=stack.base_url, max_retries=0)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            assert client.images.generate(model="sandbox-image-1", prompt="back again", size="64x64").data
+            return
+        except openai.InternalServerError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("service", ["provider", "billing"])
+def test_a_killed_child_is_restarted_on_its_address_with_its_data(tmp_path, service):
+    running = start_dev_stack(tmp_path)
+    others = {name: service_pid(running.process.pid, name)
+              for name in ("edge", "catalog", "billing", "provider") if name != service}
+    victim = service_pid(running.process.pid, service)
+    address = running.state[f"{service}_addr"]
+    os.kill(victim, signal.SIGKILL)
+
+    running.wait_for_line(f"quantized dev: {service} exited (pid {victim}, killed by SIGKILL); restarting in 0.5 s")
+    back = running.wait_for_line(f"quantized dev: {service} is back")
+    successor = service_pid(running.process.pid, service)
+    assert back == f"quantized dev: {service} is back (pid {successor}, {address})"
+    assert successor != victim
+    assert _serving(address)
+    # The development account lives in billing's database: its key still works.
+    _generate_once_the_edge_reconnects(running)
+    assert running.process.poll() is None
+    assert {name: service_pid(running.process.pid, name) for name in others} == others
+
+    assert running.stop(signal.SIGTERM) == 0
+    assert not [pid for pid in (successor, *others.values()) if pid_alive(pid)]
+
+
+def _occupy(address: str) -> socket.socket:
+    """Listen on ADDRESS as soon as its owner is gone, so a service started there cannot bind."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + 30
+    while True:
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            squatter.bind((host, int(port)))
+            squatter.listen()
+            return squatter
+        except OSError:
+            squatter.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def test_a_child_that_keeps_crashing_stops_the_stack(tmp_path):
+    running = start_dev_stack(tmp_path, "--crash-limit", "3")
+    children = child_pids(running.process.pid)
+    victim = service_pid(running.process.pid, "provider")
+    os.kill(victim, signal.SIGKILL)
+    # Every restart then fails at once: its port is taken.
+    with _occupy(running.state["provider_addr"]):
+        assert running.wait() == 1
+    assert f"quantized dev: provider exited (pid {victim}, killed by SIGKILL); restarting in 0.5 s" \
+        in running.stderr_lines
+    assert any(re.fullmatch(r"quantized dev: provider exited \(pid \d+, exit status 1\); restarting in 1 s", line)
+               for line in running.stderr_lines)
+    gave_up = next(line for line in running.stderr_lines if "giving up" in line)
+    assert re.fullmatch(r"quantized dev: provider exited \(pid \d+, exit status 1\); it crashed 3 times "
+                        r"within 60 s, giving up and stopping the stack; see .*provider\.log", gave_up)
+    assert any("Failed to bind to address" in line for line in running.stderr_lines)
+    assert running.stderr_lines[-1] == "quantized dev: stopped"
+    assert not [pid for pid in children if pid_alive(pid)]
+    assert not (tmp_path / "state" / "quantized" / "dev-stack.json").exists()
+
+
+def test_ctrl_c_while_a_child_restarts_stops_everything(tmp_path):
     running = start_dev_stack(tmp_path)
     children = child_pids(running.process.pid)
-    victim = next(pid for pid in children
-                  if "provider" in Path(f"/proc/{pid}/cmdline").read_text())
+    victim = service_pid(running.process.pid, "provider")
     os.kill(victim, signal.SIGKILL)
-    assert running.wait() == 1
-    assert any("provider exited unexpectedly" in line for line in running.stderr_lines)
-    assert not [pid for pid in children if pid_alive(pid)]
+    running.wait_for_line("quantized dev: provider exited")
+    deadline = time.monotonic() + 60
+    while (successor := service_pid(running.process.pid, "provider")) is None:
+        assert time.monotonic() < deadline, "provider was not restarted"
+        time.sleep(0.01)
+    assert running.stop(signal.SIGINT) == 0
+    assert not [pid for pid in (*children, successor) if pid_alive(pid)]
+    assert not (tmp_path / "state" / "quantized" / "dev-stack.json").exists()
 
 
 def _json_admin(stack, *args: str) -> dict:

@@ -10,11 +10,14 @@ import openai
 import pytest
 
 from quantized.images.v1 import images_pb2_grpc
-from quantized_runtime.channels import open_channel
 
 from edge.main import RunningEdge, start
 from edge.settings import EdgeSettings
 from tests.edge.fakes import VALID_KEY, Peers, start_fake_peers
+from tests.harness import serving
+
+# The deadline of a test's own gRPC call to the edge.
+CALL_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
@@ -62,13 +65,12 @@ def edge_overrides() -> dict[str, object]:
 @pytest.fixture
 async def stack(edge_overrides: dict[str, object]) -> AsyncIterator[Stack]:
     peers = await start_fake_peers()
-    edge = await start(edge_settings(peers.address, **edge_overrides))
-    channel = open_channel(f"127.0.0.1:{edge.grpc_port}")
-    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.http_port}", timeout=30)
     try:
-        yield Stack(peers, edge, http, images_pb2_grpc.ImagesServiceStub(channel))
+        async with serving(start(edge_settings(peers.address, **edge_overrides)),
+                           port=lambda edge: edge.grpc_port, stop_grace_seconds=0.5) as served:
+            edge = served.running
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.http_port}",
+                                         timeout=30) as http:
+                yield Stack(peers, edge, http, images_pb2_grpc.ImagesServiceStub(served.channel))
     finally:
-        await http.aclose()
-        await channel.close()
-        await edge.stop(0.5)
         await peers.server.stop(0)

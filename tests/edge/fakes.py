@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime.call_stream import CallStreamServer
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.server import RunningServer, create_server
 from quantized_runtime.stream_drain import StreamDrain
@@ -198,39 +199,44 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
 
     async def Ledger(self, request_iterator: Any, context: Any) -> Any:
         """Each batched operation through the unary handler above, in order; the
-        caller is told when the server stops, as billing tells it."""
-        handlers = {"reserve": self.Reserve, "settle": self.Settle, "release": self.Release}
-        writing = asyncio.Lock()
+        stream's lifecycle is billing's (quantized_runtime.call_stream)."""
+        stream = CallStreamServer(context, self.drain, billing_pb2.LedgerResponse(draining=True))
 
-        async def write(response: billing_pb2.LedgerResponse) -> None:
-            async with writing:
-                await context.write(response)
+        async def on_batch(batch: Any) -> None:
+            self.calls.append(("Ledger", batch))
+            if self.ledger_abort_after_batches is not None and self.count("Ledger") > self.ledger_abort_after_batches:
+                self.ledger_abort_after_batches = None
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "billing went away")
+            stream.start(self._answer_batch(batch, stream))
+
+        def closed() -> None:
+            self.ledger_streams_closed += 1
 
         self.ledger_streams_opened += 1
-        async with self.drain.announcing(lambda: write(billing_pb2.LedgerResponse(draining=True))):
-            async for batch in request_iterator:
-                await self._ledger_batch(batch, handlers, context, write)
-        self.ledger_streams_closed += 1
+        await stream.serve(_until_closed(request_iterator, closed), on_batch)
 
-    async def _ledger_batch(self, batch: Any, handlers: dict[str, Any], context: Any,
-                            write: Callable[[billing_pb2.LedgerResponse], Any]) -> None:
-        self.calls.append(("Ledger", batch))
-        if self.ledger_abort_after_batches is not None and self.count("Ledger") > self.ledger_abort_after_batches:
-            self.ledger_abort_after_batches = None
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "billing went away")
+    async def _answer_batch(self, batch: Any, stream: CallStreamServer[Any, Any]) -> None:
         await asyncio.sleep(self.ledger_delay_seconds)
         if self.ledger_gate is not None:
             await self.ledger_gate.wait()
+        handlers = {"reserve": self.Reserve, "settle": self.Settle, "release": self.Release}
         results = []
         for operation in batch.operations:
             kind = operation.WhichOneof("operation")
             try:
-                answer = await handlers[kind](getattr(operation, kind), context)
+                answer = await handlers[kind](getattr(operation, kind), None)
             except ServiceError as error:
                 results.append(billing_pb2.LedgerResult(error=to_call_error(error)))
             else:
                 results.append(billing_pb2.LedgerResult(**{kind: answer}))
-        await write(billing_pb2.LedgerResponse(batch_id=batch.batch_id, results=results))
+        await stream.write(billing_pb2.LedgerResponse(batch_id=batch.batch_id, results=results))
+
+
+async def _until_closed(requests: AsyncIterator[Any], closed: Callable[[], None]) -> AsyncIterator[Any]:
+    """The stream's requests; `closed()` runs once the caller has closed its side."""
+    async for message in requests:
+        yield message
+    closed()
 
 
 ProviderBehaviour = provider_pb2.GenerateResponse | ServiceError | Callable[[Any], Any]
@@ -269,46 +275,44 @@ class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
         return await self._answer(request)
 
     async def GenerateStream(self, request_iterator: Any, context: Any) -> None:
-        """A task per call; a cancel stops it; answers are written one at a time."""
-        writing = asyncio.Lock()
+        """A task per call; a cancel stops it; the stream's lifecycle is
+        provider_svc's (quantized_runtime.call_stream)."""
+        stream = CallStreamServer(context, self.drain, provider_pb2.GenerateStreamResponse(draining=True))
         running: dict[int, asyncio.Task[None]] = {}
 
-        async def serve(message: Any) -> None:
-            try:
-                answers = _stream_answers(message.call_id, await self._answer(message.request))
-            except asyncio.CancelledError:
-                self.cancelled.append(message.call_id)
-                raise
-            except ServiceError as error:
-                answers = [provider_pb2.GenerateStreamResponse(call_id=message.call_id, error=to_call_error(error))]
-            except Exception:
-                answers = [provider_pb2.GenerateStreamResponse(call_id=message.call_id, error=to_call_error(
-                    ServiceError(Reason.INTERNAL, "internal error (request id fake)")))]
-            for answer in answers:
-                async with writing:
-                    await context.write(answer)
+        async def on_message(message: Any) -> None:
+            if message.cancel:
+                if message.call_id in running:
+                    running[message.call_id].cancel()
+                return
+            if self.stream_abort_after_calls is not None and len(self.calls) >= self.stream_abort_after_calls:
+                self.stream_abort_after_calls = None
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "provider_svc went away")
+            self.calls.append(message.request)
+            self.time_remaining.append(message.timeout_seconds)
+            self.request_id_metadata.append(message.request.request_id)
+            task = running[message.call_id] = stream.start(self._answer_call(message, stream))
+            task.add_done_callback(lambda _, call_id=message.call_id: running.pop(call_id, None))
 
-        async def announce_drain() -> None:
-            async with writing:
-                await context.write(provider_pb2.GenerateStreamResponse(draining=True))
+        def closed() -> None:
+            self.streams_closed += 1
 
         self.streams_opened += 1
-        async with self.drain.announcing(announce_drain), asyncio.TaskGroup() as calls:
-            async for message in request_iterator:
-                if message.cancel:
-                    if message.call_id in running:
-                        running[message.call_id].cancel()
-                    continue
-                if self.stream_abort_after_calls is not None and len(self.calls) >= self.stream_abort_after_calls:
-                    self.stream_abort_after_calls = None
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "provider_svc went away")
-                self.calls.append(message.request)
-                self.time_remaining.append(message.timeout_seconds)
-                self.request_id_metadata.append(message.request.request_id)
-                task = calls.create_task(serve(message))
-                running[message.call_id] = task
-                task.add_done_callback(lambda _, call_id=message.call_id: running.pop(call_id, None))
-            self.streams_closed += 1
+        await stream.serve(_until_closed(request_iterator, closed), on_message)
+
+    async def _answer_call(self, message: Any, stream: CallStreamServer[Any, Any]) -> None:
+        try:
+            answers = _stream_answers(message.call_id, await self._answer(message.request))
+        except asyncio.CancelledError:
+            self.cancelled.append(message.call_id)
+            raise
+        except ServiceError as error:
+            answers = [provider_pb2.GenerateStreamResponse(call_id=message.call_id, error=to_call_error(error))]
+        except Exception:
+            answers = [provider_pb2.GenerateStreamResponse(call_id=message.call_id, error=to_call_error(
+                ServiceError(Reason.INTERNAL, "internal error (request id fake)")))]
+        for answer in answers:
+            await stream.write(answer)
 
     async def _answer(self, request: Any) -> provider_pb2.GenerateResponse:
         behaviour = self.behaviour.get(request.provider)

@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 from quantized.images.v1 import images_pb2
 from quantized_runtime.errors import Reason, ServiceError
 
-from edge.errors import HTTP_ERROR_BY_REASON
+from edge.errors import HTTP_ERROR_BY_REASON, HttpReason
 from tests.edge.conftest import Stack
 from tests.edge.fakes import POOR_KEY, VALID_KEY
 
@@ -148,7 +148,7 @@ async def test_error_row_is_identical_over_http_and_grpc(stack: Stack, case: Cas
 
 
 def test_every_reason_has_an_http_status() -> None:
-    assert set(HTTP_ERROR_BY_REASON) == set(Reason)
+    assert set(HTTP_ERROR_BY_REASON) == set(Reason) | set(HttpReason)
 
 
 def test_the_status_table_matches_the_spec() -> None:
@@ -157,5 +157,8 @@ def test_the_status_table_matches_the_spec() -> None:
         Reason.PROVIDER_NOT_OFFERED: 400, Reason.NO_ACTIVE_PROVIDERS: 400, Reason.UPSTREAM_REJECTED: 400,
         Reason.UNAUTHENTICATED: 401, Reason.INSUFFICIENT_CREDITS: 402, Reason.UPSTREAM_UNAVAILABLE: 503,
         Reason.INTERNAL: 500, Reason.ROUTE_NOT_FOUND: 404,
+        HttpReason.INVALID_JSON: 400, HttpReason.NOT_AVAILABLE_IN_THIS_RELEASE: 404,
+        HttpReason.METHOD_NOT_ALLOWED: 405, HttpReason.REQUEST_TOO_LARGE: 413,
+        HttpReason.UNSUPPORTED_MEDIA_TYPE: 415,
     }
     assert {reason: HTTP_ERROR_BY_REASON[reason].status for reason in expected} == expected

@@ -11,9 +11,10 @@ import pytest
 from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.images.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
+from quantized_runtime.client import call
 from quantized_runtime.errors import Reason, ServiceError
 
-from tests.edge.conftest import Stack
+from tests.edge.conftest import CALL_TIMEOUT_SECONDS, Stack
 from tests.edge.fakes import (
     DALL_E_3_PRICE, PNG_BYTES, Account, POOR_KEY, UNLIMITED_KEY, VALID_KEY, flagged_image, image,
 )
@@ -150,8 +151,8 @@ async def test_unlimited_accounts_have_no_remaining_credits(stack: Stack) -> Non
                                      json={"model": "dall-e-3", "prompt": "x"})
     usage = response.json()["usage"]
     assert usage["credits_remaining"] is None and usage["credits_used"] == DALL_E_3_PRICE
-    answer = await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="x"),
-                                         metadata=(("authorization", f"Bearer {UNLIMITED_KEY}"),))
+    answer = await call(stack.images.Generate, images_pb2.GenerateRequest(model="dall-e-3", prompt="x"),
+                        timeout=CALL_TIMEOUT_SECONDS, metadata=(("authorization", f"Bearer {UNLIMITED_KEY}"),))
     assert not answer.usage.HasField("credits_remaining")
 
 
@@ -209,7 +210,8 @@ async def test_authentication_routes_and_quotes_are_cached(stack: Stack) -> None
     for _ in range(3):
         response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
         assert response.status_code == 200
-    await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="x"), metadata=GRPC_AUTH)
+    await call(stack.images.Generate, images_pb2.GenerateRequest(model="dall-e-3", prompt="x"),
+               timeout=CALL_TIMEOUT_SECONDS, metadata=GRPC_AUTH)
     assert stack.peers.billing.count("Authenticate") == 1
     assert stack.peers.catalog.count("ResolveRoute") == 1
     assert stack.peers.catalog.count("QuotePrice") == 1
@@ -260,8 +262,8 @@ class TestDeadline:
 
 async def test_grpc_and_http_return_the_same_outcome(stack: Stack) -> None:
     http = (await generate(stack, {"model": "dall-e-3", "prompt": "same", "n": 2})).json()
-    answer = await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="same", n=2),
-                                         metadata=GRPC_AUTH)
+    answer = await call(stack.images.Generate, images_pb2.GenerateRequest(model="dall-e-3", prompt="same", n=2),
+                        timeout=CALL_TIMEOUT_SECONDS, metadata=GRPC_AUTH)
     assert answer.created == http["created"] and answer.model == http["model"]
     assert [base64.b64encode(entry.image_data).decode() for entry in answer.data] == [
         entry["b64_json"] for entry in http["data"]]
@@ -281,6 +283,6 @@ async def test_a_large_image_crosses_both_transports_intact(stack: Stack) -> Non
     data = response.json()["data"]
     assert base64.b64decode(data[0]["b64_json"]) == big
     assert data[1]["b64_json"] is None and base64.b64decode(data[2]["b64_json"]) == b"small"
-    answer = await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="x", n=3),
-                                         metadata=GRPC_AUTH)
+    answer = await call(stack.images.Generate, images_pb2.GenerateRequest(model="dall-e-3", prompt="x", n=3),
+                        timeout=CALL_TIMEOUT_SECONDS, metadata=GRPC_AUTH)
     assert answer.data[0].image_data == big and answer.data[1].flagged

@@ -11,6 +11,7 @@ import pytest
 
 from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime.call_stream import StreamBroken
 from quantized_runtime.channels import open_channel
 from quantized_runtime.errors import Reason, ServiceError
 
@@ -86,7 +87,7 @@ async def test_a_call_that_times_out_is_cancelled_at_the_provider(peers: Peers, 
     with pytest.raises(ServiceError) as raised:
         await client.generate(request(provider="bedrock"), 0.2)
 
-    assert raised.value.reason is Reason.INTERNAL and "did not answer" in raised.value.message
+    assert raised.value.reason is Reason.SERVICE_UNAVAILABLE and "did not answer" in raised.value.message
     await eventually(lambda: len(peers.provider.cancelled) == 1)
     assert (await client.generate(request(), TIMEOUT)).images
     assert peers.provider.streams_opened == 1
@@ -113,7 +114,7 @@ async def test_a_broken_stream_fails_the_calls_in_flight_and_the_next_call_reope
     results = await asyncio.gather(waiting, client.generate(request(), TIMEOUT), return_exceptions=True)
 
     for result in results:
-        assert isinstance(result, ServiceError) and result.reason is Reason.INTERNAL
+        assert isinstance(result, StreamBroken) and result.reason is Reason.SERVICE_UNAVAILABLE
         assert "UNAVAILABLE" in result.message
     assert (await client.generate(request("after"), TIMEOUT)).images[0].revised_prompt == "revised: after"
     assert peers.provider.streams_opened == 2
@@ -123,7 +124,7 @@ async def test_a_closed_client_refuses_new_calls(client: GenerateClient) -> None
     await client.close()
     with pytest.raises(ServiceError) as raised:
         await client.generate(request(), TIMEOUT)
-    assert raised.value.reason is Reason.INTERNAL
+    assert raised.value.reason is Reason.SERVICE_UNAVAILABLE
 
 
 @pytest.mark.parametrize("successor", [True, False], ids=["another provider_svc takes over", "none left"])
@@ -159,7 +160,7 @@ async def test_calls_sent_as_provider_svc_stops_are_answered_there_and_later_one
             assert outcome.images[0].revised_prompt == "revised: after"
             assert [call.params.prompt for call in taking_over.provider.calls] == ["after"]
         else:
-            assert isinstance(outcome, ServiceError) and outcome.reason is Reason.INTERNAL
+            assert isinstance(outcome, ServiceError) and outcome.reason is Reason.SERVICE_UNAVAILABLE
             assert outcome.message.startswith("generate stream to provider_svc failed")
     finally:
         if taking_over is not None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
+from quantized_runtime.call_stream import StreamBroken
 from quantized_runtime.channels import open_channel
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.request_context import current_request_id
@@ -76,7 +77,7 @@ async def test_a_reserve_answered_after_its_caller_gave_up_is_released(peers: Pe
     balance = peers.billing._account("acct_valid").balance
     with pytest.raises(ServiceError) as raised:
         await ledger.reserve(reserve(1_000, "slow"), 0.05)
-    assert raised.value.reason is Reason.INTERNAL and "did not answer" in raised.value.message
+    assert raised.value.reason is Reason.SERVICE_UNAVAILABLE and "did not answer" in raised.value.message
     peers.billing.ledger_delay_seconds = 0.0
     await eventually(lambda: peers.billing.count("Release") == 1)
     assert peers.billing.holds == {} and peers.billing._account("acct_valid").balance == balance
@@ -88,7 +89,8 @@ async def test_a_broken_stream_fails_what_was_in_flight_and_the_next_batch_reope
     peers.billing.ledger_abort_after_batches = 1
     with pytest.raises(ServiceError) as raised:
         await ledger.reserve(reserve(1, "lost"), TIMEOUT)
-    assert raised.value.reason is Reason.INTERNAL and "UNAVAILABLE" in raised.value.message
+    assert isinstance(raised.value, StreamBroken)
+    assert raised.value.reason is Reason.SERVICE_UNAVAILABLE and "UNAVAILABLE" in raised.value.message
     hold = await ledger.reserve(reserve(1, "after"), TIMEOUT)
     assert hold.hold_id in peers.billing.holds
 
@@ -97,7 +99,7 @@ async def test_a_closed_client_refuses_new_operations(ledger: LedgerClient) -> N
     await ledger.close()
     with pytest.raises(ServiceError) as raised:
         await ledger.reserve(reserve(1, "late"), TIMEOUT)
-    assert raised.value.reason is Reason.INTERNAL
+    assert raised.value.reason is Reason.SERVICE_UNAVAILABLE
 
 
 @pytest.mark.parametrize("successor", [True, False], ids=["another billing takes over", "no billing left"])
@@ -117,7 +119,7 @@ async def test_batches_sent_as_billing_stops_are_answered_there_and_later_ones_g
     stopping = loop.create_task(peers.server.stop(GRACE_SECONDS))
     try:
         # The edge heard that billing is stopping: its next batch opens a new stream.
-        await eventually(lambda: ledger._call is None)
+        await eventually(lambda: ledger._stream is None)
         after = loop.create_task(ledger.reserve(reserve(4, "after"), TIMEOUT))
         peers.billing.ledger_gate.set()
 
@@ -130,7 +132,7 @@ async def test_batches_sent_as_billing_stops_are_answered_there_and_later_ones_g
             assert outcome.hold_id in taking_over.billing.holds
             assert [op.request_id for op in taking_over.billing.requests("Reserve")] == ["after"]
         else:
-            assert isinstance(outcome, ServiceError) and outcome.reason is Reason.INTERNAL
+            assert isinstance(outcome, ServiceError) and outcome.reason is Reason.SERVICE_UNAVAILABLE
             assert outcome.message.startswith("ledger stream to billing failed")
     finally:
         if taking_over is not None:

@@ -6,11 +6,13 @@ import grpc
 import pytest
 
 from quantized.images.v1 import images_pb2
+from quantized_runtime.client import call
 
-from tests.edge.conftest import Stack
+from tests.edge.conftest import CALL_TIMEOUT_SECONDS, Stack
 from tests.edge.fakes import VALID_KEY
 
 AUTH = {"Authorization": f"Bearer {VALID_KEY}"}
+GRPC_AUTH = (("authorization", f"Bearer {VALID_KEY}"),)
 
 
 async def test_models_are_listed_with_discovery_fields(stack: Stack) -> None:
@@ -39,6 +41,15 @@ async def test_the_model_list_is_cached(stack: Stack) -> None:
     assert stack.peers.catalog.count("ListModels") == 1
 
 
+async def test_http_and_grpc_share_one_cached_model_list(stack: Stack) -> None:
+    # Alternating transports must not evict each other's rendering.
+    for _ in range(2):
+        assert (await stack.http.get("/v1/models", headers=AUTH)).status_code == 200
+        answer = await stack.images.ListModels(images_pb2.ListModelsRequest(), metadata=GRPC_AUTH)
+        assert [model.id for model in answer.models] == ["gpt-image-1", "gpt-4o"]
+    assert stack.peers.catalog.count("ListModels") == 1
+
+
 async def test_the_model_list_needs_a_key(stack: Stack) -> None:
     response = await stack.http.get("/v1/models")
     assert response.status_code == 401
@@ -46,8 +57,8 @@ async def test_the_model_list_needs_a_key(stack: Stack) -> None:
 
 
 async def test_grpc_list_models(stack: Stack) -> None:
-    answer = await stack.images.ListModels(images_pb2.ListModelsRequest(),
-                                           metadata=(("authorization", f"Bearer {VALID_KEY}"),))
+    answer = await call(stack.images.ListModels, images_pb2.ListModelsRequest(),
+                        timeout=CALL_TIMEOUT_SECONDS, metadata=(("authorization", f"Bearer {VALID_KEY}"),))
     assert [model.id for model in answer.models] == ["gpt-image-1", "gpt-4o"]
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stack.images.ListModels(images_pb2.ListModelsRequest())

@@ -3,8 +3,9 @@ from __future__ import annotations
 import base64
 
 from quantized.images.v1 import images_pb2
+from quantized_runtime.client import call
 
-from tests.edge.conftest import Stack
+from tests.edge.conftest import CALL_TIMEOUT_SECONDS, Stack
 from tests.edge.fakes import PNG_BYTES, VALID_KEY
 
 AUTH = {"Authorization": f"Bearer {VALID_KEY}"}
@@ -20,6 +21,6 @@ async def test_http_generation_round_trip(stack: Stack) -> None:
 
 
 async def test_grpc_generation_round_trip(stack: Stack) -> None:
-    answer = await stack.images.Generate(images_pb2.GenerateRequest(model="dall-e-3", prompt="a hedgehog"),
-                                         metadata=(("authorization", f"Bearer {VALID_KEY}"),))
+    answer = await call(stack.images.Generate, images_pb2.GenerateRequest(model="dall-e-3", prompt="a hedgehog"),
+                        timeout=CALL_TIMEOUT_SECONDS, metadata=(("authorization", f"Bearer {VALID_KEY}"),))
     assert answer.data[0].image_data == PNG_BYTES

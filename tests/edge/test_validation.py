@@ -12,11 +12,12 @@ from grpc_status import rpc_status
 
 from quantized.common.v1 import field_rules_pb2, images_pb2 as common_pb2
 from quantized.images.v1 import images_pb2
+from quantized_runtime.client import call
 from quantized_runtime.errors import Reason, ServiceError
 
 from edge.openapi import request_schema
 from edge.validation import RequestValidator, generation_params
-from tests.edge.conftest import Stack
+from tests.edge.conftest import CALL_TIMEOUT_SECONDS, Stack
 from tests.edge.fakes import VALID_KEY
 
 AUTH = {"Authorization": f"Bearer {VALID_KEY}"}
@@ -224,9 +225,10 @@ async def test_invalid_grpc_requests_fail_with_the_field(stack: Stack, request_m
 
 
 async def test_grpc_unspecified_enums_and_unset_optionals_mean_defaults(stack: Stack) -> None:
-    answer = await stack.images.Generate(
+    answer = await call(
+        stack.images.Generate,
         images_pb2.GenerateRequest(model="dall-e-3", prompt="x", quality=common_pb2.QUALITY_UNSPECIFIED),
-        metadata=GRPC_AUTH)
+        timeout=CALL_TIMEOUT_SECONDS, metadata=GRPC_AUTH)
     assert answer.usage.images == 1
     params = stack.peers.provider.calls[0].params
     assert params.n == 1 and params.size == "1024x1024" and params.quality == common_pb2.QUALITY_UNSPECIFIED

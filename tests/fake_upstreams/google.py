@@ -142,9 +142,9 @@ class FakeGoogle(FakeUpstream):
             return self._generate_content(gemini.group(1), request.json())
         vertex = _VERTEX_PATH.fullmatch(request.path)
         if vertex is not None:
-            authorised = (request.headers.get("x-goog-api-key") == self.vertex_api_key
+            authorized = (request.headers.get("x-goog-api-key") == self.vertex_api_key
                           or request.headers.get("authorization") == f"Bearer {ACCESS_TOKEN}")
-            if not authorised:
+            if not authorized:
                 return ERRORS["api_key_invalid"]
             return self._predict(vertex.group(1), request.json())
         return google_error(404, "NOT_FOUND", f"The requested URL {request.path} was not found on this server.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -9,15 +10,19 @@ from typing import Any
 import grpc
 import pytest
 
+from catalog_svc.catalog_file import load_catalog_file
+from catalog_svc.settings import BUNDLED_CATALOG_FILE
+from catalog_svc.servicer import constraints_message
 from provider_svc.main import RunningProvider, start
 from provider_svc.settings import ProviderSettings
 from quantized.common.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
-from quantized_runtime.channels import open_channel
+from quantized_runtime.client import call
 from quantized_runtime.errors import ServiceError
 from quantized_runtime.grpc_errors import from_rpc_error
 from tests.fake_upstreams import FakeBedrock, FakeGoogle, FakeOpenAI
 from tests.fake_upstreams.fixtures import fake_bedrock, fake_google, fake_openai
+from tests.harness import serving
 
 __all__ = ["fake_bedrock", "fake_google", "fake_openai"]
 
@@ -49,14 +54,21 @@ def params(prompt: str = "a hedgehog under a mushroom", **fields: Any) -> images
     return images_pb2.GenerationParams(**values)
 
 
+_CATALOG = {model.id: model for model in load_catalog_file(BUNDLED_CATALOG_FILE).models}
+
+
 def generate_request(model: str, *, watermark: int = images_pb2.WATERMARK_NONE, provider: str | None = None,
                      region: str | None = None, request_id: str = "req_test",
                      **fields: Any) -> provider_pb2.GenerateRequest:
-    """The request the edge would send for `model`, with its route's provider and region."""
+    """The request the edge would send for `model`, with its route's provider and region, and the
+    adapter and constraints of the model's first route in the catalog file (none for an unknown model)."""
+    entry = _CATALOG.get(model)
     return provider_pb2.GenerateRequest(
         provider=provider or PROVIDER_OF.get(model, "openai"), model_id=model, upstream_model_id=model,
         region=REGION_OF.get(model, "") if region is None else region, params=params(**fields),
-        request_id=request_id, watermark=watermark)
+        request_id=request_id, watermark=watermark,
+        adapter=(entry.routes[0].adapter or "") if entry is not None else "",
+        constraints=constraints_message(entry.constraints) if entry is not None else None)
 
 
 @dataclass
@@ -68,17 +80,19 @@ class Failure:
 @dataclass
 class Harness:
     running: RunningProvider
+    channel: grpc.aio.Channel
     stub: provider_pb2_grpc.ProviderServiceStub
     openai: FakeOpenAI
     bedrock: FakeBedrock
     google: FakeGoogle
 
     async def generate(self, model: str, *, timeout: float = 30, **fields: Any) -> provider_pb2.GenerateResponse:
-        return await self.stub.Generate(generate_request(model, **fields), timeout=timeout)
+        return await call(self.stub.Generate, generate_request(model, **fields), timeout=timeout)
 
-    async def fail(self, model: str, **kwargs: Any) -> Failure:
+    async def fail(self, model: str, *, timeout: float = 30, **fields: Any) -> Failure:
+        """The call's status code as well as its error: read off the wire, not through `call`."""
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await self.generate(model, **kwargs)
+            await self.stub.Generate(generate_request(model, **fields), timeout=timeout)
         return Failure(caught.value.code(), from_rpc_error(caught.value))
 
 
@@ -98,19 +112,16 @@ def settings_for(openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle, *
 @pytest.fixture
 async def harness_factory(fake_openai: FakeOpenAI, fake_bedrock: FakeBedrock,
                           fake_google: FakeGoogle) -> AsyncIterator[Any]:
-    started: list[tuple[RunningProvider, grpc.aio.Channel]] = []
+    async with contextlib.AsyncExitStack() as started:
 
-    async def make(**overrides: Any) -> Harness:
-        running = await start(settings_for(fake_openai, fake_bedrock, fake_google, **overrides))
-        channel = open_channel(f"127.0.0.1:{running.port}")
-        started.append((running, channel))
-        return Harness(running, provider_pb2_grpc.ProviderServiceStub(channel),
-                       fake_openai, fake_bedrock, fake_google)
+        async def make(**overrides: Any) -> Harness:
+            served = await started.enter_async_context(serving(
+                start(settings_for(fake_openai, fake_bedrock, fake_google, **overrides))))
+            return Harness(served.running, served.channel,
+                           provider_pb2_grpc.ProviderServiceStub(served.channel),
+                           fake_openai, fake_bedrock, fake_google)
 
-    yield make
-    for running, channel in started:
-        await channel.close()
-        await running.stop(0)
+        yield make
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ from grpc_status import rpc_status
 from provider_svc.main import SERVICE_NAME
 from provider_svc.settings import ProviderSettings
 from quantized.common.v1 import images_pb2
-from quantized_runtime.channels import open_channel
+from quantized_runtime.client import call
 from quantized_runtime.defaults import PROVIDER_ADDR
 from quantized_runtime.errors import Reason
 from tests.fake_upstreams.bedrock import NOVA
 from tests.fake_upstreams.google import GEMINI_API_KEY, VERTEX_API_KEY
 from tests.fake_upstreams.openai import API_KEY
-from tests.provider.conftest import Harness
+from tests.provider.conftest import Harness, generate_request
 
 
 @pytest.mark.parametrize(("model", "watermark"), [
@@ -37,7 +37,7 @@ async def test_errors_carry_the_reason_and_provider_on_the_wire(harness: Harness
     harness.openai.always(harness.openai.error("rate_limit"))
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await harness.generate("gpt-image-1")
+        await harness.stub.Generate(generate_request("gpt-image-1"), timeout=30)
 
     status = rpc_status.from_call(caught.value)
     info = error_details_pb2.ErrorInfo()
@@ -76,13 +76,9 @@ async def test_a_missing_prompt_is_invalid(harness: Harness) -> None:
 
 
 async def test_health_reports_serving(harness: Harness) -> None:
-    channel = open_channel(f"127.0.0.1:{harness.running.port}")
-    try:
-        health = health_pb2_grpc.HealthStub(channel)
-        reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    finally:
-        await channel.close()
+    health = health_pb2_grpc.HealthStub(harness.channel)
+    reply = await call(health.Check, health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_credentials_never_reach_logs_or_messages(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
@@ -124,11 +120,11 @@ def test_settings_need_no_credentials_and_read_the_standard_names(monkeypatch: p
 
 
 def test_the_spliced_encoding_is_the_message_field_for_field() -> None:
-    from provider_svc.domain import GenerationResult, Image, Usage
+    from provider_svc.domain import GenerationResult, Image, UpstreamUsage
     from provider_svc.servicer import encode_response, to_proto
     from quantized.provider.v1 import provider_pb2
 
-    result = GenerationResult(created=1776443191, usage=Usage(input_tokens=3, output_tokens=0, megapixels=1.5),
+    result = GenerationResult(created=1776443191, usage=UpstreamUsage(input_tokens=3, output_tokens=0, megapixels=1.5),
                               images=[Image(data=bytes(range(256)) * 9000, mime_type="image/png",
                                             revised_prompt="", seed=0),
                                       Image(flagged=True, flag_reason="blocked"),

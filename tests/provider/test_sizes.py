@@ -1,22 +1,44 @@
-"""The one definition of "nearest" size, and each upstream's normalisation."""
+"""The one definition of "nearest" size, and each upstream's normalisation, with
+what each upstream accepts taken from the catalog file (its one home)."""
 
 from __future__ import annotations
 
 import pytest
 
-from provider_svc.adapters.bedrock import NOVA_SIZES, STABILITY_RATIOS, TITAN_SIZES
-from provider_svc.adapters.gemini import FLASH_IMAGE_RATIOS, IMAGEN_RATIOS
-from provider_svc.adapters.openai import SIZES, upstream_size
-from provider_svc.families import Family
-from provider_svc.sizes import MAX_SIDE, Size, nearest, nearest_in_range, nearest_ratio, parse_size, sizes
+from provider_svc.adapters.openai import upstream_size
+from provider_svc.servicer import to_domain
+from provider_svc.sizes import MAX_SIDE, Size, SizeRange, nearest, nearest_in_range, nearest_ratio, requested
+from quantized_runtime.sizes import AcceptedSizes, accepted_sizes, parse_size
+from tests.provider.conftest import generate_request
+
+TITAN = "amazon.titan-image-generator-v2:0"
 
 
-def test_parse_size() -> None:
-    assert parse_size("1792x1024") == Size(1792, 1024)
-    assert parse_size(" 512X256 ") == Size(512, 256)
-    assert parse_size("auto") is None and parse_size("") is None and parse_size("big") is None
-    assert parse_size("0x0") == Size(1, 1)
-    assert parse_size("999999x10") == Size(MAX_SIDE, 10)
+def accepted(model: str) -> AcceptedSizes:
+    return to_domain(generate_request(model)).sizes
+
+
+def size_range(model: str) -> SizeRange:
+    rules = to_domain(generate_request(model)).size_range
+    assert rules is not None
+    return rules
+
+
+def sizes(*labels: str) -> tuple[Size, ...]:
+    parsed = accepted_sizes(labels)
+    return parsed.exact or parsed.ratios
+
+
+STABILITY_RATIOS = accepted("stability.stable-image-core-v1:0").ratios
+IMAGEN_RATIOS = accepted("imagen-4.0-generate-001").ratios
+FLASH_IMAGE_RATIOS = accepted("gemini-2.5-flash-image").ratios
+TITAN_SIZES = accepted(TITAN).exact
+NOVA_SIZES = size_range("amazon.nova-canvas-v1:0")
+
+
+def test_requested_sizes_are_clamped_per_side() -> None:
+    assert requested("99999x10") == Size(MAX_SIDE, 10)
+    assert requested("auto") == Size(1024, 1024)
 
 
 def test_nearest_prefers_the_aspect_ratio_then_the_area() -> None:
@@ -68,7 +90,7 @@ def test_flash_image_ratios(requested: str, expected: str) -> None:
     ("2000x3000", "768x1152"),
 ])
 def test_titan_fixed_sizes(requested: str, expected: str) -> None:
-    assert str(nearest(parse_size(requested), TITAN_SIZES)) == expected
+    assert str(nearest(Size(*map(int, requested.split("x"))), TITAN_SIZES)) == expected
 
 
 @pytest.mark.parametrize(("requested", "expected"), [
@@ -88,13 +110,13 @@ def test_every_nova_result_obeys_the_rules(width: int, height: int) -> None:
     assert NOVA_SIZES.allows(result)
 
 
-@pytest.mark.parametrize(("family", "requested", "expected"), [
-    (Family.GPT_IMAGE, "auto", "auto"), (Family.GPT_IMAGE, "3840x2160", "1536x1024"),
-    (Family.GPT_IMAGE, "1x4096", "1024x1536"), (Family.GPT_IMAGE, "64x64", "1024x1024"),
-    (Family.DALL_E_3, "auto", "1024x1024"), (Family.DALL_E_3, "1920x1080", "1792x1024"),
-    (Family.DALL_E_2, "4096x1", "256x256"), (Family.DALL_E_2, "600x600", "512x512"),
+@pytest.mark.parametrize(("model", "wanted", "expected"), [
+    ("gpt-image-1", "auto", "auto"), ("gpt-image-1", "3840x2160", "1536x1024"),
+    ("gpt-image-1", "1x4096", "1024x1536"), ("gpt-image-1", "64x64", "1024x1024"),
+    ("dall-e-3", "auto", "1024x1024"), ("dall-e-3", "1920x1080", "1792x1024"),
+    ("dall-e-2", "4096x1", "256x256"), ("dall-e-2", "600x600", "512x512"),
 ])
-def test_openai_sizes(family: Family, requested: str, expected: str) -> None:
-    assert upstream_size(family, requested) == expected
+def test_openai_sizes(model: str, wanted: str, expected: str) -> None:
+    assert upstream_size(to_domain(generate_request(model, size=wanted))) == expected
     if expected != "auto":
-        assert parse_size(expected) in SIZES[family]
+        assert parse_size(expected) in accepted(model).exact

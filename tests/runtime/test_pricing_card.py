@@ -1,5 +1,6 @@
-"""Pricing measured usage from a usage price card: each branch of the rule on
-quantized.catalog.v1.UsagePriceCard, one half-up rounding, and refused cards."""
+"""Pricing generated images from a quote: each branch of the rule on
+quantized.catalog.v1.UsagePriceCard, one half-up rounding, refused cards, and
+the charge's zero rule and cap (price_generation, as the edge charges)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from quantized.catalog.v1 import catalog_pb2
 from quantized.common.v1 import images_pb2
-from quantized_runtime.pricing import price_usage
+from quantized_runtime.pricing import price_generation, price_usage
 
 # gpt-image-1 high 1024x1024 at 16,000,000 micro-credits per USD: $5/M input,
 # $40/M output, 4160 worst-case output tokens per image, 2000 worst-case input tokens.
@@ -53,10 +54,28 @@ def test_no_tokens_is_the_worst_case_for_the_images_produced():
     assert price_usage(GPT_IMAGE_1, 3, usage()) == 3 * 2_662_400 + 160_000
 
 
+# The quote for two gpt-image-1 high 1024x1024 images, and for two $0.040 images.
+TOKEN_QUOTE = catalog_pb2.QuotePriceResponse(max_micro_credits=2 * 2_662_400 + 160_000,
+                                             per_image_micro_credits=2_662_400, usage_priced=True,
+                                             usage_price=GPT_IMAGE_1)
+IMAGE_QUOTE = catalog_pb2.QuotePriceResponse(max_micro_credits=2 * 640_000, per_image_micro_credits=640_000)
+
+
 @pytest.mark.parametrize("images", [0, -1])
-def test_no_images_cost_nothing(images):
-    assert price_usage(GPT_IMAGE_1, images, usage(input_tokens=100, output_tokens=5000)) == 0
-    assert price_usage(GPT_IMAGE_1, images, usage()) == 0
+@pytest.mark.parametrize("quote", [TOKEN_QUOTE, IMAGE_QUOTE], ids=["per_token", "per_image"])
+def test_no_images_cost_nothing(images, quote):
+    assert price_generation(quote, images, usage(input_tokens=100, output_tokens=5000)) == 0
+    assert price_generation(quote, images, usage()) == 0
+
+
+def test_a_charge_is_the_cards_price_or_the_per_image_price():
+    assert price_generation(TOKEN_QUOTE, 1, usage(input_tokens=238, output_tokens=4160)) == 2_681_440
+    assert price_generation(IMAGE_QUOTE, 2, usage()) == 1_280_000
+
+
+def test_a_charge_never_exceeds_the_quote():
+    assert price_generation(TOKEN_QUOTE, 2, usage(output_tokens=10**9)) == TOKEN_QUOTE.max_micro_credits
+    assert price_generation(IMAGE_QUOTE, 5, usage()) == IMAGE_QUOTE.max_micro_credits
 
 
 @pytest.mark.parametrize(("priced", "images", "measured", "expected"), [

@@ -19,10 +19,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
 from quantized_runtime.channels import channel_options
+from quantized_runtime.client import call
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.grpc_errors import from_rpc_error
 from quantized_runtime.request_context import current_request_id
 from quantized_runtime.server import create_server
+from tests.harness import serving
 
 PROVIDER_SERVICE = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
 
@@ -48,15 +50,11 @@ async def _start(failure: Exception | None = None):
 
 
 async def test_health_reports_serving_for_the_server_and_each_service():
-    running = await _start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for service in ("", PROVIDER_SERVICE):
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-                assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    finally:
-        await running.stop(0)
+    async with serving(_start()) as served:
+        health = health_pb2_grpc.HealthStub(served.channel)
+        for service in ("", PROVIDER_SERVICE):
+            reply = await call(health.Check, health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_stop_turns_health_not_serving_before_closing():
@@ -96,35 +94,30 @@ def test_reflection_lists_the_service_health_and_reflection():
 
 
 async def test_service_error_travels_as_status_with_reason_and_field():
-    running = await _start(ServiceError(Reason.UPSTREAM_REJECTED, "size is not supported", field="size"))
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await provider_pb2_grpc.ProviderServiceStub(channel).Generate(
-                    provider_pb2.GenerateRequest(), timeout=5)
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        error = from_rpc_error(caught.value)
-        assert (error.reason, error.message, error.field) == (
-            Reason.UPSTREAM_REJECTED, "size is not supported", "size")
-    finally:
-        await running.stop(0)
+    async with serving(_start(ServiceError(Reason.UPSTREAM_REJECTED, "size is not supported",
+                                           field="size"))) as served:
+        # Read off the wire, not through `call`: the status code is under test too.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await provider_pb2_grpc.ProviderServiceStub(served.channel).Generate(
+                provider_pb2.GenerateRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = from_rpc_error(caught.value)
+    assert (error.reason, error.message, error.field) == (
+        Reason.UPSTREAM_REJECTED, "size is not supported", "size")
 
 
 async def test_unexpected_exception_becomes_generic_internal_without_details():
-    running = await _start(RuntimeError("database password is hunter2"))
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await provider_pb2_grpc.ProviderServiceStub(channel).Generate(
-                    provider_pb2.GenerateRequest(), timeout=5,
-                    metadata=[("x-request-id", "req_test123")])
-        assert caught.value.code() == grpc.StatusCode.INTERNAL
-        assert "hunter2" not in (caught.value.details() or "")
-        error = from_rpc_error(caught.value)
-        assert error.reason == Reason.INTERNAL
-        assert "req_test123" in error.message
-    finally:
-        await running.stop(0)
+    async with serving(_start(RuntimeError("database password is hunter2"))) as served:
+        # Read off the wire, not through `call`: the status and its details are under test.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await provider_pb2_grpc.ProviderServiceStub(served.channel).Generate(
+                provider_pb2.GenerateRequest(), timeout=5,
+                metadata=[("x-request-id", "req_test123")])
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "hunter2" not in (caught.value.details() or "")
+    error = from_rpc_error(caught.value)
+    assert error.reason == Reason.INTERNAL
+    assert "req_test123" in error.message
 
 
 async def test_sigterm_lets_the_in_flight_call_finish():
@@ -156,18 +149,16 @@ async def _request_ids_seen(mint_request_ids: bool, forwarded: str, calls: int) 
             seen.append(current_request_id.get())
             return provider_pb2.GenerateResponse()
 
-    running = await create_server(
+    starting = create_server(
         "127.0.0.1:0",
         [lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(RecordingProvider(), server)],
         [PROVIDER_SERVICE], max_message_bytes=4 * 1024 * 1024, mint_request_ids=mint_request_ids)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = provider_pb2_grpc.ProviderServiceStub(channel)
-            for _ in range(calls):
-                await stub.Generate(provider_pb2.GenerateRequest(), timeout=5,
-                                    metadata=[("x-request-id", forwarded)])
-    finally:
-        await running.stop(0)
+    async with serving(starting) as served:
+        stub = provider_pb2_grpc.ProviderServiceStub(served.channel)
+        # `call` forwards the request id of the work in progress.
+        current_request_id.set(forwarded)
+        for _ in range(calls):
+            await call(stub.Generate, provider_pb2.GenerateRequest(), timeout=5)
     return seen
 
 

@@ -21,20 +21,24 @@ class ResolveRouteRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider_override: _Optional[str] = ..., feature: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "priority", "watermark")
+    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "priority", "watermark", "adapter", "constraints")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model_id: str
     upstream_model_id: str
     region: str
     priority: int
     watermark: _images_pb2.Watermark
-    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., priority: _Optional[int] = ..., watermark: _Optional[_Union[_images_pb2.Watermark, str]] = ...) -> None: ...
+    adapter: str
+    constraints: _images_pb2.ModelConstraints
+    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., priority: _Optional[int] = ..., watermark: _Optional[_Union[_images_pb2.Watermark, str]] = ..., adapter: _Optional[str] = ..., constraints: _Optional[_Union[_images_pb2.ModelConstraints, _Mapping]] = ...) -> None: ...
 
 class ResolveRouteResponse(_message.Message):
     __slots__ = ("model_id", "routes", "pinned")
@@ -82,26 +86,6 @@ class UsagePriceCard(_message.Message):
     worst_case_input: str
     def __init__(self, input_per_million_tokens: _Optional[str] = ..., output_per_million_tokens: _Optional[str] = ..., worst_case_output_per_image: _Optional[str] = ..., worst_case_input: _Optional[str] = ...) -> None: ...
 
-class PriceUsageRequest(_message.Message):
-    __slots__ = ("model_id", "size", "quality", "images", "usage")
-    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
-    SIZE_FIELD_NUMBER: _ClassVar[int]
-    QUALITY_FIELD_NUMBER: _ClassVar[int]
-    IMAGES_FIELD_NUMBER: _ClassVar[int]
-    USAGE_FIELD_NUMBER: _ClassVar[int]
-    model_id: str
-    size: str
-    quality: _images_pb2.Quality
-    images: int
-    usage: _images_pb2.UpstreamUsage
-    def __init__(self, model_id: _Optional[str] = ..., size: _Optional[str] = ..., quality: _Optional[_Union[_images_pb2.Quality, str]] = ..., images: _Optional[int] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ...) -> None: ...
-
-class PriceUsageResponse(_message.Message):
-    __slots__ = ("micro_credits",)
-    MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
-    micro_credits: int
-    def __init__(self, micro_credits: _Optional[int] = ...) -> None: ...
-
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -113,7 +97,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[_images_pb2.Model, _Mapping]]] = ...) -> None: ...
 
 class ProviderModel(_message.Message):
-    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "priority", "is_active", "file_active", "operator_active")
+    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "priority", "is_active", "file_active", "operator_active", "adapter")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +106,7 @@ class ProviderModel(_message.Message):
     IS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     FILE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model_id: str
     upstream_model_id: str
@@ -130,7 +115,8 @@ class ProviderModel(_message.Message):
     is_active: bool
     file_active: bool
     operator_active: bool
-    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., priority: _Optional[int] = ..., is_active: _Optional[bool] = ..., file_active: _Optional[bool] = ..., operator_active: _Optional[bool] = ...) -> None: ...
+    adapter: str
+    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., priority: _Optional[int] = ..., is_active: _Optional[bool] = ..., file_active: _Optional[bool] = ..., operator_active: _Optional[bool] = ..., adapter: _Optional[str] = ...) -> None: ...
 
 class SetProviderModelActiveRequest(_message.Message):
     __slots__ = ("provider", "model_id", "is_active", "actor")

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class CatalogServiceStub:
-    """Routing and pricing, read on the request path.
+    """Routing and pricing, read on the request path. The edge is the caller of
+    each method (and caches each answer for a short while).
     """
 
     def __init__(self, channel):
@@ -45,11 +46,6 @@ class CatalogServiceStub:
                 request_serializer=quantized_dot_catalog_dot_v1_dot_catalog__pb2.QuotePriceRequest.SerializeToString,
                 response_deserializer=quantized_dot_catalog_dot_v1_dot_catalog__pb2.QuotePriceResponse.FromString,
                 _registered_method=True)
-        self.PriceUsage = channel.unary_unary(
-                '/quantized.catalog.v1.CatalogService/PriceUsage',
-                request_serializer=quantized_dot_catalog_dot_v1_dot_catalog__pb2.PriceUsageRequest.SerializeToString,
-                response_deserializer=quantized_dot_catalog_dot_v1_dot_catalog__pb2.PriceUsageResponse.FromString,
-                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/quantized.catalog.v1.CatalogService/ListModels',
                 request_serializer=quantized_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsRequest.SerializeToString,
@@ -58,32 +54,30 @@ class CatalogServiceStub:
 
 
 class CatalogServiceServicer:
-    """Routing and pricing, read on the request path.
+    """Routing and pricing, read on the request path. The edge is the caller of
+    each method (and caches each answer for a short while).
     """
 
     def ResolveRoute(self, request, context):
-        """The ordered active routes for a model, or a typed error.
+        """The ordered active routes for a model, or a typed error. Caller: the
+        edge, before every generation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def QuotePrice(self, request, context):
-        """The worst-case price of a request, reserved before the upstream call.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def PriceUsage(self, request, context):
-        """The final price of what the upstream actually produced.
+        """The worst-case price of a request, reserved before the upstream call, and
+        what pricing the final charge needs. Caller: the edge, which prices the
+        charge itself from the answer with quantized_runtime.pricing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The catalog's models. Caller: the edge's GET /v1/models and ImagesService.ListModels.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -101,11 +95,6 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     request_deserializer=quantized_dot_catalog_dot_v1_dot_catalog__pb2.QuotePriceRequest.FromString,
                     response_serializer=quantized_dot_catalog_dot_v1_dot_catalog__pb2.QuotePriceResponse.SerializeToString,
             ),
-            'PriceUsage': grpc.unary_unary_rpc_method_handler(
-                    servicer.PriceUsage,
-                    request_deserializer=quantized_dot_catalog_dot_v1_dot_catalog__pb2.PriceUsageRequest.FromString,
-                    response_serializer=quantized_dot_catalog_dot_v1_dot_catalog__pb2.PriceUsageResponse.SerializeToString,
-            ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
                     request_deserializer=quantized_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsRequest.FromString,
@@ -120,7 +109,8 @@ def add_CatalogServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CatalogService:
-    """Routing and pricing, read on the request path.
+    """Routing and pricing, read on the request path. The edge is the caller of
+    each method (and caches each answer for a short while).
     """
 
     @staticmethod
@@ -178,33 +168,6 @@ class CatalogService:
             _registered_method=True)
 
     @staticmethod
-    def PriceUsage(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/quantized.catalog.v1.CatalogService/PriceUsage',
-            quantized_dot_catalog_dot_v1_dot_catalog__pb2.PriceUsageRequest.SerializeToString,
-            quantized_dot_catalog_dot_v1_dot_catalog__pb2.PriceUsageResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def ListModels(request,
             target,
             options=(),
@@ -234,6 +197,7 @@ class CatalogService:
 
 class CatalogAdminServiceStub:
     """Catalog operations; every call needs the admin token in `authorization` metadata.
+    Caller: an operator (`quantized admin catalog ...`, `quantized admin provider-model ...`).
     """
 
     def __init__(self, channel):
@@ -266,6 +230,7 @@ class CatalogAdminServiceStub:
 
 class CatalogAdminServiceServicer:
     """Catalog operations; every call needs the admin token in `authorization` metadata.
+    Caller: an operator (`quantized admin catalog ...`, `quantized admin provider-model ...`).
     """
 
     def SetProviderModelActive(self, request, context):
@@ -325,6 +290,7 @@ def add_CatalogAdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CatalogAdminService:
     """Catalog operations; every call needs the admin token in `authorization` metadata.
+    Caller: an operator (`quantized admin catalog ...`, `quantized admin provider-model ...`).
     """
 
     @staticmethod

@@ -25,33 +25,35 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n quantized/common/v1/images.proto\x12\x13quantized.common.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xdb\x03\n\x10GenerationParams\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x0c\n\x04size\x18\x03 \x01(\t\x12-\n\x07quality\x18\x04 \x01(\x0e\x32\x1c.quantized.common.v1.Quality\x12)\n\x05style\x18\x05 \x01(\x0e\x32\x1a.quantized.common.v1.Style\x12\x33\n\nbackground\x18\x06 \x01(\x0e\x32\x1f.quantized.common.v1.Background\x12\x38\n\routput_format\x18\x07 \x01(\x0e\x32!.quantized.common.v1.OutputFormat\x12\x1f\n\x12output_compression\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x33\n\nmoderation\x18\t \x01(\x0e\x32\x1f.quantized.common.v1.Moderation\x12\x11\n\x04seed\x18\n \x01(\x03H\x01\x88\x01\x01\x12\x1c\n\x0fnegative_prompt\x18\x0b \x01(\tH\x02\x88\x01\x01\x12\x11\n\x04user\x18\x0c \x01(\tH\x03\x88\x01\x01\x42\x15\n\x13_output_compressionB\x07\n\x05_seedB\x12\n\x10_negative_promptB\x07\n\x05_user\"\xdc\x01\n\x0eGeneratedImage\x12\x12\n\nimage_data\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x1b\n\x0erevised_prompt\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x31\n\twatermark\x18\x05 \x01(\x0e\x32\x1e.quantized.common.v1.Watermark\x12\x0f\n\x07\x66lagged\x18\x06 \x01(\x08\x12\x13\n\x0b\x66lag_reason\x18\x07 \x01(\tB\x11\n\x0f_revised_promptB\x07\n\x05_seed\"\xbd\x01\n\rUpstreamUsage\x12\x19\n\x0cinput_tokens\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x17\n\nmegapixels\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\x0f\n\r_total_tokensB\r\n\x0b_megapixels\"f\n\x10ModelConstraints\x12\x12\n\x05max_n\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\r\n\x05sizes\x18\x02 \x03(\t\x12\x16\n\x0equality_values\x18\x03 \x03(\t\x12\r\n\x05notes\x18\x04 \x01(\tB\x08\n\x06_max_n\"\xc0\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\x10\n\x08owned_by\x18\x03 \x01(\t\x12\x1a\n\x12supported_features\x18\x04 \x03(\t\x12\x18\n\x10input_modalities\x18\x05 \x03(\t\x12\x19\n\x11output_modalities\x18\x06 \x03(\t\x12\x31\n\twatermark\x18\x07 \x01(\x0e\x32\x1e.quantized.common.v1.Watermark\x12%\n\x04\x63ost\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12:\n\x0b\x63onstraints\x18\t \x01(\x0b\x32%.quantized.common.v1.ModelConstraints\x12\x11\n\tproviders\x18\n \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\x0b \x01(\x08*\x91\x01\n\x07Quality\x12\x17\n\x13QUALITY_UNSPECIFIED\x10\x00\x12\x14\n\x10QUALITY_STANDARD\x10\x01\x12\x0e\n\nQUALITY_HD\x10\x02\x12\x0f\n\x0bQUALITY_LOW\x10\x03\x12\x12\n\x0eQUALITY_MEDIUM\x10\x04\x12\x10\n\x0cQUALITY_HIGH\x10\x05\x12\x10\n\x0cQUALITY_AUTO\x10\x06*B\n\x05Style\x12\x15\n\x11STYLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTYLE_VIVID\x10\x01\x12\x11\n\rSTYLE_NATURAL\x10\x02*p\n\nBackground\x12\x1a\n\x16\x42\x41\x43KGROUND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KGROUND_TRANSPARENT\x10\x01\x12\x15\n\x11\x42\x41\x43KGROUND_OPAQUE\x10\x02\x12\x13\n\x0f\x42\x41\x43KGROUND_AUTO\x10\x03*t\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x01\x12\x16\n\x12OUTPUT_FORMAT_JPEG\x10\x02\x12\x16\n\x12OUTPUT_FORMAT_WEBP\x10\x03*Q\n\nModeration\x12\x1a\n\x16MODERATION_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODERATION_AUTO\x10\x01\x12\x12\n\x0eMODERATION_LOW\x10\x02*\x7f\n\tWatermark\x12\x19\n\x15WATERMARK_UNSPECIFIED\x10\x00\x12\x12\n\x0eWATERMARK_NONE\x10\x01\x12\x12\n\x0eWATERMARK_C2PA\x10\x02\x12\x18\n\x14WATERMARK_PROVENANCE\x10\x03\x12\x15\n\x11WATERMARK_SYNTHID\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n quantized/common/v1/images.proto\x12\x13quantized.common.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xdb\x03\n\x10GenerationParams\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x0c\n\x04size\x18\x03 \x01(\t\x12-\n\x07quality\x18\x04 \x01(\x0e\x32\x1c.quantized.common.v1.Quality\x12)\n\x05style\x18\x05 \x01(\x0e\x32\x1a.quantized.common.v1.Style\x12\x33\n\nbackground\x18\x06 \x01(\x0e\x32\x1f.quantized.common.v1.Background\x12\x38\n\routput_format\x18\x07 \x01(\x0e\x32!.quantized.common.v1.OutputFormat\x12\x1f\n\x12output_compression\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x33\n\nmoderation\x18\t \x01(\x0e\x32\x1f.quantized.common.v1.Moderation\x12\x11\n\x04seed\x18\n \x01(\x03H\x01\x88\x01\x01\x12\x1c\n\x0fnegative_prompt\x18\x0b \x01(\tH\x02\x88\x01\x01\x12\x11\n\x04user\x18\x0c \x01(\tH\x03\x88\x01\x01\x42\x15\n\x13_output_compressionB\x07\n\x05_seedB\x12\n\x10_negative_promptB\x07\n\x05_user\"\xdc\x01\n\x0eGeneratedImage\x12\x12\n\nimage_data\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x1b\n\x0erevised_prompt\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x31\n\twatermark\x18\x05 \x01(\x0e\x32\x1e.quantized.common.v1.Watermark\x12\x0f\n\x07\x66lagged\x18\x06 \x01(\x08\x12\x13\n\x0b\x66lag_reason\x18\x07 \x01(\tB\x11\n\x0f_revised_promptB\x07\n\x05_seed\"\xbd\x01\n\rUpstreamUsage\x12\x19\n\x0cinput_tokens\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x17\n\nmegapixels\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\x0f\n\r_total_tokensB\r\n\x0b_megapixels\"\x9a\x01\n\x10ModelConstraints\x12\x12\n\x05max_n\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\r\n\x05sizes\x18\x02 \x03(\t\x12\x16\n\x0equality_values\x18\x03 \x03(\t\x12\r\n\x05notes\x18\x04 \x01(\t\x12\x32\n\nsize_range\x18\x05 \x01(\x0b\x32\x1e.quantized.common.v1.SizeRangeB\x08\n\x06_max_n\"d\n\tSizeRange\x12\x10\n\x08min_side\x18\x01 \x01(\x05\x12\x10\n\x08max_side\x18\x02 \x01(\x05\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12\x11\n\tmax_ratio\x18\x04 \x01(\x01\x12\x12\n\nmax_pixels\x18\x05 \x01(\x03\"\xc0\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\x10\n\x08owned_by\x18\x03 \x01(\t\x12\x1a\n\x12supported_features\x18\x04 \x03(\t\x12\x18\n\x10input_modalities\x18\x05 \x03(\t\x12\x19\n\x11output_modalities\x18\x06 \x03(\t\x12\x31\n\twatermark\x18\x07 \x01(\x0e\x32\x1e.quantized.common.v1.Watermark\x12%\n\x04\x63ost\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12:\n\x0b\x63onstraints\x18\t \x01(\x0b\x32%.quantized.common.v1.ModelConstraints\x12\x11\n\tproviders\x18\n \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\x0b \x01(\x08*\x91\x01\n\x07Quality\x12\x17\n\x13QUALITY_UNSPECIFIED\x10\x00\x12\x14\n\x10QUALITY_STANDARD\x10\x01\x12\x0e\n\nQUALITY_HD\x10\x02\x12\x0f\n\x0bQUALITY_LOW\x10\x03\x12\x12\n\x0eQUALITY_MEDIUM\x10\x04\x12\x10\n\x0cQUALITY_HIGH\x10\x05\x12\x10\n\x0cQUALITY_AUTO\x10\x06*B\n\x05Style\x12\x15\n\x11STYLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTYLE_VIVID\x10\x01\x12\x11\n\rSTYLE_NATURAL\x10\x02*p\n\nBackground\x12\x1a\n\x16\x42\x41\x43KGROUND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KGROUND_TRANSPARENT\x10\x01\x12\x15\n\x11\x42\x41\x43KGROUND_OPAQUE\x10\x02\x12\x13\n\x0f\x42\x41\x43KGROUND_AUTO\x10\x03*t\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x01\x12\x16\n\x12OUTPUT_FORMAT_JPEG\x10\x02\x12\x16\n\x12OUTPUT_FORMAT_WEBP\x10\x03*Q\n\nModeration\x12\x1a\n\x16MODERATION_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODERATION_AUTO\x10\x01\x12\x12\n\x0eMODERATION_LOW\x10\x02*\x7f\n\tWatermark\x12\x19\n\x15WATERMARK_UNSPECIFIED\x10\x00\x12\x12\n\x0eWATERMARK_NONE\x10\x01\x12\x12\n\x0eWATERMARK_C2PA\x10\x02\x12\x18\n\x14WATERMARK_PROVENANCE\x10\x03\x12\x15\n\x11WATERMARK_SYNTHID\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quantized.common.v1.images_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUALITY']._serialized_start=1408
-  _globals['_QUALITY']._serialized_end=1553
-  _globals['_STYLE']._serialized_start=1555
-  _globals['_STYLE']._serialized_end=1621
-  _globals['_BACKGROUND']._serialized_start=1623
-  _globals['_BACKGROUND']._serialized_end=1735
-  _globals['_OUTPUTFORMAT']._serialized_start=1737
-  _globals['_OUTPUTFORMAT']._serialized_end=1853
-  _globals['_MODERATION']._serialized_start=1855
-  _globals['_MODERATION']._serialized_end=1936
-  _globals['_WATERMARK']._serialized_start=1938
-  _globals['_WATERMARK']._serialized_end=2065
+  _globals['_QUALITY']._serialized_start=1563
+  _globals['_QUALITY']._serialized_end=1708
+  _globals['_STYLE']._serialized_start=1710
+  _globals['_STYLE']._serialized_end=1776
+  _globals['_BACKGROUND']._serialized_start=1778
+  _globals['_BACKGROUND']._serialized_end=1890
+  _globals['_OUTPUTFORMAT']._serialized_start=1892
+  _globals['_OUTPUTFORMAT']._serialized_end=2008
+  _globals['_MODERATION']._serialized_start=2010
+  _globals['_MODERATION']._serialized_end=2091
+  _globals['_WATERMARK']._serialized_start=2093
+  _globals['_WATERMARK']._serialized_end=2220
   _globals['_GENERATIONPARAMS']._serialized_start=88
   _globals['_GENERATIONPARAMS']._serialized_end=563
   _globals['_GENERATEDIMAGE']._serialized_start=566
   _globals['_GENERATEDIMAGE']._serialized_end=786
   _globals['_UPSTREAMUSAGE']._serialized_start=789
   _globals['_UPSTREAMUSAGE']._serialized_end=978
-  _globals['_MODELCONSTRAINTS']._serialized_start=980
-  _globals['_MODELCONSTRAINTS']._serialized_end=1082
-  _globals['_MODEL']._serialized_start=1085
-  _globals['_MODEL']._serialized_end=1405
+  _globals['_MODELCONSTRAINTS']._serialized_start=981
+  _globals['_MODELCONSTRAINTS']._serialized_end=1135
+  _globals['_SIZERANGE']._serialized_start=1137
+  _globals['_SIZERANGE']._serialized_end=1237
+  _globals['_MODEL']._serialized_start=1240
+  _globals['_MODEL']._serialized_end=1560
 # @@protoc_insertion_point(module_scope)

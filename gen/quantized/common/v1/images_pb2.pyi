@@ -137,16 +137,32 @@ class UpstreamUsage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., megapixels: _Optional[float] = ...) -> None: ...
 
 class ModelConstraints(_message.Message):
-    __slots__ = ("max_n", "sizes", "quality_values", "notes")
+    __slots__ = ("max_n", "sizes", "quality_values", "notes", "size_range")
     MAX_N_FIELD_NUMBER: _ClassVar[int]
     SIZES_FIELD_NUMBER: _ClassVar[int]
     QUALITY_VALUES_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_RANGE_FIELD_NUMBER: _ClassVar[int]
     max_n: int
     sizes: _containers.RepeatedScalarFieldContainer[str]
     quality_values: _containers.RepeatedScalarFieldContainer[str]
     notes: str
-    def __init__(self, max_n: _Optional[int] = ..., sizes: _Optional[_Iterable[str]] = ..., quality_values: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ...) -> None: ...
+    size_range: SizeRange
+    def __init__(self, max_n: _Optional[int] = ..., sizes: _Optional[_Iterable[str]] = ..., quality_values: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., size_range: _Optional[_Union[SizeRange, _Mapping]] = ...) -> None: ...
+
+class SizeRange(_message.Message):
+    __slots__ = ("min_side", "max_side", "step", "max_ratio", "max_pixels")
+    MIN_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    MAX_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    min_side: int
+    max_side: int
+    step: int
+    max_ratio: float
+    max_pixels: int
+    def __init__(self, min_side: _Optional[int] = ..., max_side: _Optional[int] = ..., step: _Optional[int] = ..., max_ratio: _Optional[float] = ..., max_pixels: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("id", "created", "owned_by", "supported_features", "input_modalities", "output_modalities", "watermark", "cost", "constraints", "providers", "active")

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "params", "request_id", "watermark")
+    __slots__ = ("provider", "model_id", "upstream_model_id", "region", "params", "request_id", "watermark", "adapter", "constraints")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,8 @@ class GenerateRequest(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model_id: str
     upstream_model_id: str
@@ -24,7 +26,9 @@ class GenerateRequest(_message.Message):
     params: _images_pb2.GenerationParams
     request_id: str
     watermark: _images_pb2.Watermark
-    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., params: _Optional[_Union[_images_pb2.GenerationParams, _Mapping]] = ..., request_id: _Optional[str] = ..., watermark: _Optional[_Union[_images_pb2.Watermark, str]] = ...) -> None: ...
+    adapter: str
+    constraints: _images_pb2.ModelConstraints
+    def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., params: _Optional[_Union[_images_pb2.GenerationParams, _Mapping]] = ..., request_id: _Optional[str] = ..., watermark: _Optional[_Union[_images_pb2.Watermark, str]] = ..., adapter: _Optional[str] = ..., constraints: _Optional[_Union[_images_pb2.ModelConstraints, _Mapping]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("created", "images", "usage")

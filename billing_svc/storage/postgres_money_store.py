@@ -1,13 +1,13 @@
-"""The request path on PostgreSQL: Authenticate, Reserve, Settle and Release each
+"""The money path on PostgreSQL: Authenticate, Reserve, Settle and Release each
 as ONE statement sent without BEGIN/COMMIT (a statement is atomic by itself), so
 each costs one round trip instead of four to six. Data-modifying CTEs chain the
-steps; the same ledger rows as the generic path are written (see repository.py).
-The statements go straight to asyncpg (prepared once per connection), and so
-does the explanation of a refusal.
+steps and write the ledger rows listed in money_store.py. The statements go
+straight to asyncpg (prepared once per connection), and so does the explanation
+of a refusal.
 
-Concurrency is the same as in the generic path: the conditional UPDATE of the
-account row takes its row lock, and a waiting writer re-checks the balance
-against the committed row before it debits.
+The conditional UPDATE of the account row takes its row lock, and a waiting
+writer re-checks the balance against the committed row before it debits, so
+concurrent Reserves cannot overdraw.
 
 A Ledger batch runs the same statements, one per operation, in one transaction
 on one connection; the credit-lease operations (Ledger only) run a few
@@ -63,8 +63,7 @@ from billing_svc.storage.leases import (
     request_id_taken,
     spendable,
 )
-from billing_svc.storage.repository import (
-    BillingRepository,
+from billing_svc.storage.money_store import (
     insufficient_credits,
     not_found,
     unclosable_hold,
@@ -456,9 +455,11 @@ async def _lock_rows(conn: asyncpg.Connection, operations: Sequence[LedgerOp]) -
         await conn.fetch(_LOCK_ACCOUNTS.sql, list(account_ids))
 
 
-class PostgresBillingRepository(BillingRepository):
+class PostgresMoneyStore:
+    """The MoneyStore of a PostgreSQL database, on the asyncpg pool of `database`."""
+
     def __init__(self, database: Database, lease_policy: LeasePolicy) -> None:
-        super().__init__(database)
+        self._db = database
         self._lease_policy = lease_policy
 
     async def _fetch_row(self, statement: _Statement,

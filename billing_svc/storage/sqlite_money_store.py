@@ -1,12 +1,12 @@
-"""The request path on a SQLite file: Authenticate, Reserve, Settle and Release,
+"""The money path on a SQLite file: Authenticate, Reserve, Settle and Release,
 and Ledger batches of those and of the credit-lease operations (AcquireLease,
 ExtendLease, Charge, ReturnLease: Ledger only), as short synchronous transactions
 through the standard library driver (see sqlite_transactions.py for why, and for
 how a busy file is waited on).
 
-Reserve, Settle and Release write the rows and raise the errors of the generic
-path (repository.py); only the plumbing is leaner. The lease operations exist
-on the request paths only (storage/leases.py). Every write transaction starts
+The rows written and the errors are those of the PostgreSQL money path (the
+ledger entries are listed in money_store.py; the lease rules in leases.py).
+Every write transaction starts
 with BEGIN IMMEDIATE, so it holds the file's write lock from its first read:
 what it reads (an existing hold, a balance) cannot change before it commits,
 in this process or another one.
@@ -42,7 +42,6 @@ from billing_svc.domain import (
     lease_size,
     new_id,
 )
-from billing_svc.storage.engine import Database
 from billing_svc.storage.leases import (
     LEASE,
     REQUEST,
@@ -55,9 +54,8 @@ from billing_svc.storage.leases import (
     request_id_taken,
     spendable,
 )
-from billing_svc.storage.repository import (
+from billing_svc.storage.money_store import (
     OPEN,
-    BillingRepository,
     insufficient_credits,
     not_found,
     unclosable_hold,
@@ -318,12 +316,10 @@ def _apply_operation(cursor: sqlite3.Cursor, op: LedgerOp, now: datetime,
     return _return_lease(cursor, op, now)
 
 
-class SqliteBillingRepository(BillingRepository):
-    """The generic repository, with the request path on the loop-side connection."""
+class SqliteMoneyStore:
+    """The MoneyStore of a SQLite file, on the loop-side connection."""
 
-    def __init__(self, database: Database, transactions: SqliteTransactions,
-                 lease_policy: LeasePolicy) -> None:
-        super().__init__(database)
+    def __init__(self, transactions: SqliteTransactions, lease_policy: LeasePolicy) -> None:
         self._sqlite = transactions
         self._lease_policy = lease_policy
 
