@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
 
 from quantized_runtime.grpc_engine import prefer_polling_engine
@@ -45,7 +46,7 @@ import grpc  # noqa: E402
 import jwt  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from billing_svc.domain import Usage  # noqa: E402
+from billing_svc.domain import LeasePolicy, Usage  # noqa: E402
 from billing_svc.jwt_verifier import JwtVerifier  # noqa: E402
 from billing_svc.service import Billing  # noqa: E402
 from billing_svc.storage.admin_store import AdminStore  # noqa: E402
@@ -274,7 +275,8 @@ async def domain_pairs_per_second(database_url: str, concurrency: int,
     in this process. Pairs per second and CPU milliseconds per pair (this process)."""
     database = Database(create_engine(database_url, pool_size=concurrency))
     await upgrade_to_head(database.engine)
-    billing = Billing(money_store_for(database), AdminStore(database), JwtVerifier(
+    lease_policy = LeasePolicy(share=Fraction(1, 2), ttl=timedelta(seconds=30))
+    billing = Billing(money_store_for(database, lease_policy), AdminStore(database), JwtVerifier(
         secret=None, public_keys=[], issuer=None, audience=None, leeway_seconds=0),
         timedelta(minutes=8))
     account_ids = [(await billing.create_account(f"domain-{i}", 10**14, False))[0].account_id

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from fractions import Fraction
 
 from quantized_runtime.errors import ServiceError
 
@@ -118,10 +119,106 @@ class ReleaseOp:
     hold_id: str
 
 
-LedgerOp = ReserveOp | SettleOp | ReleaseOp
-# Per operation of a batch: its value (Hold for a Reserve, Closed otherwise) or why
-# it was refused (nothing written for it).
-LedgerOutcome = Hold | Closed | ServiceError
+@dataclass(frozen=True, slots=True)
+class AcquireLeaseOp:
+    """Place a lease: the largest multiple of unit within want and the policy's
+    share of the available balance, if that is at least minimum."""
+
+    account_id: str
+    holder: str
+    request_id: str
+    minimum: int
+    want: int
+    unit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendLeaseOp:
+    """Add to an open lease (sized as AcquireLeaseOp) and give it a new expiry."""
+
+    lease_id: str
+    minimum: int
+    want: int
+    unit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOp:
+    """One request's actual price, from its lease when the lease can take it,
+    otherwise from the balance (a late charge). lease_id may be empty."""
+
+    account_id: str
+    request_id: str
+    lease_id: str
+    amount: int
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnLeaseOp:
+    """Close an open lease, its unspent part back in the balance."""
+
+    lease_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease after AcquireLease or ExtendLease. spendable is credits granted
+    minus credits charged (None for unlimited accounts)."""
+
+    lease_id: str
+    account_id: str
+    amount: int
+    charged: int
+    expires_at: datetime
+    spendable: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Charged:
+    """The outcome of a Charge. repeated: the request id was charged before and
+    this is that first result (nothing written now)."""
+
+    amount: int
+    late: bool
+    spendable: int | None
+    repeated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReturned:
+    returned: int
+    spendable: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeasePolicy:
+    """How large and how long-lived a lease may be (billing's settings)."""
+
+    # Of the available balance, at most this part goes into one lease, so
+    # several edges racing for one account each get some and none gets it all.
+    share: Fraction
+    ttl: timedelta
+
+
+def lease_size(available: int | None, share: Fraction, minimum: int, want: int,
+               unit: int) -> int | None:
+    """What a lease may add: the largest multiple of unit (0 or 1: any amount)
+    that is at most want and at most share of the available balance (None: an
+    unlimited account, no cap), or None when that is less than minimum."""
+    cap = want if available is None else min(want, max(available, 0) * share.numerator
+                                             // share.denominator)
+    step = max(unit, 1)
+    size = cap - cap % step
+    return size if size >= minimum else None
+
+
+LedgerOp = (ReserveOp | SettleOp | ReleaseOp | AcquireLeaseOp | ExtendLeaseOp | ChargeOp
+            | ReturnLeaseOp)
+# Per operation of a batch: its value (Hold for a Reserve, Closed for a Settle or
+# Release, Lease, Charged or LeaseReturned for the lease operations) or why it was
+# refused (nothing written for it).
+LedgerOutcome = Hold | Closed | Lease | Charged | LeaseReturned | ServiceError
 
 
 @dataclass(frozen=True, slots=True)

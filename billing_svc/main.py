@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
+from fractions import Fraction
 
+from billing_svc.domain import LeasePolicy
 from billing_svc.jwt_verifier import JwksError, JwtVerifier, load_jwks
 from billing_svc.reaper import reap_forever
 from billing_svc.service import Billing
@@ -68,7 +70,9 @@ async def start(settings: BillingSettings) -> RunningBilling:
                                       settings.database_pool_size))
     try:
         await upgrade_to_head(database.engine)
-        billing = Billing(money_store_for(database), AdminStore(database), verifier,
+        lease_policy = LeasePolicy(share=Fraction(settings.lease_share),
+                                   ttl=timedelta(seconds=settings.lease_ttl_seconds))
+        billing = Billing(money_store_for(database, lease_policy), AdminStore(database), verifier,
                           timedelta(seconds=settings.hold_ttl_seconds))
         drain = StreamDrain()
         server = await create_server(

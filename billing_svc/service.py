@@ -4,6 +4,7 @@ lifetimes. Storage is behind MoneyStore (the request path) and AdminStore
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -17,8 +18,12 @@ from billing_svc.domain import (
     RECENT_USAGE_LIMIT,
     Account,
     AccountView,
+    AcquireLeaseOp,
     ApiKeyInfo,
+    ChargeOp,
+    Charged,
     Closed,
+    ExtendLeaseOp,
     Hold,
     Identity,
     IssuedKey,
@@ -26,6 +31,7 @@ from billing_svc.domain import (
     LedgerOutcome,
     ReleaseOp,
     ReserveOp,
+    ReturnLeaseOp,
     SettleOp,
     Usage,
     new_id,
@@ -36,11 +42,15 @@ from billing_svc.storage.money_store import MoneyStore
 from quantized_runtime.clock import utc_now
 from quantized_runtime.errors import Reason, ServiceError
 
+log = logging.getLogger("quantized.billing.leases")
+
 # Longer than any real key or JWT we accept; bounds the work an attacker can cause.
 MAX_TOKEN_LENGTH = 8192
 # Usage labels are descriptive; an over-long one is cut rather than failing a
 # settlement for an image that was already generated.
 USAGE_LABEL_LIMITS = {"model_id": 200, "provider": 64, "user": 256}
+# The holds.holder column.
+MAX_HOLDER_LENGTH = 200
 
 
 def _invalid(field: str, message: str) -> ServiceError:
@@ -79,13 +89,17 @@ def _check_usage(usage: Usage) -> Usage:
                  megapixels=usage.megapixels, user=user)
 
 
+def _require_request_id(value: str) -> str:
+    request_id = _require_id(value, "request_id")
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise _invalid("request_id", f"request_id is longer than {MAX_REQUEST_ID_LENGTH}")
+    return request_id
+
+
 def _checked_reserve(op: ReserveOp) -> ReserveOp:
     account_id = _require_id(op.account_id, "account_id")
     _check_amount(op.amount, "amount_micro_credits", allow_zero=True)
-    request_id = _require_id(op.request_id, "request_id")
-    if len(request_id) > MAX_REQUEST_ID_LENGTH:
-        raise _invalid("request_id", f"request_id is longer than {MAX_REQUEST_ID_LENGTH}")
-    return ReserveOp(account_id, op.amount, request_id)
+    return ReserveOp(account_id, op.amount, _require_request_id(op.request_id))
 
 
 def _checked_settle(op: SettleOp) -> SettleOp:
@@ -98,13 +112,57 @@ def _checked_release(op: ReleaseOp) -> ReleaseOp:
     return ReleaseOp(_require_id(op.hold_id, "hold_id"))
 
 
+def _check_lease_size(minimum: int, want: int, unit: int) -> None:
+    _check_amount(minimum, "min_micro_credits", allow_zero=True)
+    _check_amount(want, "want_micro_credits", allow_zero=True)
+    _check_amount(unit, "unit_micro_credits", allow_zero=True)
+    if want < minimum:
+        raise _invalid("want_micro_credits",
+                       f"want_micro_credits ({want}) is less than min_micro_credits ({minimum})")
+
+
+def _checked_acquire_lease(op: AcquireLeaseOp) -> AcquireLeaseOp:
+    account_id = _require_id(op.account_id, "account_id")
+    holder = op.holder.strip()
+    if len(holder) > MAX_HOLDER_LENGTH:
+        raise _invalid("holder", f"holder is longer than {MAX_HOLDER_LENGTH}")
+    _check_lease_size(op.minimum, op.want, op.unit)
+    return AcquireLeaseOp(account_id, holder, _require_request_id(op.request_id), op.minimum,
+                          op.want, op.unit)
+
+
+def _checked_extend_lease(op: ExtendLeaseOp) -> ExtendLeaseOp:
+    lease_id = _require_id(op.lease_id, "lease_id")
+    _check_lease_size(op.minimum, op.want, op.unit)
+    return ExtendLeaseOp(lease_id, op.minimum, op.want, op.unit)
+
+
+def _checked_charge(op: ChargeOp) -> ChargeOp:
+    account_id = _require_id(op.account_id, "account_id")
+    _check_amount(op.amount, "amount_micro_credits", allow_zero=True)
+    return ChargeOp(account_id, _require_request_id(op.request_id), op.lease_id.strip(),
+                    op.amount, _check_usage(op.usage))
+
+
+def _checked_return_lease(op: ReturnLeaseOp) -> ReturnLeaseOp:
+    return ReturnLeaseOp(_require_id(op.lease_id, "lease_id"))
+
+
 def _checked(op: LedgerOp) -> LedgerOp:
     """The operation as storage takes it, or the ServiceError its unary call raises."""
     if isinstance(op, ReserveOp):
         return _checked_reserve(op)
     if isinstance(op, SettleOp):
         return _checked_settle(op)
-    return _checked_release(op)
+    if isinstance(op, ReleaseOp):
+        return _checked_release(op)
+    if isinstance(op, AcquireLeaseOp):
+        return _checked_acquire_lease(op)
+    if isinstance(op, ExtendLeaseOp):
+        return _checked_extend_lease(op)
+    if isinstance(op, ChargeOp):
+        return _checked_charge(op)
+    return _checked_return_lease(op)
 
 
 def _amount_conflict(op: ReserveOp, hold: Hold) -> ServiceError | None:
@@ -124,6 +182,10 @@ class Billing:
         self._jwt = jwt_verifier
         self._hold_ttl = hold_ttl
         self._clock = clock
+        # Charges applied to a balance because their lease could not take them
+        # (closed, expired, short, or another account's), since start; each one
+        # is also logged. For a metrics exporter to read.
+        self.late_charges = 0
 
     # Request path
 
@@ -163,8 +225,8 @@ class Billing:
         return await self._money.release(op.hold_id, self._clock())
 
     async def apply_batch(self, operations: Sequence[LedgerOp]) -> list[LedgerOutcome]:
-        """Reserves, Settles and Releases in one storage transaction, one outcome per
-        operation, in order. Each operation is checked as its unary call is; one
+        """Reserves, Settles, Releases and the lease operations in one storage
+        transaction, one outcome per operation, in order. Each operation is checked as its unary call is; one
         that fails its checks gets that error and never reaches storage. Storage
         applies the rest in order, so an operation sees the batch's earlier ones
         (two Reserves on one account draw on one balance)."""
@@ -182,9 +244,22 @@ class Billing:
             for (index, op), outcome in zip(accepted, stored, strict=True):
                 if isinstance(op, ReserveOp) and isinstance(outcome, Hold):
                     outcome = _amount_conflict(op, outcome) or outcome
+                if isinstance(op, ChargeOp) and isinstance(outcome, Charged):
+                    self._note_late_charge(op, outcome)
                 outcomes[index] = outcome
         # Every slot was filled above: by its refusal or by storage's outcome.
         return cast(list[LedgerOutcome], outcomes)
+
+    def _note_late_charge(self, op: ChargeOp, charged: Charged) -> None:
+        """Count and log a late charge once: its repeats wrote nothing."""
+        if not charged.late or charged.repeated:
+            return
+        self.late_charges += 1
+        log.warning("late charge applied to the balance", extra={"fields": {
+            "account_id": op.account_id, "lease_id": op.lease_id,
+            "charge_request_id": op.request_id, "micro_credits": charged.amount,
+            "spendable_micro_credits": charged.spendable,
+            "late_charges_total": self.late_charges}})
 
     async def expire_due_holds(self, batch_size: int) -> int:
         return await self._admin.expire_due_holds(self._clock(), batch_size)

@@ -15,13 +15,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from billing_svc.domain import (
     Account,
+    AcquireLeaseOp,
     ApiKeyInfo,
+    ChargeOp,
+    Charged,
     Closed,
+    ExtendLeaseOp,
     Hold,
+    Lease,
+    LeaseReturned,
     LedgerOp,
     LedgerOutcome,
     ReleaseOp,
     ReserveOp,
+    ReturnLeaseOp,
     SettleOp,
     Usage,
     UsageEntry,
@@ -100,8 +107,24 @@ def _operation(message: billing_pb2.LedgerOperation) -> LedgerOp | ServiceError:
                         _usage_from_proto(settle.usage))
     if kind == "release":
         return ReleaseOp(message.release.hold_id)
+    if kind == "acquire_lease":
+        acquire = message.acquire_lease
+        return AcquireLeaseOp(acquire.account_id, acquire.holder, acquire.request_id,
+                              acquire.min_micro_credits, acquire.want_micro_credits,
+                              acquire.unit_micro_credits)
+    if kind == "extend_lease":
+        extend = message.extend_lease
+        return ExtendLeaseOp(extend.lease_id, extend.min_micro_credits,
+                             extend.want_micro_credits, extend.unit_micro_credits)
+    if kind == "charge":
+        charge = message.charge
+        return ChargeOp(charge.account_id, charge.request_id, charge.lease_id,
+                        charge.amount_micro_credits, _usage_from_proto(charge.usage))
+    if kind == "return_lease":
+        return ReturnLeaseOp(message.return_lease.lease_id)
     return ServiceError(Reason.INVALID_REQUEST,
-                        "operation is required: one of reserve, settle or release",
+                        "operation is required: one of reserve, settle, release, "
+                        "acquire_lease, extend_lease, charge or return_lease",
                         field="operation")
 
 
@@ -118,11 +141,30 @@ def _release_response(closed: Closed) -> billing_pb2.ReleaseResponse:
     return billing_pb2.ReleaseResponse(balance_micro_credits=closed.balance)
 
 
+def _lease_response(lease: Lease) -> billing_pb2.LeaseResponse:
+    return billing_pb2.LeaseResponse(
+        lease_id=lease.lease_id, amount_micro_credits=lease.amount,
+        charged_micro_credits=lease.charged, expires_at=_timestamp(lease.expires_at),
+        spendable_micro_credits=lease.spendable)
+
+
 def _result(op: LedgerOp, outcome: LedgerOutcome) -> billing_pb2.LedgerResult:
     if isinstance(outcome, ServiceError):
         return billing_pb2.LedgerResult(error=to_call_error(outcome))
     if isinstance(outcome, Hold):
         return billing_pb2.LedgerResult(reserve=_reserve_response(outcome))
+    if isinstance(outcome, Lease):
+        if isinstance(op, ExtendLeaseOp):
+            return billing_pb2.LedgerResult(extend_lease=_lease_response(outcome))
+        return billing_pb2.LedgerResult(acquire_lease=_lease_response(outcome))
+    if isinstance(outcome, Charged):
+        return billing_pb2.LedgerResult(charge=billing_pb2.ChargeResponse(
+            charged_micro_credits=outcome.amount, late=outcome.late,
+            spendable_micro_credits=outcome.spendable))
+    if isinstance(outcome, LeaseReturned):
+        return billing_pb2.LedgerResult(return_lease=billing_pb2.ReturnLeaseResponse(
+            returned_micro_credits=outcome.returned,
+            spendable_micro_credits=outcome.spendable))
     if isinstance(op, SettleOp):
         return billing_pb2.LedgerResult(settle=_settle_response(outcome))
     return billing_pb2.LedgerResult(release=_release_response(outcome))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -16,6 +17,9 @@ from quantized_runtime.settings import ServiceSettings
 # find its hold reaped.
 DEFAULT_HOLD_TTL_SECONDS = 480.0
 MIN_HMAC_SECRET_BYTES = 32
+# An edge renews its lease in the background well before this; a crashed edge's
+# unspent credits come back within it (plus a reaper interval).
+DEFAULT_LEASE_TTL_SECONDS = 30.0
 
 
 class BillingSettings(ServiceSettings):
@@ -44,6 +48,10 @@ class BillingSettings(ServiceSettings):
         validation_alias="QUANTIZED_JWT_LEEWAY_SECONDS")
     hold_ttl_seconds: float = Field(default=DEFAULT_HOLD_TTL_SECONDS, gt=0)
     reaper_interval_seconds: float = Field(default=30.0, gt=0)
+    # The most of an account's available balance one lease may take. A decimal,
+    # so the share of a balance is computed exactly.
+    lease_share: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)
+    lease_ttl_seconds: float = Field(default=DEFAULT_LEASE_TTL_SECONDS, gt=0)
     database_pool_size: int = Field(default=10, ge=1, le=100)
 
     @field_validator("database_url")

@@ -14,7 +14,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -149,7 +149,8 @@ class AdminStore:
     # Reaping
 
     async def expire_due_holds(self, now: datetime, batch_size: int) -> int:
-        """Close up to batch_size expired open holds, returning their credits."""
+        """Close up to batch_size expired open holds and leases, returning what
+        they hold unspent (a request hold: all of it; a lease: amount - charged)."""
         async with self._db.write() as conn:
             due = (select(holds.c.id)
                    .where(holds.c.status == OPEN, holds.c.expires_at <= now)
@@ -158,18 +159,21 @@ class AdminStore:
             expired = (await conn.execute(
                 update(holds)
                 .where(holds.c.id.in_(due.scalar_subquery()), holds.c.status == OPEN)
-                .values(status="expired", closed_at=now, charged=0)
-                .returning(holds.c.id, holds.c.account_id, holds.c.amount))).all()
+                # A request hold's charged is NULL while open; a lease's is kept.
+                .values(status="expired", closed_at=now,
+                        charged=func.coalesce(holds.c.charged, 0))
+                .returning(holds.c.id, holds.c.account_id,
+                           (holds.c.amount - holds.c.charged).label("unspent")))).all()
             per_account: dict[str, int] = defaultdict(int)
             for row in expired:
-                per_account[row.account_id] += row.amount
+                per_account[row.account_id] += row.unspent
             # Accounts in a fixed order, so two reapers can never deadlock.
             for account_id in sorted(per_account):
                 total = per_account[account_id]
                 await conn.execute(_CREDIT_EXPIRED, {"account_id": account_id, "amount": total})
             if expired:
                 await conn.execute(_INSERT_LEDGER, [
-                    {"account_id": row.account_id, "kind": "expire", "amount": row.amount,
+                    {"account_id": row.account_id, "kind": "expire", "amount": row.unspent,
                      "hold_id": row.id, "created_at": now} for row in expired])
             return len(expired)
 

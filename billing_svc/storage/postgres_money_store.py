@@ -10,7 +10,8 @@ writer re-checks the balance against the committed row before it debits, so
 concurrent Reserves cannot overdraw.
 
 A Ledger batch runs the same statements, one per operation, in one transaction
-on one connection. Its row locks last until its commit, so it first locks every
+on one connection; the credit-lease operations (Ledger only) run a few
+statements each on rows the batch has locked. Its row locks last until its commit, so it first locks every
 hold it closes and then every account it touches, each set in id order: two
 batches (or a batch and the reaper, or a unary call) then never wait for each
 other in a circle. A refused operation's statement changed nothing, so the
@@ -29,17 +30,39 @@ from typing import Any
 import asyncpg
 
 from billing_svc.domain import (
+    AcquireLeaseOp,
+    ChargeOp,
+    Charged,
     Closed,
+    ExtendLeaseOp,
     Hold,
     Identity,
+    Lease,
+    LeasePolicy,
+    LeaseReturned,
     LedgerOp,
     LedgerOutcome,
     ReleaseOp,
     ReserveOp,
+    ReturnLeaseOp,
+    SettleOp,
     Usage,
+    lease_size,
     new_id,
 )
 from billing_svc.storage.engine import Database
+from billing_svc.storage.leases import (
+    LEASE,
+    REQUEST,
+    LeaseState,
+    charged_late,
+    lease_given_as_hold,
+    lease_refused,
+    lease_takes_charge,
+    open_lease_refusal,
+    request_id_taken,
+    spendable,
+)
 from billing_svc.storage.money_store import (
     insufficient_credits,
     not_found,
@@ -125,8 +148,8 @@ WITH closed AS (
     UPDATE holds
        SET status = '{status}', charged = CAST(:charged AS BIGINT),
            closed_at = CAST(:now AS TIMESTAMPTZ)
-     WHERE id = :hold_id AND status = 'open' AND expires_at > CAST(:now AS TIMESTAMPTZ)
-           {charge_condition}
+     WHERE id = :hold_id AND kind = 'request' AND status = 'open'
+           AND expires_at > CAST(:now AS TIMESTAMPTZ) {charge_condition}
     RETURNING id, account_id, amount, request_id
 ), credited AS (
     UPDATE accounts a
@@ -150,10 +173,51 @@ _RELEASE = _close_statement("released", "release", with_usage=False)
 
 # Why nothing was written: read after a statement that returned no row.
 _HOLD_FOR_REQUEST = _Statement(
-    "SELECT id, amount, expires_at FROM holds "
+    "SELECT id, kind, amount, charged, expires_at FROM holds "
     "WHERE account_id = :account_id AND request_id = :request_id")
 _ACCOUNT_BALANCE = _Statement("SELECT balance FROM accounts WHERE id = :account_id")
-_HOLD_STATE = _Statement("SELECT status, expires_at, amount FROM holds WHERE id = :hold_id")
+_HOLD_STATE = _Statement(
+    "SELECT account_id, kind, status, amount, charged, expires_at FROM holds WHERE id = :hold_id")
+
+# Credit leases (storage/leases.py): only in batches, whose rows are locked up
+# front, so each operation reads what it decides on and then writes.
+_ACCOUNT_MONEY = _Statement("SELECT balance, held, unlimited FROM accounts WHERE id = :account_id")
+_MOVE_CREDITS = _Statement("""
+UPDATE accounts SET balance = balance + CAST(:to_balance AS BIGINT),
+                    held = held + CAST(:to_held AS BIGINT)
+ WHERE id = :account_id
+RETURNING balance, held, unlimited
+""")
+_INSERT_LEASE = _Statement("""
+INSERT INTO holds (id, account_id, request_id, kind, holder, amount, status, charged,
+                   created_at, expires_at)
+VALUES (:lease_id, :account_id, :request_id, 'lease', :holder, CAST(:amount AS BIGINT), 'open',
+        0, CAST(:now AS TIMESTAMPTZ), CAST(:expires_at AS TIMESTAMPTZ))
+""")
+_INSERT_LEDGER = _Statement("""
+INSERT INTO ledger (account_id, kind, amount, hold_id, created_at)
+VALUES (:account_id, :kind, CAST(:amount AS BIGINT), :hold_id, CAST(:now AS TIMESTAMPTZ))
+""")
+_GROW_LEASE = _Statement(
+    "UPDATE holds SET amount = amount + CAST(:amount AS BIGINT), "
+    "expires_at = CAST(:expires_at AS TIMESTAMPTZ) WHERE id = :lease_id")
+_SPEND_LEASE = _Statement(
+    "UPDATE holds SET charged = charged + CAST(:amount AS BIGINT) WHERE id = :lease_id")
+_RETURN_LEASE = _Statement(
+    "UPDATE holds SET status = 'released', closed_at = CAST(:now AS TIMESTAMPTZ) "
+    "WHERE id = :lease_id")
+_USAGE_FOR_REQUEST = _Statement(
+    "SELECT credits, late FROM usage_records "
+    "WHERE account_id = :account_id AND request_id = :request_id")
+_INSERT_CHARGE_USAGE = _Statement("""
+INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images,
+                           input_tokens, output_tokens, total_tokens, megapixels, credits,
+                           end_user, late, created_at)
+VALUES (:account_id, :hold_id, :request_id, :model_id, :provider, CAST(:images AS INTEGER),
+        CAST(:input_tokens AS BIGINT), CAST(:output_tokens AS BIGINT),
+        CAST(:total_tokens AS BIGINT), CAST(:megapixels AS DOUBLE PRECISION),
+        CAST(:amount AS BIGINT), :end_user, :late, CAST(:now AS TIMESTAMPTZ))
+""")
 
 # A batch's locks, taken up front in one global order (byte order of the ids, as
 # the reaper sorts its accounts). NO KEY UPDATE is the lock the UPDATEs take
@@ -188,6 +252,8 @@ async def _existing_hold_or_refusal(conn: asyncpg.Connection, account_id: str, a
     existing = await _fetch_row(conn, _HOLD_FOR_REQUEST,
                                 {"account_id": account_id, "request_id": request_id})
     if existing is not None:
+        if existing["kind"] != REQUEST:
+            raise request_id_taken(request_id, existing["kind"])
         return Hold(existing["id"], account_id, request_id, existing["amount"],
                     existing["expires_at"])
     account = await _fetch_row(conn, _ACCOUNT_BALANCE, {"account_id": account_id})
@@ -213,24 +279,175 @@ async def _close_hold(conn: asyncpg.Connection, hold_id: str, charged: int,
     state = await _fetch_row(conn, _HOLD_STATE, {"hold_id": hold_id})
     if state is None:
         raise not_found("hold", hold_id)
+    if state["kind"] != REQUEST:
+        raise lease_given_as_hold(hold_id)
     raise unclosable_hold(hold_id, state["status"], state["expires_at"], state["amount"],
                           now, charged)
 
 
+async def _account_money(conn: asyncpg.Connection, account_id: str) -> asyncpg.Record:
+    account = await _fetch_row(conn, _ACCOUNT_MONEY, {"account_id": account_id})
+    if account is None:
+        raise not_found("account", account_id)
+    return account
+
+
+async def _move_credits(conn: asyncpg.Connection, account_id: str, to_balance: int,
+                        to_held: int) -> asyncpg.Record | None:
+    """The account's balance, held and unlimited after the move; None when unknown."""
+    return await _fetch_row(conn, _MOVE_CREDITS, {
+        "account_id": account_id, "to_balance": to_balance, "to_held": to_held})
+
+
+def _spendable(account: asyncpg.Record) -> int | None:
+    return spendable(account["balance"], account["held"], account["unlimited"])
+
+
+async def _write_ledger(conn: asyncpg.Connection, account_id: str, kind: str, amount: int,
+                        hold_id: str | None, now: datetime) -> None:
+    await conn.execute(_INSERT_LEDGER.sql, *_INSERT_LEDGER.arguments({
+        "account_id": account_id, "kind": kind, "amount": amount, "hold_id": hold_id,
+        "now": now}))
+
+
+async def _lease_state(conn: asyncpg.Connection, lease_id: str) -> LeaseState | None:
+    row = await _fetch_row(conn, _HOLD_STATE, {"hold_id": lease_id})
+    if row is None:
+        return None
+    return LeaseState(row["account_id"], row["kind"], row["status"], row["amount"],
+                      row["charged"] or 0, row["expires_at"])
+
+
+async def _open_lease(conn: asyncpg.Connection, lease_id: str, now: datetime) -> LeaseState:
+    state = await _lease_state(conn, lease_id)
+    refusal = open_lease_refusal(lease_id, state, now)
+    if refusal is not None:
+        raise refusal
+    assert state is not None
+    return state
+
+
+async def _acquire_lease(conn: asyncpg.Connection, op: AcquireLeaseOp, policy: LeasePolicy,
+                         now: datetime) -> Lease:
+    existing = await _fetch_row(conn, _HOLD_FOR_REQUEST,
+                                {"account_id": op.account_id, "request_id": op.request_id})
+    if existing is not None:
+        if existing["kind"] != LEASE:
+            raise request_id_taken(op.request_id, existing["kind"])
+        account = await _account_money(conn, op.account_id)
+        return Lease(existing["id"], op.account_id, existing["amount"], existing["charged"],
+                     existing["expires_at"], _spendable(account))
+    account = await _account_money(conn, op.account_id)
+    size = lease_size(None if account["unlimited"] else account["balance"], policy.share,
+                      op.minimum, op.want, op.unit)
+    if size is None:
+        raise lease_refused(op.minimum, account["balance"], policy.share)
+    lease_id, expires_at = new_id("lease"), now + policy.ttl
+    await conn.execute(_INSERT_LEASE.sql, *_INSERT_LEASE.arguments({
+        "lease_id": lease_id, "account_id": op.account_id, "request_id": op.request_id,
+        "holder": op.holder or None, "amount": size, "now": now, "expires_at": expires_at}))
+    await _write_ledger(conn, op.account_id, "hold", -size, lease_id, now)
+    after = await _move_credits(conn, op.account_id, -size, size)
+    assert after is not None
+    return Lease(lease_id, op.account_id, size, 0, expires_at, _spendable(after))
+
+
+async def _extend_lease(conn: asyncpg.Connection, op: ExtendLeaseOp, policy: LeasePolicy,
+                        now: datetime) -> Lease:
+    lease = await _open_lease(conn, op.lease_id, now)
+    account = await _account_money(conn, lease.account_id)
+    size = lease_size(None if account["unlimited"] else account["balance"], policy.share,
+                      op.minimum, op.want, op.unit)
+    if size is None:
+        raise lease_refused(op.minimum, account["balance"], policy.share)
+    expires_at = now + policy.ttl
+    await conn.execute(_GROW_LEASE.sql, *_GROW_LEASE.arguments({
+        "amount": size, "expires_at": expires_at, "lease_id": op.lease_id}))
+    if size:
+        await _write_ledger(conn, lease.account_id, "hold", -size, op.lease_id, now)
+    after = await _move_credits(conn, lease.account_id, -size, size)
+    assert after is not None
+    return Lease(op.lease_id, lease.account_id, lease.amount + size, lease.charged, expires_at,
+                 _spendable(after))
+
+
+async def _charge(conn: asyncpg.Connection, op: ChargeOp, now: datetime) -> Charged:
+    first = await _fetch_row(conn, _USAGE_FOR_REQUEST,
+                             {"account_id": op.account_id, "request_id": op.request_id})
+    if first is not None:
+        account = await _account_money(conn, op.account_id)
+        return Charged(first["credits"], first["late"], _spendable(account), repeated=True)
+    lease = await _lease_state(conn, op.lease_id) if op.lease_id else None
+    from_lease = lease_takes_charge(lease, op.account_id, op.amount, now)
+    if from_lease:
+        await conn.execute(_SPEND_LEASE.sql, *_SPEND_LEASE.arguments(
+            {"amount": op.amount, "lease_id": op.lease_id}))
+        after = await _move_credits(conn, op.account_id, 0, -op.amount)
+    else:
+        after = await _move_credits(conn, op.account_id, -op.amount, 0)
+    if after is None:
+        raise not_found("account", op.account_id)
+    late = charged_late(from_lease, op, unlimited=after["unlimited"])
+    if not from_lease and op.amount:
+        await _write_ledger(conn, op.account_id, "charge", -op.amount, None, now)
+    usage = op.usage
+    await conn.execute(_INSERT_CHARGE_USAGE.sql, *_INSERT_CHARGE_USAGE.arguments({
+        "account_id": op.account_id, "hold_id": op.lease_id if from_lease else None,
+        "request_id": op.request_id, "model_id": usage.model_id, "provider": usage.provider,
+        "images": usage.images, "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
+        "megapixels": usage.megapixels, "amount": op.amount, "end_user": usage.user,
+        "late": late, "now": now}))
+    return Charged(op.amount, late, _spendable(after), repeated=False)
+
+
+async def _return_lease(conn: asyncpg.Connection, op: ReturnLeaseOp,
+                        now: datetime) -> LeaseReturned:
+    lease = await _open_lease(conn, op.lease_id, now)
+    await conn.execute(_RETURN_LEASE.sql, *_RETURN_LEASE.arguments(
+        {"now": now, "lease_id": op.lease_id}))
+    await _write_ledger(conn, lease.account_id, "release", lease.unspent, op.lease_id, now)
+    after = await _move_credits(conn, lease.account_id, lease.unspent, -lease.unspent)
+    assert after is not None
+    return LeaseReturned(lease.unspent, _spendable(after))
+
+
 async def _apply_operation(conn: asyncpg.Connection, op: LedgerOp, now: datetime,
-                           expires_at: datetime) -> Hold | Closed:
+                           expires_at: datetime, policy: LeasePolicy,
+                           ) -> Hold | Closed | Lease | Charged | LeaseReturned:
     if isinstance(op, ReserveOp):
         return await _place_hold(conn, op.account_id, op.amount, op.request_id, now,
                                  expires_at)
     if isinstance(op, ReleaseOp):
         return await _close_hold(conn, op.hold_id, 0, None, now)
-    return await _close_hold(conn, op.hold_id, op.amount, op.usage, now)
+    if isinstance(op, SettleOp):
+        return await _close_hold(conn, op.hold_id, op.amount, op.usage, now)
+    if isinstance(op, AcquireLeaseOp):
+        return await _acquire_lease(conn, op, policy, now)
+    if isinstance(op, ExtendLeaseOp):
+        return await _extend_lease(conn, op, policy, now)
+    if isinstance(op, ChargeOp):
+        return await _charge(conn, op, now)
+    return await _return_lease(conn, op, now)
+
+
+def _rows_to_lock(op: LedgerOp) -> tuple[str | None, str | None]:
+    """The hold (or lease) and the account an operation writes, as far as the
+    operation names them; a hold's own account is found when it is locked."""
+    if isinstance(op, ReserveOp | AcquireLeaseOp):
+        return None, op.account_id
+    if isinstance(op, ChargeOp):
+        return op.lease_id or None, op.account_id
+    if isinstance(op, SettleOp | ReleaseOp):
+        return op.hold_id, None
+    return op.lease_id, None
 
 
 async def _lock_rows(conn: asyncpg.Connection, operations: Sequence[LedgerOp]) -> None:
-    """Every hold the batch closes, then every account it debits or credits."""
-    account_ids = {op.account_id for op in operations if isinstance(op, ReserveOp)}
-    hold_ids = list({op.hold_id for op in operations if not isinstance(op, ReserveOp)})
+    """Every hold the batch closes or spends, then every account it debits or credits."""
+    named = [_rows_to_lock(op) for op in operations]
+    account_ids = {account_id for _, account_id in named if account_id is not None}
+    hold_ids = list({hold_id for hold_id, _ in named if hold_id is not None})
     if hold_ids:
         closing = await conn.fetch(_LOCK_HOLDS.sql, hold_ids)
         account_ids.update(row["account_id"] for row in closing)
@@ -241,8 +458,9 @@ async def _lock_rows(conn: asyncpg.Connection, operations: Sequence[LedgerOp]) -
 class PostgresMoneyStore:
     """The MoneyStore of a PostgreSQL database, on the asyncpg pool of `database`."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, lease_policy: LeasePolicy) -> None:
         self._db = database
+        self._lease_policy = lease_policy
 
     async def _fetch_row(self, statement: _Statement,
                          params: dict[str, Any]) -> asyncpg.Record | None:
@@ -293,7 +511,8 @@ class PostgresMoneyStore:
                     outcomes: list[LedgerOutcome] = []
                     for op in operations:
                         try:
-                            outcomes.append(await _apply_operation(conn, op, now, expires_at))
+                            outcomes.append(await _apply_operation(
+                                conn, op, now, expires_at, self._lease_policy))
                         except ServiceError as refusal:
                             outcomes.append(refusal)
                     return outcomes

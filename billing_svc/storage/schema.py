@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -71,14 +72,16 @@ accounts = Table(
     Column("id", String(ID_LENGTH), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("unlimited", Boolean, nullable=False),
-    # Available credits: the sum of the account's ledger rows. Open holds are
-    # already subtracted.
+    # Available credits: the sum of the account's ledger rows. Open holds and the
+    # unspent part of open leases are already subtracted.
     Column("balance", BigInteger, nullable=False),
-    # The total of open holds, kept beside the balance so a read needs no sum.
+    # The total of open holds and of the unspent part of open leases, kept beside
+    # the balance so a read needs no sum.
     Column("held", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
-    # The last line of defence against an overdraft: limited accounts never go negative.
-    CheckConstraint("unlimited OR balance >= 0", name="balance_covers_limited"),
+    # No check keeps a limited balance at zero or above: a late charge (a lease's
+    # charge that arrived after the lease closed) is applied, never dropped, and
+    # may take it below zero. Reserve and AcquireLease debit only what is there.
     CheckConstraint("held >= 0", name="held_not_negative"),
 )
 
@@ -99,9 +102,17 @@ holds = Table(
     Column("id", String(ID_LENGTH), primary_key=True),
     Column("account_id", String(ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
     Column("request_id", String(200), nullable=False),
+    # request: one request's worst case (Reserve, then Settle or Release);
+    # lease: credits an edge spends down with Charges (docs/billing.md).
+    Column("kind", String(16), nullable=False, server_default="request"),
+    # The edge instance holding a lease, for audit; NULL for request holds.
+    Column("holder", String(200), nullable=True),
+    # Everything set aside: a lease's acquisition plus its extensions.
     Column("amount", BigInteger, nullable=False),
-    # open -> settled | released | expired; the last three are final.
+    # open -> settled | released | expired; the last three are final. A lease
+    # is never settled: it is released (returned) or expires.
     Column("status", String(16), nullable=False),
+    # A request hold's: NULL until it closes. A lease's: charged so far, from 0.
     Column("charged", BigInteger, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
@@ -112,6 +123,7 @@ holds = Table(
     CheckConstraint("charged IS NULL OR (charged >= 0 AND charged <= amount)",
                     name="charged_within_hold"),
     CheckConstraint("status IN ('open', 'settled', 'released', 'expired')", name="known_status"),
+    CheckConstraint("kind IN ('request', 'lease')", name="known_kind"),
     Index("ix_holds_status_expires_at", "status", "expires_at"),
 )
 
@@ -119,13 +131,13 @@ ledger = Table(
     "ledger", metadata,
     Column("id", RowId, primary_key=True, autoincrement=True),
     Column("account_id", String(ID_LENGTH), ForeignKey("accounts.id"), nullable=False, index=True),
-    # grant | hold | settle | release | expire (see docs/billing.md).
+    # grant | hold | settle | release | expire | charge (see docs/billing.md).
     Column("kind", String(16), nullable=False),
     # Signed: credits into (+) or out of (-) the account's available balance.
     Column("amount", BigInteger, nullable=False),
     Column("hold_id", String(ID_LENGTH), ForeignKey("holds.id"), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
-    CheckConstraint("kind IN ('grant', 'hold', 'settle', 'release', 'expire')",
+    CheckConstraint("kind IN ('grant', 'hold', 'settle', 'release', 'expire', 'charge')",
                     name="known_kind"),
 )
 
@@ -133,7 +145,9 @@ usage_records = Table(
     "usage_records", metadata,
     Column("id", RowId, primary_key=True, autoincrement=True),
     Column("account_id", String(ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
-    Column("hold_id", String(ID_LENGTH), ForeignKey("holds.id"), nullable=False, unique=True),
+    # The settled hold, or the lease a Charge was taken from; NULL for a Charge
+    # taken from the balance (an unlimited account's, or a late one).
+    Column("hold_id", String(ID_LENGTH), ForeignKey("holds.id"), nullable=True),
     Column("request_id", String(200), nullable=False),
     Column("model_id", String(200), nullable=False),
     Column("provider", String(64), nullable=False),
@@ -145,6 +159,10 @@ usage_records = Table(
     Column("megapixels", Float, nullable=True),
     Column("credits", BigInteger, nullable=False),
     Column("end_user", String(256), nullable=True),
+    # A Charge its lease could not take, applied to the balance instead.
+    Column("late", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
+    # One record per request: a Settle's, or a Charge's (a repeated Charge finds it).
+    UniqueConstraint("account_id", "request_id"),
     Index("ix_usage_records_account_id_created_at", "account_id", "created_at"),
 )

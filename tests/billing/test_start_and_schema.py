@@ -8,17 +8,22 @@ import asyncio
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from billing_svc.main import RunningBilling, start
 from billing_svc.settings import BillingSettings
+from billing_svc.storage.engine import Database, create_engine
+from billing_svc.storage.migrate import alembic_config, upgrade_to_head
 from billing_svc.storage.schema import metadata
 from quantized_runtime.settings import SettingsError, load_settings
 
@@ -50,6 +55,9 @@ def test_the_service_process_refuses_to_start_without_admin_token(tmp_path) -> N
     ("QUANTIZED_ADMIN_TOKEN", "   "),
     ("QUANTIZED_JWT_SECRET", "too-short"),
     ("QUANTIZED_BILLING_HOLD_TTL_SECONDS", "0"),
+    ("QUANTIZED_BILLING_LEASE_SHARE", "0"),
+    ("QUANTIZED_BILLING_LEASE_SHARE", "1.5"),
+    ("QUANTIZED_BILLING_LEASE_TTL_SECONDS", "0"),
 ])
 def test_invalid_settings_name_their_variable(monkeypatch, variable, value) -> None:
     monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "an-admin-token")
@@ -84,6 +92,7 @@ def test_settings_defaults(monkeypatch, tmp_path) -> None:
     settings = load_settings(BillingSettings)
     assert settings.listen == "127.0.0.1:50052"
     assert settings.hold_ttl_seconds == 480
+    assert (settings.lease_share, settings.lease_ttl_seconds) == (Decimal("0.5"), 30)
     assert settings.resolved_database_url() == (
         f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'data' / 'billing.db'}")
     assert (tmp_path / "fresh" / "data").is_dir()
@@ -159,3 +168,60 @@ async def test_the_ledger_is_append_only(start_billing: StartBilling, database_u
         assert "append-only" in str(caught.value)
     finally:
         await engine.dispose()
+
+
+async def test_migrating_a_0001_database_keeps_its_rows(database_url) -> None:
+    """0002 rebuilds the SQLite tables it changes (foreign keys enforced, as the
+    service connects) and alters PostgreSQL's in place; either way every row,
+    and every reference between them, is kept."""
+
+    def upgrade_to_0001(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+
+    created = "2026-11-30 12:00:00+00:00"
+    rows = [
+        "INSERT INTO accounts (id, name, unlimited, balance, held, created_at) "
+        f"VALUES ('acct_a', 'a', false, 900, 50, '{created}')",
+        "INSERT INTO api_keys (id, account_id, prefix, secret_hash, created_at) "
+        f"VALUES ('key_a', 'acct_a', 'sk-quantized-x', 'hash', '{created}')",
+        "INSERT INTO holds (id, account_id, request_id, amount, status, charged, created_at, "
+        f"expires_at, closed_at) VALUES ('hold_s', 'acct_a', 'req-s', 100, 'settled', 50, "
+        f"'{created}', '{created}', '{created}')",
+        "INSERT INTO holds (id, account_id, request_id, amount, status, created_at, expires_at) "
+        f"VALUES ('hold_o', 'acct_a', 'req-o', 50, 'open', '{created}', '{created}')",
+        "INSERT INTO ledger (account_id, kind, amount, hold_id, created_at) VALUES "
+        f"('acct_a', 'grant', 1000, NULL, '{created}'), "
+        f"('acct_a', 'hold', -100, 'hold_s', '{created}'), "
+        f"('acct_a', 'settle', 50, 'hold_s', '{created}'), "
+        f"('acct_a', 'hold', -50, 'hold_o', '{created}')",
+        "INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, "
+        "images, credits, created_at) VALUES "
+        f"('acct_a', 'hold_s', 'req-s', 'gpt-image-1', 'openai', 1, 50, '{created}')",
+    ]
+    database = Database(create_engine(database_url, pool_size=2))
+    try:
+        async with database.engine.begin() as conn:
+            await conn.run_sync(upgrade_to_0001)
+            for statement in rows:
+                await conn.execute(text(statement))
+        await upgrade_to_head(database.engine)
+        async with database.engine.connect() as conn:
+            account = (await conn.execute(text(
+                "SELECT balance, held FROM accounts WHERE id = 'acct_a'"))).one()
+            hold_rows = (await conn.execute(text(
+                "SELECT id, kind, holder, amount, charged FROM holds ORDER BY id"))).all()
+            ledger_sum = (await conn.execute(text("SELECT sum(amount) FROM ledger"))).scalar()
+            usage = (await conn.execute(text(
+                "SELECT hold_id, request_id, credits, late FROM usage_records"))).all()
+            keys = (await conn.execute(text("SELECT count(*) FROM api_keys"))).scalar()
+            if conn.dialect.name == "sqlite":
+                assert (await conn.execute(text("PRAGMA foreign_key_check"))).all() == []
+    finally:
+        await database.dispose()
+    assert (account.balance, account.held, ledger_sum, keys) == (900, 50, 900, 1)
+    assert [tuple(row) for row in hold_rows] == [("hold_o", "request", None, 50, None),
+                                                 ("hold_s", "request", None, 100, 50)]
+    assert [(row.hold_id, row.request_id, row.credits, bool(row.late)) for row in usage] == [
+        ("hold_s", "req-s", 50, False)]

@@ -89,15 +89,103 @@ class ReleaseResponse(_message.Message):
     balance_micro_credits: int
     def __init__(self, balance_micro_credits: _Optional[int] = ...) -> None: ...
 
+class AcquireLeaseRequest(_message.Message):
+    __slots__ = ("account_id", "holder", "request_id", "min_micro_credits", "want_micro_credits", "unit_micro_credits")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    WANT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    holder: str
+    request_id: str
+    min_micro_credits: int
+    want_micro_credits: int
+    unit_micro_credits: int
+    def __init__(self, account_id: _Optional[str] = ..., holder: _Optional[str] = ..., request_id: _Optional[str] = ..., min_micro_credits: _Optional[int] = ..., want_micro_credits: _Optional[int] = ..., unit_micro_credits: _Optional[int] = ...) -> None: ...
+
+class ExtendLeaseRequest(_message.Message):
+    __slots__ = ("lease_id", "min_micro_credits", "want_micro_credits", "unit_micro_credits")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    WANT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    min_micro_credits: int
+    want_micro_credits: int
+    unit_micro_credits: int
+    def __init__(self, lease_id: _Optional[str] = ..., min_micro_credits: _Optional[int] = ..., want_micro_credits: _Optional[int] = ..., unit_micro_credits: _Optional[int] = ...) -> None: ...
+
+class LeaseResponse(_message.Message):
+    __slots__ = ("lease_id", "amount_micro_credits", "charged_micro_credits", "expires_at", "spendable_micro_credits")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    SPENDABLE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    amount_micro_credits: int
+    charged_micro_credits: int
+    expires_at: _timestamp_pb2.Timestamp
+    spendable_micro_credits: int
+    def __init__(self, lease_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., charged_micro_credits: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spendable_micro_credits: _Optional[int] = ...) -> None: ...
+
+class ChargeRequest(_message.Message):
+    __slots__ = ("account_id", "request_id", "lease_id", "amount_micro_credits", "usage")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    request_id: str
+    lease_id: str
+    amount_micro_credits: int
+    usage: UsageRecord
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ...) -> None: ...
+
+class ChargeResponse(_message.Message):
+    __slots__ = ("charged_micro_credits", "late", "spendable_micro_credits")
+    CHARGED_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    SPENDABLE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    charged_micro_credits: int
+    late: bool
+    spendable_micro_credits: int
+    def __init__(self, charged_micro_credits: _Optional[int] = ..., late: _Optional[bool] = ..., spendable_micro_credits: _Optional[int] = ...) -> None: ...
+
+class ReturnLeaseRequest(_message.Message):
+    __slots__ = ("lease_id",)
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    def __init__(self, lease_id: _Optional[str] = ...) -> None: ...
+
+class ReturnLeaseResponse(_message.Message):
+    __slots__ = ("returned_micro_credits", "spendable_micro_credits")
+    RETURNED_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    SPENDABLE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    returned_micro_credits: int
+    spendable_micro_credits: int
+    def __init__(self, returned_micro_credits: _Optional[int] = ..., spendable_micro_credits: _Optional[int] = ...) -> None: ...
+
 class LedgerOperation(_message.Message):
-    __slots__ = ("reserve", "settle", "release")
+    __slots__ = ("reserve", "settle", "release", "acquire_lease", "extend_lease", "charge", "return_lease")
     RESERVE_FIELD_NUMBER: _ClassVar[int]
     SETTLE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
+    ACQUIRE_LEASE_FIELD_NUMBER: _ClassVar[int]
+    EXTEND_LEASE_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_LEASE_FIELD_NUMBER: _ClassVar[int]
     reserve: ReserveRequest
     settle: SettleRequest
     release: ReleaseRequest
-    def __init__(self, reserve: _Optional[_Union[ReserveRequest, _Mapping]] = ..., settle: _Optional[_Union[SettleRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ...) -> None: ...
+    acquire_lease: AcquireLeaseRequest
+    extend_lease: ExtendLeaseRequest
+    charge: ChargeRequest
+    return_lease: ReturnLeaseRequest
+    def __init__(self, reserve: _Optional[_Union[ReserveRequest, _Mapping]] = ..., settle: _Optional[_Union[SettleRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., acquire_lease: _Optional[_Union[AcquireLeaseRequest, _Mapping]] = ..., extend_lease: _Optional[_Union[ExtendLeaseRequest, _Mapping]] = ..., charge: _Optional[_Union[ChargeRequest, _Mapping]] = ..., return_lease: _Optional[_Union[ReturnLeaseRequest, _Mapping]] = ...) -> None: ...
 
 class LedgerRequest(_message.Message):
     __slots__ = ("batch_id", "operations")
@@ -108,16 +196,24 @@ class LedgerRequest(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., operations: _Optional[_Iterable[_Union[LedgerOperation, _Mapping]]] = ...) -> None: ...
 
 class LedgerResult(_message.Message):
-    __slots__ = ("reserve", "settle", "release", "error")
+    __slots__ = ("reserve", "settle", "release", "error", "acquire_lease", "extend_lease", "charge", "return_lease")
     RESERVE_FIELD_NUMBER: _ClassVar[int]
     SETTLE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    ACQUIRE_LEASE_FIELD_NUMBER: _ClassVar[int]
+    EXTEND_LEASE_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_LEASE_FIELD_NUMBER: _ClassVar[int]
     reserve: ReserveResponse
     settle: SettleResponse
     release: ReleaseResponse
     error: _errors_pb2.CallError
-    def __init__(self, reserve: _Optional[_Union[ReserveResponse, _Mapping]] = ..., settle: _Optional[_Union[SettleResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.CallError, _Mapping]] = ...) -> None: ...
+    acquire_lease: LeaseResponse
+    extend_lease: LeaseResponse
+    charge: ChargeResponse
+    return_lease: ReturnLeaseResponse
+    def __init__(self, reserve: _Optional[_Union[ReserveResponse, _Mapping]] = ..., settle: _Optional[_Union[SettleResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.CallError, _Mapping]] = ..., acquire_lease: _Optional[_Union[LeaseResponse, _Mapping]] = ..., extend_lease: _Optional[_Union[LeaseResponse, _Mapping]] = ..., charge: _Optional[_Union[ChargeResponse, _Mapping]] = ..., return_lease: _Optional[_Union[ReturnLeaseResponse, _Mapping]] = ...) -> None: ...
 
 class LedgerResponse(_message.Message):
     __slots__ = ("batch_id", "results", "draining")
