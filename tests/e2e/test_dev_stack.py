@@ -12,10 +12,14 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import httpx
 import openai
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -105,14 +109,16 @@ def test_sigterm_stops_every_child(tmp_path):
 
 
 def _generate_once_the_edge_reconnects(stack) -> None:
-    """A request through the edge succeeds, once the edge has reconnected to a restarted peer."""
+    """A request through the edge succeeds, once the edge has reconnected to a
+    restarted peer; until then it is told 503 service_unavailable, never 500."""
     client = openai.OpenAI(api_key=stack.api_key, base_url=stack.base_url, max_retries=0)
     deadline = time.monotonic() + 60
     while True:
         try:
             assert client.images.generate(model="sandbox-image-1", prompt="back again", size="64x64").data
             return
-        except openai.InternalServerError:
+        except openai.InternalServerError as error:
+            assert error.status_code == 503 and error.code == "service_unavailable", error
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -262,3 +268,80 @@ def test_children_stop_when_the_dev_process_is_killed(tmp_path):
     while time.monotonic() < deadline and [pid for pid in children if pid_alive(pid)]:
         time.sleep(0.1)
     assert not [pid for pid in children if pid_alive(pid)]
+
+
+class _Burst:
+    """Callers posting one request after another until stopped, recording each answer."""
+
+    CALLERS = 6
+
+    def __init__(self, base_url: str, api_key: str) -> None:
+        self._base_url, self._api_key = base_url, api_key
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.answers: list[tuple[float, httpx.Response]] = []
+        self._pool = ThreadPoolExecutor(self.CALLERS)
+        self._callers = [self._pool.submit(self._call) for _ in range(self.CALLERS)]
+
+    def _call(self) -> None:
+        with httpx.Client(base_url=self._base_url, timeout=60,
+                          headers={"Authorization": f"Bearer {self._api_key}"}) as client:
+            while not self._stop.is_set():
+                reply = client.post("/images/generations",
+                                    json={"model": "sandbox-image-1", "prompt": "a burst", "size": "64x64"})
+                with self._lock:
+                    self.answers.append((time.monotonic(), reply))
+
+    def count(self, status: int, since: float = 0.0) -> int:
+        with self._lock:
+            return sum(1 for at, reply in self.answers if reply.status_code == status and at >= since)
+
+    def wait_for(self, status: int, count: int, since: float = 0.0, timeout: float = 60) -> None:
+        give_up = time.monotonic() + timeout
+        while self.count(status, since) < count:
+            assert time.monotonic() < give_up, f"fewer than {count} answers {status} within {timeout:.0f} s"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for caller in self._callers:
+            caller.result()
+        self._pool.shutdown()
+
+
+def test_provider_killed_during_a_burst_gives_503_never_500_charges_nothing_for_them_and_heals(tmp_path, capsys):
+    running = start_dev_stack(tmp_path)
+    account = _json_admin(running, "account", "create", "--name", "burst", "--credits", "100000000")
+    burst = _Burst(running.base_url, account["api_key"])
+    try:
+        burst.wait_for(200, 12)
+        victim = service_pid(running.process.pid, "provider")
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        running.wait_for_line(f"quantized dev: provider exited (pid {victim}, killed by SIGKILL)")
+        running.wait_for_line("quantized dev: provider is back")
+        back_at = time.monotonic()
+        burst.wait_for(200, 12, since=back_at)
+    finally:
+        burst.stop()
+
+    statuses = Counter(reply.status_code for _, reply in burst.answers)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[503] > 0, "no request met the outage"
+    for _, reply in burst.answers:
+        if reply.status_code == 503:
+            assert reply.json()["error"]["code"] == "service_unavailable"
+            assert reply.headers["retry-after"] == "1"
+            assert reply.headers["x-request-id"] in reply.json()["error"]["message"]
+    assert running.process.poll() is None
+    charged = sum(reply.json()["usage"]["credits_used"] for _, reply in burst.answers if reply.status_code == 200)
+    shown = _json_admin(running, "account", "show", account["account_id"])["account"]
+    assert int(shown["balance_micro_credits"]) == 100_000_000 - charged
+    assert int(shown.get("held_micro_credits", 0)) == 0
+    first_503 = min(at for at, reply in burst.answers if reply.status_code == 503) - killed_at
+    last_503 = max(at for at, reply in burst.answers if reply.status_code == 503) - back_at
+    with capsys.disabled():  # the figure line shows in a plain run
+        print(f"\n[figures] provider SIGKILL under quantized dev: requests={len(burst.answers)} "
+              f"statuses={dict(statuses)} first_503_after_kill_s={first_503:.3f} "
+              f"last_503_after_back_s={last_503:.3f} credits_charged={charged}")
+    assert running.stop(signal.SIGTERM) == 0
