@@ -102,8 +102,9 @@ def _pump(stream, sink: list[str]) -> None:
         sink.append(line.rstrip("\n"))
 
 
-def start_dev_stack(tmp_path: Path, *options: str) -> DevStack:
-    env = isolated_environment(tmp_path / "state")
+def start_dev_stack(tmp_path: Path, *options: str, settings: dict[str, str] | None = None) -> DevStack:
+    """`settings` are QUANTIZED_* variables every child inherits."""
+    env = {**isolated_environment(tmp_path / "state"), **(settings or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "quantized_cli", "dev", "--port", "0", "--data-dir", str(tmp_path / "data"),
          *options],
