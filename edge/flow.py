@@ -50,6 +50,7 @@ log = logging.getLogger("quantized.edge")
 # second try: long enough for a reconnect, short enough that a caller facing a
 # dead service hears of it within about a second.
 RECONNECT_WAIT_SECONDS = 1.0
+
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
 
