@@ -5,9 +5,10 @@ have a core), on SQLite and on PostgreSQL, and measures:
   - the floor: bare health-check RPCs on the same server (no database);
   - Reserve+Settle pairs per second, C concurrent callers, one account each;
   - the same with every caller on one hot account (the row-lock worst case);
-  - the same pairs through the Ledger stream with natural batching: L logical
-    callers share one stream; while a batch is in flight (or N, as the edge
-    allows two) the next accumulates;
+  - the same pairs through the Ledger stream, with the edge's own client
+    (edge.ledger_client.LedgerClient and its natural batching): L logical
+    callers share one stream; while N batches are in flight (the edge allows
+    MAX_BATCHES_IN_FLIGHT) the next accumulates;
   - Authenticate latency (p50/p99), sequential, for an API key and an HS256 JWT;
   - billing's domain and storage alone, in process, without gRPC;
   - a cached authentication as the edge does it (a dict hit, no RPC), for scale.
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import itertools
 import os
 import socket
 import statistics
@@ -35,6 +34,7 @@ import uuid
 from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from quantized_runtime.grpc_engine import prefer_polling_engine
 
@@ -53,6 +53,8 @@ from billing_svc.storage.admin_store import AdminStore  # noqa: E402
 from billing_svc.storage.engine import Database, create_engine  # noqa: E402
 from billing_svc.storage.factory import money_store_for  # noqa: E402
 from billing_svc.storage.migrate import upgrade_to_head  # noqa: E402
+from edge import ledger_client  # noqa: E402
+from edge.ledger_client import LedgerClient  # noqa: E402
 from quantized.billing.v1 import billing_pb2 as pb  # noqa: E402
 from quantized.billing.v1 import billing_pb2_grpc  # noqa: E402
 from quantized_runtime.channels import open_channel  # noqa: E402
@@ -154,65 +156,18 @@ async def pairs_per_second(stub, admin, server_pid: int, concurrency: int, secon
             (time.process_time() - client_cpu) * 1000 / done)
 
 
-class NaturalBatcher:
-    """A Ledger stream used as the edge uses it: callers submit one operation each
-    and wait for its result; while `in_flight` batches are unanswered, new
-    operations accumulate and leave together as the next batch."""
+class CountingLedgerClient(LedgerClient):
+    """The edge's own Ledger client, counting the batches answered and their operations."""
 
-    def __init__(self, stub, in_flight: int) -> None:
-        self._call = stub.Ledger()
-        self._in_flight = in_flight
-        self._waiting: list[tuple[pb.LedgerOperation, asyncio.Future]] = []
-        self._unanswered: dict[int, list[asyncio.Future]] = {}
-        self._ready = asyncio.Event()
-        self._tasks = [asyncio.create_task(self._send_batches()),
-                       asyncio.create_task(self._read_replies())]
-        for task in self._tasks:
-            task.add_done_callback(self._fail_waiters)
+    def __init__(self, stub: billing_pb2_grpc.BillingServiceStub) -> None:
+        super().__init__(stub)
         self.batches = 0
         self.operations = 0
 
-    def _fail_waiters(self, task: asyncio.Task) -> None:
-        """A broken stream fails its callers instead of leaving them waiting."""
-        if task.cancelled():
-            return
-        error = task.exception() or RuntimeError("billing ended the Ledger stream")
-        waiters = [w for ws in self._unanswered.values() for w in ws]
-        for waiter in waiters + [w for _, w in self._waiting]:
-            if not waiter.done():
-                waiter.set_exception(error)
-
-    async def submit(self, operation: pb.LedgerOperation) -> pb.LedgerResult:
-        result = asyncio.get_running_loop().create_future()
-        self._waiting.append((operation, result))
-        self._ready.set()
-        return await result
-
-    async def _send_batches(self) -> None:
-        for batch_id in itertools.count(1):
-            while not (self._waiting and len(self._unanswered) < self._in_flight):
-                await self._ready.wait()
-                self._ready.clear()
-            batch, self._waiting = self._waiting, []
-            self._unanswered[batch_id] = [waiter for _, waiter in batch]
-            await self._call.write(pb.LedgerRequest(
-                batch_id=batch_id, operations=[operation for operation, _ in batch]))
-
-    async def _read_replies(self) -> None:
-        while (reply := await self._call.read()) is not grpc.aio.EOF:
-            waiters = self._unanswered.pop(reply.batch_id)
-            self.batches += 1
-            self.operations += len(waiters)
-            for waiter, result in zip(waiters, reply.results, strict=True):
-                waiter.set_result(result)
-            self._ready.set()
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._call.cancel()
+    def _answered(self, batch: Any, answer: pb.LedgerResponse) -> bool:
+        self.batches += 1
+        self.operations += len(answer.results)
+        return super()._answered(batch, answer)
 
 
 async def ledger_pairs_per_second(stub, admin, server_pid: int, args,
@@ -228,7 +183,9 @@ async def ledger_pairs_per_second(stub, admin, server_pid: int, args,
         account_ids = [(await admin.CreateAccount(pb.CreateAccountRequest(
             name=f"ledger-{i}", credits_micro_credits=funding), metadata=ADMIN)
         ).account.account_id for i in range(args.ledger_callers)]
-    batchers = [NaturalBatcher(stub, args.ledger_in_flight) for _ in range(args.ledger_streams)]
+    # The client's batching policy, with the number of batches in flight it allows set from the options.
+    ledger_client.MAX_BATCHES_IN_FLIGHT = args.ledger_in_flight
+    batchers = [CountingLedgerClient(stub) for _ in range(args.ledger_streams)]
     done = 0
     stop_at = 0.0
 
@@ -236,16 +193,11 @@ async def ledger_pairs_per_second(stub, admin, server_pid: int, args,
         nonlocal done
         batcher = batchers[index % len(batchers)]
         while time.perf_counter() < stop_at:
-            reserved = await batcher.submit(pb.LedgerOperation(reserve=pb.ReserveRequest(
-                account_id=account_id, amount_micro_credits=PRICE,
-                request_id=uuid.uuid4().hex)))
-            if not reserved.HasField("reserve"):
-                raise RuntimeError(f"reserve refused: {reserved.error}")
-            settled = await batcher.submit(pb.LedgerOperation(settle=pb.SettleRequest(
-                hold_id=reserved.reserve.hold_id, amount_micro_credits=PRICE // 2,
-                usage=pb.UsageRecord(model_id="gpt-image-1", provider="openai", images=1))))
-            if not settled.HasField("settle"):
-                raise RuntimeError(f"settle refused: {settled.error}")
+            hold = await batcher.reserve(pb.ReserveRequest(
+                account_id=account_id, amount_micro_credits=PRICE, request_id=uuid.uuid4().hex), timeout=10)
+            await batcher.settle(pb.SettleRequest(
+                hold_id=hold.hold_id, amount_micro_credits=PRICE // 2,
+                usage=pb.UsageRecord(model_id="gpt-image-1", provider="openai", images=1)), timeout=10)
             done += 1
 
     try:
@@ -404,8 +356,8 @@ async def main() -> None:
     parser.add_argument("--ledger-callers", type=int, default=64,
                         help="logical callers sharing the Ledger stream(s)")
     parser.add_argument("--ledger-streams", type=int, default=1)
-    parser.add_argument("--ledger-in-flight", type=int, default=1,
-                        help="batches in flight per stream before the next one waits")
+    parser.add_argument("--ledger-in-flight", type=int, default=ledger_client.MAX_BATCHES_IN_FLIGHT,
+                        help="batches in flight per stream before the next one waits (default: the edge's)")
     parser.add_argument("--auth-calls", type=int, default=2000)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     args = parser.parse_args()

@@ -7,7 +7,8 @@ Method
 - provider_svc in its own process (`python -m provider_svc.main`), pointed at it.
 - The bench process is the gRPC client. It measures, sequentially:
   direct  - the same POST straight to the upstream with aiohttp (the floor);
-  via     - ProviderService.Generate through provider_svc (one extra gRPC hop);
+  via     - a call on ProviderService.GenerateStream through provider_svc, with
+            the edge's client (one extra gRPC hop);
   interleaved call by call, and reports overhead = via - direct (per pair) at
   p50/p99, provider_svc CPU per call
   (from /proc/<pid>/stat), CPU per call at 32 concurrent callers, and for the
@@ -16,7 +17,8 @@ Method
   printed too: on a shared 2-core machine the figures move with it.
 - `--client-cpu` compares upstream HTTP clients in-process (CPU per call at 32
   concurrent callers); `--profile` runs pyinstrument over the OpenAI adapter;
-  `--grpc-floor` times the gRPC hop alone (canned answer, same runtime).
+  `--grpc-floor` times the gRPC hop alone (a GenerateStream with canned answers,
+  same runtime, same client).
 
 Run: .venv/bin/python bench/provider_bench.py [--calls 2000] [--client-cpu | --profile | --grpc-floor]
 """
@@ -35,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,9 @@ import httpx  # noqa: E402
 from quantized.common.v1 import images_pb2  # noqa: E402
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc  # noqa: E402
 from edge.generate_client import GenerateClient  # noqa: E402
+from quantized_runtime.call_stream import CallStreamServer  # noqa: E402
 from quantized_runtime.channels import open_channel  # noqa: E402
+from quantized_runtime.stream_drain import StreamDrain  # noqa: E402
 
 BIG_TARGET_BYTES = 30 * 1024 * 1024
 API_KEY = "sk-bench"
@@ -167,32 +171,34 @@ def percentile(values: list[float], fraction: float) -> float:
 # ---------------------------------------------------------------- measurements
 
 def _request(prompt: str) -> provider_pb2.GenerateRequest:
+    """gpt-image-1 as the edge dispatches it: the adapter and constraints of its catalog route."""
+    from catalog_svc.catalog_file import load_catalog_file
+    from catalog_svc.servicer import constraints_message
+    from catalog_svc.settings import BUNDLED_CATALOG_FILE
+
+    [model] = [model for model in load_catalog_file(BUNDLED_CATALOG_FILE).models if model.id == "gpt-image-1"]
     return provider_pb2.GenerateRequest(
-        provider="openai", model_id="gpt-image-1", upstream_model_id="gpt-image-1",
+        provider="openai", model_id=model.id, upstream_model_id=model.id, adapter=model.routes[0].adapter,
+        constraints=constraints_message(model.constraints),
         params=images_pb2.GenerationParams(prompt=prompt, n=1, size="1024x1024"),
         watermark=images_pb2.WATERMARK_C2PA)
 
 
 async def measure(upstream_port: int, provider_pid: int, provider_port: int, calls: int) -> dict:
-    """Each measurement through the edge's GenerateStream client and through unary Generate."""
+    """Each measurement through the edge's GenerateStream client."""
     channel = open_channel(f"127.0.0.1:{provider_port}")
-    stub = provider_pb2_grpc.ProviderServiceStub(channel)
     await channel.channel_ready()
-    stream = GenerateClient(stub)
-
-    async def unary(request: provider_pb2.GenerateRequest, timeout: float) -> provider_pb2.GenerateResponse:
-        return await stub.Generate(request, timeout=timeout)
-
+    client = GenerateClient(provider_pb2_grpc.ProviderServiceStub(channel))
     try:
-        return {"GenerateStream (what the edge uses)": await _measure_one(
-                    upstream_port, provider_pid, stream.generate, calls),
-                "unary Generate": await _measure_one(upstream_port, provider_pid, unary, calls)}
+        return await _measure(upstream_port, provider_pid, client.generate, calls)
     finally:
-        await stream.close()
+        await client.close()
         await channel.close()
 
 
-async def _measure_one(upstream_port: int, provider_pid: int, generate, calls: int) -> dict:
+async def _measure(upstream_port: int, provider_pid: int,
+                   generate: Callable[[provider_pb2.GenerateRequest, float], Awaitable[provider_pb2.GenerateResponse]],
+                   calls: int) -> dict:
     import aiohttp
 
     results: dict = {}
@@ -320,14 +326,13 @@ async def client_cpu(upstream_port: int, calls: int) -> dict:
 def _adapter_worker(upstream_port: int, calls: int) -> tuple[Any, Callable[[], Awaitable[None]]]:
     """The OpenAI adapter against the upstream, and a worker making calls // 32 small calls."""
     from provider_svc.adapters.openai import OpenAIAdapter
-    from provider_svc.domain import ImageRequest
     from provider_svc.retry import RequestDeadline
+    from provider_svc.servicer import to_domain
     from provider_svc.settings import ProviderSettings
 
     adapter = OpenAIAdapter(ProviderSettings(openai_api_key=API_KEY,
                                              openai_base_url=f"http://127.0.0.1:{upstream_port}/v1"))
-    request = ImageRequest(provider="openai", model_id="gpt-image-1", upstream_model_id="gpt-image-1",
-                           region="", prompt="small")
+    request = to_domain(_request("small"))
 
     async def worker() -> None:
         for _ in range(calls // 32):
@@ -377,36 +382,49 @@ async def profile_adapter(upstream_port: int, calls: int) -> None:
     print(profiler.output_text(unicode=False, color=False, show_all=os.environ.get("BENCH_PROFILE_ALL") == "1"))
 
 
+class _CannedProvider(provider_pb2_grpc.ProviderServiceServicer):
+    """GenerateStream answering every call at once with the same small response."""
+
+    def __init__(self, drain: StreamDrain) -> None:
+        self._drain = drain
+        self._canned = provider_pb2.GenerateResponse(created=1)
+
+    async def GenerateStream(self, request_iterator: AsyncIterator[provider_pb2.GenerateStreamRequest],
+                             context: grpc.aio.ServicerContext) -> None:
+        stream = CallStreamServer(context, self._drain, provider_pb2.GenerateStreamResponse(draining=True))
+
+        async def answer(message: provider_pb2.GenerateStreamRequest) -> None:
+            await stream.write(provider_pb2.GenerateStreamResponse(call_id=message.call_id, response=self._canned))
+
+        async def on_message(message: provider_pb2.GenerateStreamRequest) -> None:
+            stream.start(answer(message))
+
+        await stream.serve(request_iterator, on_message)
+
+
 async def grpc_floor(calls: int) -> dict:
-    """The same hop with no upstream: a ProviderService that answers a canned response,
-    served by the shared runtime (interceptor included), in this process."""
+    """The same hop with no upstream: a GenerateStream that answers a canned response,
+    served by the shared runtime and called by the edge's client, in this process."""
     from quantized_runtime.server import create_server
 
-    canned = provider_pb2.GenerateResponse(created=1).SerializeToString()
-
-    async def generate(request: provider_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> bytes:
-        return canned
-
-    def register(server: grpc.aio.Server) -> None:
-        handler = grpc.unary_unary_rpc_method_handler(
-            generate, request_deserializer=provider_pb2.GenerateRequest.FromString,
-            response_serializer=lambda response: response)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "quantized.provider.v1.ProviderService", {"Generate": handler}),))
-
-    running = await create_server("127.0.0.1:0", [register], [], 128 * 1024 * 1024)
+    drain = StreamDrain()
+    servicer = _CannedProvider(drain)
+    running = await create_server(
+        "127.0.0.1:0", [lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(servicer, server)],
+        [], 128 * 1024 * 1024, drainers=[drain.drain])
     channel = open_channel(f"127.0.0.1:{running.port}")
-    stub = provider_pb2_grpc.ProviderServiceStub(channel)
+    client = GenerateClient(provider_pb2_grpc.ProviderServiceStub(channel))
     small = _request("small")
     for _ in range(200):
-        await stub.Generate(small, timeout=10)
+        await client.generate(small, 10)
     latencies = []
     cpu = time.process_time()
     for _ in range(calls):
         started = time.perf_counter()
-        await stub.Generate(small, timeout=10)
+        await client.generate(small, 10)
         latencies.append(time.perf_counter() - started)
     cpu_per_call = (time.process_time() - cpu) / calls
+    await client.close()
     await channel.close()
     await running.stop(0)
     return {"grpc_hop_p50_ms": percentile(latencies, 0.5) * 1e3, "grpc_hop_p99_ms": percentile(latencies, 0.99) * 1e3,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from quantized.images.v1 import images_pb2, images_pb2_grpc
 from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, wait_for_shutdown_signal
@@ -20,13 +19,11 @@ from quantized_runtime.settings import load_settings
 from edge.flow import ImagesFlow
 from edge.http_app import create_app
 from edge.peers import Peers
-from edge.servicer import ImagesServicer
+from edge.servicer import SERVICE_NAMES, registrars
 from edge.settings import EdgeSettings
 from edge.validation import RequestValidator
 
 log = logging.getLogger("quantized.edge")
-
-IMAGES_SERVICE_NAME = images_pb2.DESCRIPTOR.services_by_name["ImagesService"].full_name
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -63,7 +60,7 @@ class RunningEdge:
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose
-    # proto says TCP, and without it each response pays a delayed-ACK stall (~40 ms).
+    # proto says TCP, and without it each response pays a delayed-ACK stall.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -101,11 +98,10 @@ async def start(settings: EdgeSettings) -> RunningEdge:
                 http_task.result()
                 raise RuntimeError("the HTTP server stopped during start-up")
             await asyncio.sleep(0.005)
-        servicer = ImagesServicer(flow, validator)
         grpc_server = await create_server(
             settings.listen,
-            [lambda server: images_pb2_grpc.add_ImagesServiceServicer_to_server(servicer, server)],
-            [IMAGES_SERVICE_NAME],
+            registrars(flow, validator),
+            SERVICE_NAMES,
             settings.max_message_bytes,
             mint_request_ids=True,
         )

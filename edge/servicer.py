@@ -2,6 +2,7 @@
 
 The bearer token travels in `authorization` metadata, a pinned provider in
 `x-quantized-provider`; the request id is sent back in the initial metadata.
+`registrars` and `SERVICE_NAMES` are what `main.start` hands the runtime's server.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 from quantized.images.v1 import images_pb2, images_pb2_grpc
 from quantized_runtime.errors import ServiceError
 from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id
+from quantized_runtime.server import Registrar
 
 from edge.errors import internal_error
 from edge.flow import ImagesFlow
@@ -27,6 +29,8 @@ ResponseT = TypeVar("ResponseT")
 
 AUTHORIZATION_METADATA_KEY = "authorization"
 PROVIDER_METADATA_KEY = "x-quantized-provider"
+
+SERVICE_NAMES = (images_pb2.DESCRIPTOR.services_by_name["ImagesService"].full_name,)
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -73,3 +77,8 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
         except Exception:
             log.exception("unhandled error")
             raise internal_error(request_id) from None
+
+
+def registrars(flow: ImagesFlow, validator: RequestValidator) -> list[Registrar]:
+    servicer = ImagesServicer(flow, validator)
+    return [lambda server: images_pb2_grpc.add_ImagesServiceServicer_to_server(servicer, server)]

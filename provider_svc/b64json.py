@@ -1,10 +1,10 @@
 """JSON bodies that carry big base64 images, parsed without a str copy of the body.
 
-`json.loads` on a 40 MB body holds the raw bytes, a decoded str of the whole body
-and the parsed strings at once (about 4x the image). Here each string value of
-`key` is base64-decoded straight from the raw bytes (pybase64: SIMD, ~20x
-binascii on a 40 MB string), and only the small rest of the document goes
-through `json.loads`.
+`json.loads` on a body carrying a large image holds the raw bytes, a decoded str
+of the whole body and the parsed strings at once, several times the image. Here
+each string value of `key` is base64-decoded straight from the raw bytes
+(pybase64, SIMD, far faster than binascii on large strings), and only the small
+rest of the document goes through `json.loads`. Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from provider_svc.adapters import build_adapters
 from provider_svc.dispatch import Dispatcher
-from provider_svc.servicer import SERVICE_NAME, ProviderServicer
+from provider_svc.servicer import SERVICE_NAMES, registrars
 from provider_svc.settings import ProviderSettings
 from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
@@ -34,12 +34,11 @@ async def start(settings: ProviderSettings) -> RunningProvider:
     """Build the adapters (no credentials needed), start serving, return the handle."""
     dispatcher = Dispatcher(build_adapters(settings), settings)
     drain = StreamDrain()
-    servicer = ProviderServicer(dispatcher, drain)
     try:
         server = await create_server(
             settings.listen,
-            [servicer.register],
-            [SERVICE_NAME],
+            registrars(dispatcher, drain),
+            SERVICE_NAMES,
             settings.max_message_bytes,
             drainers=[drain.drain],
         )

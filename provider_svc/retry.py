@@ -20,12 +20,13 @@ _MIN_ATTEMPT_SECONDS = 0.05
 
 
 class RequestDeadline:
-    """Time left for upstream work: the caller's gRPC deadline, capped per attempt
-    by the configured upstream timeout."""
+    """Time left for upstream work: the caller's time left (its stream call's
+    `timeout_seconds`; None: unbounded), capped per attempt by the configured
+    upstream timeout."""
 
-    def __init__(self, grpc_time_remaining: float | None, upstream_timeout: float) -> None:
+    def __init__(self, caller_time_left: float | None, upstream_timeout: float) -> None:
         self._upstream_timeout = upstream_timeout
-        budget = grpc_time_remaining if grpc_time_remaining is not None else float("inf")
+        budget = caller_time_left if caller_time_left is not None else float("inf")
         self._ends_at = time.monotonic() + budget
 
     def total_remaining(self) -> float:

@@ -1,9 +1,5 @@
 """ProviderService: proto <-> domain. Stamps the catalog's watermark on every image.
-
-The unary response is written by `encode_response`: protobuf serialises everything
-but the image bytes, which are spliced in as their wire-format fields. Building a
-GenerateResponse and serialising it would hold each image three times (the
-domain bytes, the message's copy, the serialised copy) on top of gRPC's own.
+`registrars` and `SERVICE_NAMES` are what `main.start` hands the runtime's server.
 
 GenerateStream serves many calls over one stream, each in a task of its own; an
 image over CHUNK_BYTES goes as chunks, one message each, copied a chunk at a
@@ -20,7 +16,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterat
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import FieldDescriptor
 
 from provider_svc.dispatch import Dispatcher
 from provider_svc.domain import GenerationResult, Image, ImageRequest
@@ -28,21 +23,23 @@ from provider_svc.families import family_named
 from provider_svc.sizes import SizeRange
 from provider_svc.upstream_errors import timed_out
 from quantized.common.v1 import images_pb2
-from quantized.provider.v1 import provider_pb2
+from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
 from quantized_runtime.call_stream import CallStreamServer
 from quantized_runtime.enum_names import enum_word
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.request_context import current_request_id, new_request_id
+from quantized_runtime.server import Registrar
 from quantized_runtime.sizes import DEFAULT_SIZE, accepted_sizes
 from quantized_runtime.stream_drain import StreamDrain
 
-SERVICE_NAME = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
-STREAM_METHOD = f"/{SERVICE_NAME}/GenerateStream"
+SERVICE_NAMES = (provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,)
+STREAM_METHOD = f"/{SERVICE_NAMES[0]}/GenerateStream"
 # Images larger than this go as chunks of this size on GenerateStream.
 CHUNK_BYTES = 1024 * 1024
 _DRAINING = provider_pb2.GenerateStreamResponse(draining=True)
 
-# The runtime's interceptor logs unary calls on this logger; stream calls log here too.
+# The runtime's interceptor logs unary calls on this logger and does not wrap
+# streams, so GenerateStream writes its own line per call here.
 rpc_log = logging.getLogger("quantized.rpc")
 
 
@@ -95,54 +92,24 @@ def _image_proto(image: Image, watermark: int, *, with_data: bool) -> images_pb2
     )
 
 
-def _shell(result: GenerationResult) -> provider_pb2.GenerateResponse:
+def _response_without_images(result: GenerationResult) -> provider_pb2.GenerateResponse:
     usage = result.usage
     return provider_pb2.GenerateResponse(created=result.created, usage=images_pb2.UpstreamUsage(
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         total_tokens=usage.total_tokens, megapixels=usage.megapixels))
 
 
-def to_proto(result: GenerationResult, watermark: int) -> provider_pb2.GenerateResponse:
-    """The response as a message (what `encode_response` serialises, field for field)."""
-    response = _shell(result)
-    response.images.extend(_image_proto(image, watermark, with_data=True) for image in result.images)
-    return response
+def is_chunked(image_data: bytes) -> bool:
+    """Whether an image goes on GenerateStream as chunks rather than in its response."""
+    return len(image_data) > CHUNK_BYTES
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _length_delimited_tag(field: FieldDescriptor) -> bytes:
-    return _varint(field.number << 3 | 2)
-
-
-_IMAGES_TAG = _length_delimited_tag(provider_pb2.GenerateResponse.DESCRIPTOR.fields_by_name["images"])
-_IMAGE_DATA_TAG = _length_delimited_tag(images_pb2.GeneratedImage.DESCRIPTOR.fields_by_name["image_data"])
-
-
-def encode_response(result: GenerationResult, watermark: int) -> bytes:
-    """The serialised GenerateResponse, copying each image's bytes exactly once."""
-    parts: list[bytes] = [_shell(result).SerializeToString()]
-    for image in result.images:
-        meta = _image_proto(image, watermark, with_data=False).SerializeToString()
-        data_fields: list[bytes] = []
-        if image.data:
-            data_fields = [_IMAGE_DATA_TAG, _varint(len(image.data)), image.data]
-        parts += [_IMAGES_TAG, _varint(len(meta) + sum(map(len, data_fields))), meta, *data_fields]
-    return b"".join(parts)
-
-
-def _already_serialised(response: bytes) -> bytes:
-    return response
+def image_chunks(call_id: int, image_index: int, image_data: bytes) -> Iterator[provider_pb2.GenerateStreamResponse]:
+    """An image's bytes as chunk messages, each copied out only when its turn to be written comes."""
+    view = memoryview(image_data)
+    for start in range(0, len(view), CHUNK_BYTES):
+        yield provider_pb2.GenerateStreamResponse(call_id=call_id, chunk=provider_pb2.ImageChunk(
+            image_index=image_index, data=bytes(view[start:start + CHUNK_BYTES])))
 
 
 def stream_answers(call_id: int, result: GenerationResult, watermark: int,
@@ -150,14 +117,11 @@ def stream_answers(call_id: int, result: GenerationResult, watermark: int,
     """A call's answer on GenerateStream: the chunks of its large images, then the
     response, in which those images have empty image_data."""
     for index, image in enumerate(result.images):
-        if len(image.data) > CHUNK_BYTES:
-            view = memoryview(image.data)
-            for start in range(0, len(view), CHUNK_BYTES):
-                yield provider_pb2.GenerateStreamResponse(call_id=call_id, chunk=provider_pb2.ImageChunk(
-                    image_index=index, data=bytes(view[start:start + CHUNK_BYTES])))
+        if is_chunked(image.data):
+            yield from image_chunks(call_id, index, image.data)
     answer = provider_pb2.GenerateStreamResponse(call_id=call_id)
-    answer.response.CopyFrom(_shell(result))
-    answer.response.images.extend(_image_proto(image, watermark, with_data=len(image.data) <= CHUNK_BYTES)
+    answer.response.CopyFrom(_response_without_images(result))
+    answer.response.images.extend(_image_proto(image, watermark, with_data=not is_chunked(image.data))
                                   for image in result.images)
     yield answer
 
@@ -249,7 +213,7 @@ class _GenerateStream:
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
 
     async def _generate(self, message: provider_pb2.GenerateStreamRequest) -> GenerationResult:
-        """The unary path's dispatch, bounded by the caller's time left (none when 0)."""
+        """The dispatch, bounded by the caller's time left (none when 0)."""
         request = to_domain(message.request)
         budget = message.timeout_seconds if message.timeout_seconds > 0 else None
         try:
@@ -268,30 +232,16 @@ class _GenerateStream:
             await self._stream.write(answer)
 
 
-class ProviderServicer:
+class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
     def __init__(self, dispatcher: Dispatcher, drain: StreamDrain) -> None:
         self._dispatcher = dispatcher
         self._drain = drain
 
-    async def generate(self, request: provider_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> bytes:
-        result = await self._dispatcher.generate(to_domain(request), context.time_remaining())
-        return encode_response(result, request.watermark)
+    async def GenerateStream(self, request_iterator: AsyncIterator[provider_pb2.GenerateStreamRequest],
+                             context: grpc.aio.ServicerContext) -> None:
+        await _GenerateStream(self._dispatcher, context, self._drain).serve(request_iterator)
 
-    async def generate_stream(self, requests: AsyncIterator[provider_pb2.GenerateStreamRequest],
-                              context: grpc.aio.ServicerContext) -> None:
-        await _GenerateStream(self._dispatcher, context, self._drain).serve(requests)
 
-    def register(self, server: grpc.aio.Server) -> None:
-        """ProviderService, Generate with a pass-through serialiser for its pre-encoded response."""
-        unary = grpc.unary_unary_rpc_method_handler(
-            self.generate,
-            request_deserializer=provider_pb2.GenerateRequest.FromString,
-            response_serializer=_already_serialised,
-        )
-        stream = grpc.stream_stream_rpc_method_handler(
-            self.generate_stream,
-            request_deserializer=provider_pb2.GenerateStreamRequest.FromString,
-            response_serializer=provider_pb2.GenerateStreamResponse.SerializeToString,
-        )
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            SERVICE_NAME, {"Generate": unary, "GenerateStream": stream}),))
+def registrars(dispatcher: Dispatcher, drain: StreamDrain) -> list[Registrar]:
+    servicer = ProviderServicer(dispatcher, drain)
+    return [lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(servicer, server)]

@@ -1,6 +1,6 @@
 """Run a service's main coroutine on uvloop when it is installed (uvicorn[standard]
-brings it on Linux and macOS), else on asyncio's own loop. uvloop measured about a
-tenth less CPU per call for the edge and the catalog (docs/benchmarks.md)."""
+brings it on Linux and macOS), else on asyncio's own loop: uvloop spends less CPU
+per call for the edge and the catalog (figures: docs/benchmarks.md)."""
 
 from __future__ import annotations
 

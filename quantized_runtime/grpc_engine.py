@@ -4,9 +4,9 @@ gRPC core reads GRPC_EXPERIMENTS once, when grpc is first imported. By default
 its EventEngine does the socket I/O on threads of its own, and each message then
 passes from that thread to grpc.aio's poller thread and on to the event loop.
 With the EventEngine client and listener turned off, the poller thread does the
-I/O itself: one hand-off fewer per message at each end. Measured on the full
-stack (docs/benchmarks.md): one client's added latency about 0.9 ms lower
-(6.5-7.3 -> 5.6-6.0 ms p50) and as much less CPU per request.
+I/O itself: one hand-off fewer per message at each end, which lowers both the
+latency and the CPU of every request on the full stack (figures:
+docs/benchmarks.md).
 """
 
 from __future__ import annotations

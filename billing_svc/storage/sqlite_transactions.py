@@ -2,9 +2,9 @@
 
 The request path on SQLite (Authenticate, Reserve, Settle, Release) is a handful
 of indexed statements: with WAL and `synchronous = NORMAL` a whole transaction,
-commit included, takes tens of microseconds of CPU. Handing each statement to
-aiosqlite's thread (a future, a thread switch and a loop wake-up per statement)
-cost far more than the work itself, so these transactions run directly on the
+commit included, is cheap. Handing each statement to aiosqlite's thread (a
+future, a thread switch and a loop wake-up per statement) cost far more than the
+work itself (docs/benchmarks.md), so these transactions run directly on the
 loop, on one `sqlite3` connection, through the standard library driver (which
 keeps each statement prepared in its cache).
 
@@ -20,8 +20,8 @@ reported at once, the transaction is rolled back and retried after an
 asyncio sleep (1 ms doubling to 50 ms), up to the same 10 s overall as the
 aiosqlite path, after which the `database is locked` error is raised.
 
-Checkpoints (copying the WAL back into the database file) end with fsyncs that
-take milliseconds, so they are kept off the loop too: this connection does not
+Checkpoints (copying the WAL back into the database file) end with fsyncs, long
+enough to stall every request on the loop, so they are kept off the loop too: this connection does not
 checkpoint automatically; every CHECKPOINT_EVERY_COMMITS write transactions a
 PASSIVE checkpoint runs in a worker thread on its own connection. A PASSIVE
 checkpoint never waits for, nor blocks, readers and writers.

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
+from provider_svc.servicer import image_chunks, is_chunked
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized.common.v1 import images_pb2 as common_pb2
@@ -241,13 +242,10 @@ async def _until_closed(requests: AsyncIterator[Any], closed: Callable[[], None]
 
 ProviderBehaviour = provider_pb2.GenerateResponse | ServiceError | Callable[[Any], Any]
 
-# Like provider_svc: images over this size go on GenerateStream as chunks of it.
-CHUNK_BYTES = 1024 * 1024
-
 
 @dataclass
 class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
-    """Generate and GenerateStream answer through the same behaviour."""
+    """GenerateStream, answering each call through `behaviour`."""
 
     # GenerateStream tells the caller when the server stops, as provider_svc's does.
     drain: StreamDrain
@@ -256,10 +254,7 @@ class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
     behaviour: dict[str, ProviderBehaviour] = field(default_factory=dict)
     calls: list[Any] = field(default_factory=list)
     # The time each call had left when it arrived (the propagated deadline).
-    time_remaining: list[float | None] = field(default_factory=list)
-    # The request id each call came with: the x-request-id metadata of a unary
-    # call, the request's request_id on the stream (one stream serves many requests).
-    request_id_metadata: list[str] = field(default_factory=list)
+    time_remaining: list[float] = field(default_factory=list)
     # GenerateStream call ids whose cancel arrived while the call was running.
     cancelled: list[int] = field(default_factory=list)
     streams_opened: int = 0
@@ -267,12 +262,6 @@ class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
     streams_closed: int = 0
     # A count of stream calls after which the next one aborts its stream instead.
     stream_abort_after_calls: int | None = None
-
-    async def Generate(self, request: Any, context: Any) -> Any:
-        self.calls.append(request)
-        self.time_remaining.append(context.time_remaining())
-        self.request_id_metadata.append(dict(context.invocation_metadata()).get("x-request-id", ""))
-        return await self._answer(request)
 
     async def GenerateStream(self, request_iterator: Any, context: Any) -> None:
         """A task per call; a cancel stops it; the stream's lifecycle is
@@ -290,7 +279,6 @@ class FakeProvider(provider_pb2_grpc.ProviderServiceServicer):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "provider_svc went away")
             self.calls.append(message.request)
             self.time_remaining.append(message.timeout_seconds)
-            self.request_id_metadata.append(message.request.request_id)
             task = running[message.call_id] = stream.start(self._answer_call(message, stream))
             task.add_done_callback(lambda _, call_id=message.call_id: running.pop(call_id, None))
 
@@ -335,14 +323,12 @@ def _copy(response: provider_pb2.GenerateResponse) -> provider_pb2.GenerateRespo
 
 
 def _stream_answers(call_id: int, response: provider_pb2.GenerateResponse) -> list[Any]:
-    """Chunks of the images over CHUNK_BYTES, then the response without their bytes."""
+    """As provider_svc answers: the chunks of large images, then the response without their bytes."""
     answers = []
     response = _copy(response)  # the configured behaviour may answer again
     for index, generated in enumerate(response.images):
-        data = generated.image_data
-        if len(data) > CHUNK_BYTES:
-            answers += [provider_pb2.GenerateStreamResponse(call_id=call_id, chunk=provider_pb2.ImageChunk(
-                image_index=index, data=data[start:start + CHUNK_BYTES])) for start in range(0, len(data), CHUNK_BYTES)]
+        if is_chunked(generated.image_data):
+            answers += image_chunks(call_id, index, generated.image_data)
             generated.image_data = b""
     answers.append(provider_pb2.GenerateStreamResponse(call_id=call_id, response=response))
     return answers

@@ -52,7 +52,6 @@ async def test_the_provider_gets_the_route_and_the_request_context(stack: Stack)
     assert call.params.seed == 7
     request_id = response.headers["x-request-id"]
     assert call.request_id == request_id
-    assert stack.peers.provider.request_id_metadata[0] == request_id
     assert stack.peers.billing.requests("Reserve")[0].request_id == request_id
     assert response.json()["data"][0]["watermark"] == "provenance"
 

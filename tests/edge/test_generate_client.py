@@ -16,7 +16,8 @@ from quantized_runtime.channels import open_channel
 from quantized_runtime.errors import Reason, ServiceError
 
 from edge.generate_client import GenerateClient
-from tests.edge.fakes import CHUNK_BYTES, Peers, flagged_image, image, start_fake_peers
+from provider_svc.servicer import CHUNK_BYTES
+from tests.edge.fakes import Peers, flagged_image, image, start_fake_peers
 from tests.polling import eventually
 
 TIMEOUT = 5.0

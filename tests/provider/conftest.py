@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +17,9 @@ from catalog_svc.settings import BUNDLED_CATALOG_FILE
 from catalog_svc.servicer import constraints_message
 from provider_svc.main import RunningProvider, start
 from provider_svc.settings import ProviderSettings
-from quantized.common.v1 import images_pb2
+from quantized.common.v1 import errors_pb2, images_pb2
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
-from quantized_runtime.client import call
-from quantized_runtime.errors import ServiceError
-from quantized_runtime.grpc_errors import from_rpc_error
+from quantized_runtime.errors import ServiceError, from_call_error
 from tests.fake_upstreams import FakeBedrock, FakeGoogle, FakeOpenAI
 from tests.fake_upstreams.fixtures import fake_bedrock, fake_google, fake_openai
 from tests.harness import serving
@@ -71,10 +71,34 @@ def generate_request(model: str, *, watermark: int = images_pb2.WATERMARK_NONE, 
         constraints=constraints_message(entry.constraints) if entry is not None else None)
 
 
-@dataclass
-class Failure:
-    code: grpc.StatusCode
-    error: ServiceError
+# How much longer than the call's own budget the one-call stream may take to end.
+STREAM_END_MARGIN_SECONDS = 10
+
+
+async def generate_once(stub: provider_pb2_grpc.ProviderServiceStub, request: provider_pb2.GenerateRequest,
+                        timeout: float) -> provider_pb2.GenerateResponse | errors_pb2.CallError:
+    """One call on a GenerateStream of its own, read off the wire: its response
+    (with the bytes of chunked images put back) or its CallError. The stream must
+    then end OK."""
+    stream = stub.GenerateStream()
+    chunks: defaultdict[int, list[bytes]] = defaultdict(list)
+    answers = []
+    async with asyncio.timeout(timeout + STREAM_END_MARGIN_SECONDS):
+        await stream.write(provider_pb2.GenerateStreamRequest(call_id=1, request=request, timeout_seconds=timeout))
+        await stream.done_writing()
+        async for answer in stream:
+            assert answer.call_id == 1 or answer.draining
+            if answer.WhichOneof("answer") == "chunk":
+                chunks[answer.chunk.image_index].append(answer.chunk.data)
+            elif answer.WhichOneof("answer") is not None:
+                answers.append(answer)
+        assert await stream.code() == grpc.StatusCode.OK
+    [answer] = answers
+    if answer.WhichOneof("answer") == "error":
+        return answer.error
+    for index, parts in chunks.items():
+        answer.response.images[index].image_data = b"".join(parts)
+    return answer.response
 
 
 @dataclass
@@ -87,13 +111,16 @@ class Harness:
     google: FakeGoogle
 
     async def generate(self, model: str, *, timeout: float = 30, **fields: Any) -> provider_pb2.GenerateResponse:
-        return await call(self.stub.Generate, generate_request(model, **fields), timeout=timeout)
+        """The call's response; its error is raised as the ServiceError it carries."""
+        answer = await generate_once(self.stub, generate_request(model, **fields), timeout)
+        if isinstance(answer, errors_pb2.CallError):
+            raise from_call_error(answer)
+        return answer
 
-    async def fail(self, model: str, *, timeout: float = 30, **fields: Any) -> Failure:
-        """The call's status code as well as its error: read off the wire, not through `call`."""
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await self.stub.Generate(generate_request(model, **fields), timeout=timeout)
-        return Failure(caught.value.code(), from_rpc_error(caught.value))
+    async def fail(self, model: str, *, timeout: float = 30, **fields: Any) -> ServiceError:
+        answer = await generate_once(self.stub, generate_request(model, **fields), timeout)
+        assert isinstance(answer, errors_pb2.CallError), "the call succeeded"
+        return from_call_error(answer)
 
 
 def settings_for(openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle, **overrides: Any) -> ProviderSettings:

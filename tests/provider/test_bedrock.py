@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 import pytest
 
 from quantized.common.v1 import images_pb2
@@ -129,7 +128,7 @@ async def test_stability_inference_error_is_retried_as_an_upstream_failure(harne
 
     failure = await harness.fail(STABILITY_MODELS[2])
 
-    assert failure.error.reason == Reason.UPSTREAM_UNAVAILABLE
+    assert failure.reason == Reason.UPSTREAM_UNAVAILABLE
     assert len(harness.bedrock.requests) == 3
 
 
@@ -150,10 +149,10 @@ async def test_errors_that_are_not_retried(harness: Harness, name: str, reason: 
 
     failure = await harness.fail(TITAN)
 
-    assert failure.error.reason == reason
-    assert failure.error.message.startswith(message)
+    assert failure.reason == reason
+    assert failure.message.startswith(message)
     assert len(harness.bedrock.requests) == 1
-    assert "fake-secret-access-key" not in failure.error.message
+    assert "fake-secret-access-key" not in failure.message
 
 
 @pytest.mark.parametrize("name", ["ThrottlingException", "ModelNotReadyException", "InternalServerException",
@@ -163,8 +162,8 @@ async def test_throttling_and_5xx_are_retried_by_the_service_only(harness: Harne
 
     failure = await harness.fail(NOVA)
 
-    assert failure.code == grpc.StatusCode.UNAVAILABLE
-    assert failure.error.message.startswith(f"bedrock: upstream {name}")
+    assert failure.reason == Reason.UPSTREAM_UNAVAILABLE
+    assert failure.message.startswith(f"bedrock: upstream {name}")
     # botocore's own retries are off: exactly one attempt plus the service's two retries.
     assert len(harness.bedrock.requests) == 3
 
@@ -183,7 +182,7 @@ async def test_a_slow_upstream_times_out(harness_factory) -> None:
 
     failure = await harness.fail(TITAN)
 
-    assert failure.error.message == "bedrock: upstream timed out"
+    assert failure.message == "bedrock: upstream timed out"
 
 
 async def test_missing_credentials_fail_the_call(harness_factory, monkeypatch: pytest.MonkeyPatch,
@@ -196,8 +195,8 @@ async def test_missing_credentials_fail_the_call(harness_factory, monkeypatch: p
 
     failure = await harness.fail(TITAN)
 
-    assert failure.error.reason == Reason.UPSTREAM_UNAVAILABLE
-    assert failure.error.message == "bedrock: no credentials configured"
+    assert failure.reason == Reason.UPSTREAM_UNAVAILABLE
+    assert failure.message == "bedrock: no credentials configured"
     assert harness.bedrock.requests == []
 
 
@@ -224,5 +223,5 @@ async def test_a_malformed_body_is_an_upstream_failure(harness: Harness) -> None
 
     failure = await harness.fail(TITAN)
 
-    assert failure.error.reason == Reason.UPSTREAM_UNAVAILABLE
-    assert failure.error.message == "bedrock: upstream returned a malformed body"
+    assert failure.reason == Reason.UPSTREAM_UNAVAILABLE
+    assert failure.message == "bedrock: upstream returned a malformed body"

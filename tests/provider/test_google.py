@@ -3,7 +3,6 @@ against the fake Google endpoints with the real google-genai SDK."""
 
 from __future__ import annotations
 
-import grpc
 import pytest
 
 from quantized.common.v1 import images_pb2
@@ -92,8 +91,8 @@ async def test_missing_application_default_credentials(harness_factory, monkeypa
 
     failure = await harness.fail(IMAGEN)
 
-    assert failure.error.reason == Reason.UPSTREAM_UNAVAILABLE
-    assert failure.error.message == "gemini: no application default credentials found for Vertex AI"
+    assert failure.reason == Reason.UPSTREAM_UNAVAILABLE
+    assert failure.message == "gemini: no application default credentials found for Vertex AI"
 
 
 @pytest.mark.parametrize(("model", "overrides", "message"), [
@@ -106,8 +105,8 @@ async def test_missing_credentials_fail_the_call(harness_factory, model: str, ov
 
     failure = await harness.fail(model)
 
-    assert failure.code == grpc.StatusCode.UNAVAILABLE
-    assert failure.error.message == message
+    assert failure.reason == Reason.UPSTREAM_UNAVAILABLE
+    assert failure.message == message
     assert harness.google.requests == []
 
 
@@ -166,9 +165,9 @@ async def test_errors_that_are_not_retried(harness: Harness, model: str, name: s
 
     failure = await harness.fail(model)
 
-    assert failure.error.reason == reason and failure.error.message == message
+    assert failure.reason == reason and failure.message == message
     assert len(harness.google.requests) == 1
-    assert GEMINI_API_KEY not in failure.error.message and VERTEX_API_KEY not in failure.error.message
+    assert GEMINI_API_KEY not in failure.message and VERTEX_API_KEY not in failure.message
 
 
 @pytest.mark.parametrize(("name", "message"), [
@@ -183,7 +182,7 @@ async def test_rate_limits_and_5xx_are_retried_by_the_service_only(harness: Harn
 
     failure = await harness.fail(model)
 
-    assert failure.code == grpc.StatusCode.UNAVAILABLE and failure.error.message == message
+    assert failure.reason == Reason.UPSTREAM_UNAVAILABLE and failure.message == message
     assert len(harness.google.requests) == 3
 
 
@@ -201,7 +200,7 @@ async def test_a_slow_upstream_times_out(harness_factory) -> None:
 
     failure = await harness.fail(IMAGEN)
 
-    assert failure.error.message == "gemini: upstream timed out"
+    assert failure.message == "gemini: upstream timed out"
 
 
 async def test_flash_image_asks_for_n_candidates(harness: Harness) -> None:

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized.images.v1 import images_pb2, images_pb2_grpc
 from quantized_runtime.channels import channel_options
 from quantized_runtime.client import call
 from quantized_runtime.errors import Reason, ServiceError
@@ -26,25 +26,25 @@ from quantized_runtime.request_context import current_request_id
 from quantized_runtime.server import create_server
 from tests.harness import serving
 
-PROVIDER_SERVICE = provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name
+IMAGES_SERVICE = images_pb2.DESCRIPTOR.services_by_name["ImagesService"].full_name
 
 
-class ScriptedProvider(provider_pb2_grpc.ProviderServiceServicer):
+class ScriptedImages(images_pb2_grpc.ImagesServiceServicer):
     def __init__(self, failure: Exception | None) -> None:
         self.failure = failure
 
     async def Generate(self, request, context):
         if self.failure is not None:
             raise self.failure
-        return provider_pb2.GenerateResponse(created=7)
+        return images_pb2.GenerateResponse(created=7)
 
 
 async def _start(failure: Exception | None = None):
-    servicer = ScriptedProvider(failure)
+    servicer = ScriptedImages(failure)
     return await create_server(
         "127.0.0.1:0",
-        [lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(servicer, server)],
-        [PROVIDER_SERVICE],
+        [lambda server: images_pb2_grpc.add_ImagesServiceServicer_to_server(servicer, server)],
+        [IMAGES_SERVICE],
         max_message_bytes=4 * 1024 * 1024,
     )
 
@@ -52,7 +52,7 @@ async def _start(failure: Exception | None = None):
 async def test_health_reports_serving_for_the_server_and_each_service():
     async with serving(_start()) as served:
         health = health_pb2_grpc.HealthStub(served.channel)
-        for service in ("", PROVIDER_SERVICE):
+        for service in ("", IMAGES_SERVICE):
             reply = await call(health.Check, health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -82,10 +82,10 @@ def test_reflection_lists_the_service_health_and_reflection():
             database = ProtoReflectionDescriptorDatabase(channel)
             services = set(database.get_services())
             pool = descriptor_pool.DescriptorPool(database)
-            method = pool.FindServiceByName(PROVIDER_SERVICE).FindMethodByName("Generate")
-        assert {PROVIDER_SERVICE, "grpc.health.v1.Health",
+            method = pool.FindServiceByName(IMAGES_SERVICE).FindMethodByName("Generate")
+        assert {IMAGES_SERVICE, "grpc.health.v1.Health",
                 "grpc.reflection.v1alpha.ServerReflection"} <= services
-        assert method.input_type.full_name == "quantized.provider.v1.GenerateRequest"
+        assert method.input_type.full_name == "quantized.images.v1.GenerateRequest"
     finally:
         asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -93,25 +93,25 @@ def test_reflection_lists_the_service_health_and_reflection():
         loop.close()
 
 
-async def test_service_error_travels_as_status_with_reason_and_field():
-    async with serving(_start(ServiceError(Reason.UPSTREAM_REJECTED, "size is not supported",
-                                           field="size"))) as served:
+@pytest.mark.parametrize(("reason", "code"), [(Reason.UPSTREAM_REJECTED, grpc.StatusCode.INVALID_ARGUMENT),
+                                              (Reason.UPSTREAM_UNAVAILABLE, grpc.StatusCode.UNAVAILABLE)])
+async def test_service_error_travels_as_status_with_reason_and_field(reason: Reason, code: grpc.StatusCode):
+    async with serving(_start(ServiceError(reason, "size is not supported", field="size"))) as served:
         # Read off the wire, not through `call`: the status code is under test too.
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await provider_pb2_grpc.ProviderServiceStub(served.channel).Generate(
-                provider_pb2.GenerateRequest(), timeout=5)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            await images_pb2_grpc.ImagesServiceStub(served.channel).Generate(
+                images_pb2.GenerateRequest(), timeout=5)
+    assert caught.value.code() == code
     error = from_rpc_error(caught.value)
-    assert (error.reason, error.message, error.field) == (
-        Reason.UPSTREAM_REJECTED, "size is not supported", "size")
+    assert (error.reason, error.message, error.field) == (reason, "size is not supported", "size")
 
 
 async def test_unexpected_exception_becomes_generic_internal_without_details():
     async with serving(_start(RuntimeError("database password is hunter2"))) as served:
         # Read off the wire, not through `call`: the status and its details are under test.
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await provider_pb2_grpc.ProviderServiceStub(served.channel).Generate(
-                provider_pb2.GenerateRequest(), timeout=5,
+            await images_pb2_grpc.ImagesServiceStub(served.channel).Generate(
+                images_pb2.GenerateRequest(), timeout=5,
                 metadata=[("x-request-id", "req_test123")])
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "hunter2" not in (caught.value.details() or "")
@@ -127,8 +127,8 @@ async def test_sigterm_lets_the_in_flight_call_finish():
     try:
         port = int(process.stdout.readline())
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = provider_pb2_grpc.ProviderServiceStub(channel).Generate(
-                provider_pb2.GenerateRequest(), timeout=20)
+            call = images_pb2_grpc.ImagesServiceStub(channel).Generate(
+                images_pb2.GenerateRequest(), timeout=20)
             await asyncio.sleep(0.5)  # the call is now in flight on the server
             os.kill(process.pid, signal.SIGTERM)
             reply = await call
@@ -144,21 +144,21 @@ async def _request_ids_seen(mint_request_ids: bool, forwarded: str, calls: int) 
     """The request id the servicer saw on each of `calls` calls that forwarded `forwarded`."""
     seen: list[str] = []
 
-    class RecordingProvider(provider_pb2_grpc.ProviderServiceServicer):
+    class RecordingImages(images_pb2_grpc.ImagesServiceServicer):
         async def Generate(self, request, context):
             seen.append(current_request_id.get())
-            return provider_pb2.GenerateResponse()
+            return images_pb2.GenerateResponse()
 
     starting = create_server(
         "127.0.0.1:0",
-        [lambda server: provider_pb2_grpc.add_ProviderServiceServicer_to_server(RecordingProvider(), server)],
-        [PROVIDER_SERVICE], max_message_bytes=4 * 1024 * 1024, mint_request_ids=mint_request_ids)
+        [lambda server: images_pb2_grpc.add_ImagesServiceServicer_to_server(RecordingImages(), server)],
+        [IMAGES_SERVICE], max_message_bytes=4 * 1024 * 1024, mint_request_ids=mint_request_ids)
     async with serving(starting) as served:
-        stub = provider_pb2_grpc.ProviderServiceStub(served.channel)
+        stub = images_pb2_grpc.ImagesServiceStub(served.channel)
         # `call` forwards the request id of the work in progress.
         current_request_id.set(forwarded)
         for _ in range(calls):
-            await call(stub.Generate, provider_pb2.GenerateRequest(), timeout=5)
+            await call(stub.Generate, images_pb2.GenerateRequest(), timeout=5)
     return seen
 
 

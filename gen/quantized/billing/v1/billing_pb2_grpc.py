@@ -67,38 +67,45 @@ class BillingServiceServicer:
     """
 
     def Authenticate(self, request, context):
-        """Resolve an API key or JWT to its account.
+        """Resolve an API key or JWT to its account. Caller: the edge, on a miss
+        of its authentication cache (edge/flow.py).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Reserve(self, request, context):
-        """Hold the worst-case price, or fail with INSUFFICIENT_CREDITS.
+        """Hold the worst-case price, or fail with INSUFFICIENT_CREDITS. No caller
+        in production: the edge sends its Reserves on Ledger. Called by the
+        billing tests and bench/billing_bench.py's unary mode.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Settle(self, request, context):
-        """Charge the actual price (at most the hold) and release the rest.
+        """Charge the actual price (at most the hold) and release the rest. No
+        caller in production: the edge sends its Settles on Ledger. Called by
+        the billing tests and bench/billing_bench.py's unary mode.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Release(self, request, context):
-        """Return the whole hold.
+        """Return the whole hold. No caller in production: the edge sends its
+        Releases on Ledger. Called by the billing tests.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Ledger(self, request_iterator, context):
-        """Reserve, Settle and Release in batches over one long-lived stream, for a
-        caller with many requests in flight (the edge). Each LedgerRequest is
-        applied in one database transaction and answered by one LedgerResponse
-        with the same batch_id; batches may be answered out of order. Each
+        """Reserve, Settle and Release (and the lease operations) in batches over
+        one long-lived stream. Its caller is the edge (edge/ledger_client.py),
+        which has many requests in flight. Each LedgerRequest is applied in one
+        database transaction and answered by one LedgerResponse with the same
+        batch_id; batches may be answered out of order. Each
         operation succeeds or fails on its own, exactly as its unary RPC would,
         and a failed operation writes nothing.
 

@@ -35,11 +35,6 @@ class ProviderServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Generate = channel.unary_unary(
-                '/quantized.provider.v1.ProviderService/Generate',
-                request_serializer=quantized_dot_provider_dot_v1_dot_provider__pb2.GenerateRequest.SerializeToString,
-                response_deserializer=quantized_dot_provider_dot_v1_dot_provider__pb2.GenerateResponse.FromString,
-                _registered_method=True)
         self.GenerateStream = channel.stream_stream(
                 '/quantized.provider.v1.ProviderService/GenerateStream',
                 request_serializer=quantized_dot_provider_dot_v1_dot_provider__pb2.GenerateStreamRequest.SerializeToString,
@@ -51,19 +46,12 @@ class ProviderServiceServicer:
     """Upstream dispatch: the only service that holds upstream credentials.
     """
 
-    def Generate(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def GenerateStream(self, request_iterator, context):
-        """Many Generate calls multiplexed over one long-lived stream, for a caller
-        with many requests in flight (the edge): a message on an open stream costs
-        both ends less CPU and latency than a unary call. Each call is named by its
-        call_id and answered, in any order, by messages with that call_id: zero or
-        more chunks, then exactly one response or error. A call's outcome is the
-        one its unary Generate would have had.
+        """Generate calls multiplexed over one long-lived stream. Its caller is the
+        edge (edge/generate_client.py), which keeps one stream open and sends
+        every image request's call on it. Each call is named by its call_id and
+        answered, in any order, by messages with that call_id: zero or more
+        chunks, then exactly one response or error.
 
         An image over 1 MiB comes as chunks of at most 1 MiB, each its own message,
         so one large image does not hold up the answers of other calls on the
@@ -85,11 +73,6 @@ class ProviderServiceServicer:
 
 def add_ProviderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Generate': grpc.unary_unary_rpc_method_handler(
-                    servicer.Generate,
-                    request_deserializer=quantized_dot_provider_dot_v1_dot_provider__pb2.GenerateRequest.FromString,
-                    response_serializer=quantized_dot_provider_dot_v1_dot_provider__pb2.GenerateResponse.SerializeToString,
-            ),
             'GenerateStream': grpc.stream_stream_rpc_method_handler(
                     servicer.GenerateStream,
                     request_deserializer=quantized_dot_provider_dot_v1_dot_provider__pb2.GenerateStreamRequest.FromString,
@@ -106,33 +89,6 @@ def add_ProviderServiceServicer_to_server(servicer, server):
 class ProviderService:
     """Upstream dispatch: the only service that holds upstream credentials.
     """
-
-    @staticmethod
-    def Generate(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/quantized.provider.v1.ProviderService/Generate',
-            quantized_dot_provider_dot_v1_dot_provider__pb2.GenerateRequest.SerializeToString,
-            quantized_dot_provider_dot_v1_dot_provider__pb2.GenerateResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def GenerateStream(request_iterator,
