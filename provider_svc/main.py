@@ -42,6 +42,8 @@ async def start(settings: ProviderSettings) -> RunningProvider:
             [SERVICE_NAME],
             settings.max_message_bytes,
             drainers=[drain.drain],
+            tls=settings.tls_files(),
+            reflection_enabled=settings.reflection,
         )
     except BaseException:
         await dispatcher.close()
