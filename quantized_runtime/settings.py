@@ -9,9 +9,7 @@ from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from quantized_runtime.channels import DEFAULT_MAX_MESSAGE_BYTES
-from quantized_runtime.tls import TlsFiles, check_material
-
-TLS_VARIABLES = ("QUANTIZED_TLS_CERT_FILE", "QUANTIZED_TLS_KEY_FILE", "QUANTIZED_TLS_CA_FILE")
+from quantized_runtime.tls import TLS_VARIABLES, TlsFiles, check_material
 
 
 class ServiceSettings(BaseSettings):

@@ -30,6 +30,8 @@ log = logging.getLogger("quantized.tls")
 TRUST_DOMAIN = "quantized"
 SPIFFE_PREFIX = f"spiffe://{TRUST_DOMAIN}/"
 SERVER_NAME_SUFFIX = f".{TRUST_DOMAIN}.internal"
+# Shared by every service and the CLI, in this order: certificate, key, CA.
+TLS_VARIABLES = ("QUANTIZED_TLS_CERT_FILE", "QUANTIZED_TLS_KEY_FILE", "QUANTIZED_TLS_CA_FILE")
 
 
 def spiffe_id(identity: str) -> str:
@@ -67,6 +69,15 @@ class TlsFiles:
             status = os.stat(path)
             stamps.append((status.st_ino, status.st_mtime_ns, status.st_size))
         return tuple(stamps)
+
+
+def tls_files_from_environment() -> TlsFiles | None:
+    """The files named by QUANTIZED_TLS_CERT_FILE, _KEY_FILE and _CA_FILE, when all
+    three are set (the CLI's way; services read them through their settings)."""
+    paths = [os.environ.get(name, "").strip() for name in TLS_VARIABLES]
+    if not all(paths):
+        return None
+    return TlsFiles(*(Path(path) for path in paths))
 
 
 def check_material(material: TlsMaterial) -> None:
