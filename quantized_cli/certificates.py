@@ -9,6 +9,7 @@ is never written: a new dev stack makes a new CA.
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -127,3 +128,19 @@ def issue_dev_certificates(directory: Path,
     files = {name: authority.write(directory, name, serves=True) for name in SERVICE_NAMES}
     files["operator"] = authority.write(directory, DEV_OPERATOR, serves=False)
     return files
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "certificates", help="write a throwaway CA's certificates for each service and an operator "
+                             "into a directory (docker compose; use your own CA in production)")
+    parser.add_argument("directory", type=Path)
+    parser.set_defaults(handler=_write_certificates)
+
+
+def _write_certificates(args: argparse.Namespace) -> int:
+    files = issue_dev_certificates(args.directory)
+    for name, written in files.items():
+        print(f"{name}: {written.cert_file} {written.key_file}")
+    print(f"CA: {files['operator'].ca_file} (its private key was not kept)")
+    return 0
