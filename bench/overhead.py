@@ -13,7 +13,10 @@ upstream) is measured in the same run with the same load generator; the router's
 added p50/p99, requests per second, p99 and CPU per request are also given as
 ratios to it (`vs_bare`), since absolute times move from host to host.
 
-Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30]
+With --mtls the internal plane runs mutual TLS with a throwaway CA, as `quantized
+dev` and production do; run with and without it alternately to measure its cost.
+
+Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls]
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from http_load import build_request, one_request, run_load  # noqa: E402
 
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc  # noqa: E402
+from quantized_cli.certificates import issue_dev_certificates  # noqa: E402
+from quantized_runtime.channels import open_channel  # noqa: E402
+from quantized_runtime.tls import TLS_VARIABLES, TlsFiles  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("catalog", "billing", "provider", "edge")
@@ -80,6 +85,7 @@ def wait_for(port: int, deadline: float = 60) -> None:
 
 
 def start_stack(data_dir: Path, upstream_port: int, extra_env: dict[str, str] | None = None,
+                certificates: dict[str, TlsFiles] | None = None,
                 ) -> tuple[dict[str, subprocess.Popen], dict[str, int], str]:
     ports = {name: free_port() for name in (*SERVICES, "http")}
     admin_token = secrets.token_urlsafe(24)
@@ -101,15 +107,20 @@ def start_stack(data_dir: Path, upstream_port: int, extra_env: dict[str, str] | 
     processes = {}
     for name in SERVICES:
         log = open(data_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the child
+        own_env = dict(env)
+        if certificates is not None:
+            files = certificates[name]
+            own_env.update(zip(TLS_VARIABLES, map(str, (files.cert_file, files.key_file, files.ca_file)),
+                               strict=True))
         processes[name] = subprocess.Popen([sys.executable, "-m", "quantized_cli", "serve", name],
-                                           env=env, stdout=log, stderr=log, cwd=ROOT)
+                                           env=own_env, stdout=log, stderr=log, cwd=ROOT)
         wait_for(ports[name])
     wait_for(ports["http"])
     return processes, ports, admin_token
 
 
-async def create_account(billing_port: int, admin_token: str) -> str:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{billing_port}") as channel:
+async def create_account(billing_port: int, admin_token: str, operator: TlsFiles | None = None) -> str:
+    async with open_channel(f"127.0.0.1:{billing_port}", tls=operator, peer="billing") as channel:
         reply = await billing_pb2_grpc.BillingAdminServiceStub(channel).CreateAccount(
             billing_pb2.CreateAccountRequest(name="bench", unlimited=True),
             metadata=[("authorization", f"Bearer {admin_token}")], timeout=10)
@@ -206,6 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000, help="requests in the 32-client run")
     parser.add_argument("--big-mb", type=int, default=30)
+    parser.add_argument("--mtls", action="store_true", help="mutual TLS between the services")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "zero_latency_openai.py"),
@@ -217,9 +229,11 @@ def main() -> None:
                              str(bare_port), str(upstream_port)], stdout=subprocess.PIPE, text=True)
     assert bare.stdout.readline().strip() == "ready"
     with tempfile.TemporaryDirectory() as tmp:
-        processes, ports, admin_token = start_stack(Path(tmp), upstream_port)
+        certificates = issue_dev_certificates(Path(tmp) / "tls") if args.mtls else None
+        processes, ports, admin_token = start_stack(Path(tmp), upstream_port, certificates=certificates)
         try:
-            api_key = asyncio.run(create_account(ports["billing"], admin_token))
+            api_key = asyncio.run(create_account(ports["billing"], admin_token,
+                                                 certificates["operator"] if certificates else None))
             report = asyncio.run(measure(ports, upstream_port, api_key, processes, args.requests,
                                          bare, bare_port))
             report["big_image"] = asyncio.run(measure_big(ports, upstream_port, api_key, processes))
@@ -231,6 +245,7 @@ def main() -> None:
             bare.wait(10)
             upstream.terminate()
             upstream.wait(10)
+    report["mtls"] = args.mtls
     print(json.dumps(report, indent=2))
 
 

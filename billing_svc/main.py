@@ -77,7 +77,8 @@ async def start(settings: BillingSettings) -> RunningBilling:
         drain = StreamDrain()
         server = await create_server(
             settings.listen, registrars(billing, settings.admin_token.get_secret_value(), drain),
-            SERVICE_NAMES, settings.max_message_bytes, drainers=[drain.drain])
+            SERVICE_NAMES, settings.max_message_bytes, drainers=[drain.drain],
+            tls=settings.tls_files(), reflection_enabled=settings.reflection)
     except BaseException:
         await database.dispose()
         raise

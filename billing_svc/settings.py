@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from billing_svc.storage.engine import database_url_problem
 from quantized_runtime import defaults
+from quantized_runtime.admin_auth import admin_token_problem
 from quantized_runtime.settings import ServiceSettings
 
 # The edge gives a request at most 180 s upstream; a hold must outlive that with
@@ -65,9 +66,10 @@ class BillingSettings(ServiceSettings):
 
     @field_validator("admin_token")
     @classmethod
-    def _admin_token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("must not be blank")
+    def _admin_token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = admin_token_problem(value.get_secret_value()) if value is not None else None
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("jwt_secret")

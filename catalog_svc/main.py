@@ -51,7 +51,8 @@ async def start(settings: CatalogSettings) -> RunningCatalog:
     try:
         server = await create_server(
             settings.listen, registrars(core, settings.admin_token.get_secret_value()),
-            SERVICE_NAMES, settings.max_message_bytes)
+            SERVICE_NAMES, settings.max_message_bytes,
+            tls=settings.tls_files(), reflection_enabled=settings.reflection)
     except BaseException:
         await engine.dispose()
         raise

@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
+from quantized_runtime.tls import caller_identity
 from quantized_runtime.enum_names import enum_word, enum_words
 from quantized_runtime.server import Registrar
 
@@ -20,7 +21,8 @@ from catalog_svc.catalog_file import Constraints
 from catalog_svc.snapshot import CatalogSnapshot, ModelInfo, RouteRow
 
 WATERMARKS = enum_words(images_pb2.Watermark.DESCRIPTOR)
-DEFAULT_ACTOR = "admin"
+# The audit actor of a change made in plaintext, where the admin token is the only credential.
+ADMIN_TOKEN_ACTOR = "admin-token"
 
 
 def _json_value(value: Any) -> Any:
@@ -113,12 +115,18 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         require_admin(context.invocation_metadata(), self._admin_token)
 
+    @staticmethod
+    def _actor(context: grpc.aio.ServicerContext) -> str:
+        """Who made a change, from the credential (the operator's certificate), never
+        from the request: a caller could write any name there."""
+        return caller_identity(context) or ADMIN_TOKEN_ACTOR
+
     async def SetProviderModelActive(
             self, request: catalog_pb2.SetProviderModelActiveRequest,
             context: grpc.aio.ServicerContext) -> catalog_pb2.SetProviderModelActiveResponse:
         self._authorize(context)
         row = await self._core.set_active(request.provider, request.model_id, request.is_active,
-                                          request.actor.strip() or DEFAULT_ACTOR)
+                                          self._actor(context))
         return catalog_pb2.SetProviderModelActiveResponse(provider_model=provider_model_message(row))
 
     async def ListCatalog(self, request: catalog_pb2.ListCatalogRequest,
@@ -134,7 +142,7 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
     async def ReloadCatalog(self, request: catalog_pb2.ReloadCatalogRequest,
                             context: grpc.aio.ServicerContext) -> catalog_pb2.ReloadCatalogResponse:
         self._authorize(context)
-        summary = await self._core.reload(request.actor.strip() or DEFAULT_ACTOR)
+        summary = await self._core.reload(self._actor(context))
         return catalog_pb2.ReloadCatalogResponse(
             catalog_version=summary.version, models=summary.models,
             provider_models=summary.provider_models)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from quantized_runtime.admin_auth import admin_token_problem
 from quantized_runtime.defaults import CATALOG_ADDR, default_data_dir, sqlite_url
 from quantized_runtime.settings import ServiceSettings
 
@@ -28,8 +29,16 @@ class CatalogSettings(ServiceSettings):
     # How often each replica checks the database for another replica's change.
     refresh_seconds: float = Field(default=2.0, gt=0)
     credits_per_usd: int = Field(default=DEFAULT_CREDITS_PER_USD, gt=0)
-    admin_token: SecretStr = Field(validation_alias="QUANTIZED_ADMIN_TOKEN", min_length=1)
+    admin_token: SecretStr = Field(validation_alias="QUANTIZED_ADMIN_TOKEN")
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias="QUANTIZED_DATA_DIR")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_long_enough(cls, value: SecretStr) -> SecretStr:
+        problem = admin_token_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     def resolved_database_url(self) -> str:
         """The database URL; for the SQLite default, the data directory is created."""

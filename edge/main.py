@@ -76,7 +76,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     the dev stack and orchestrators that the whole edge is ready.
     """
     peers = Peers.open(settings.catalog_addr, settings.billing_addr, settings.provider_addr,
-                       settings.max_message_bytes)
+                       settings.max_message_bytes, settings.tls_files())
     flow = ImagesFlow(peers, settings)
     validator = RequestValidator()
     try:
@@ -104,6 +104,10 @@ async def start(settings: EdgeSettings) -> RunningEdge:
             SERVICE_NAMES,
             settings.max_message_bytes,
             mint_request_ids=True,
+            # Callers present API keys, as on HTTP; what they may send is capped as on HTTP.
+            public=True,
+            max_receive_message_bytes=settings.max_body_bytes,
+            reflection_enabled=settings.reflection,
         )
     except BaseException:
         http.should_exit = True

@@ -12,6 +12,7 @@ from quantized.billing.v1 import billing_pb2_grpc
 from quantized.catalog.v1 import catalog_pb2_grpc
 from quantized.provider.v1 import provider_pb2_grpc
 from quantized_runtime.channels import open_channel
+from quantized_runtime.tls import TlsFiles
 
 from edge.generate_client import GenerateClient
 from edge.ledger_client import LedgerClient
@@ -27,10 +28,12 @@ class Peers:
 
     @classmethod
     def open(cls, catalog_addr: str, billing_addr: str, provider_addr: str,
-             max_message_bytes: int) -> Peers:
-        catalog = open_channel(catalog_addr, max_message_bytes)
-        billing = open_channel(billing_addr, max_message_bytes)
-        provider = open_channel(provider_addr, max_message_bytes)
+             max_message_bytes: int, tls: TlsFiles | None = None) -> Peers:
+        """With `tls`, each channel presents the edge's certificate and accepts only
+        the certificate of the service it means to reach."""
+        catalog = open_channel(catalog_addr, max_message_bytes, tls=tls, peer="catalog")
+        billing = open_channel(billing_addr, max_message_bytes, tls=tls, peer="billing")
+        provider = open_channel(provider_addr, max_message_bytes, tls=tls, peer="provider")
         billing_stub = billing_pb2_grpc.BillingServiceStub(billing)
         return cls(
             catalog=catalog_pb2_grpc.CatalogServiceStub(catalog),

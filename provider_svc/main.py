@@ -41,6 +41,8 @@ async def start(settings: ProviderSettings) -> RunningProvider:
             SERVICE_NAMES,
             settings.max_message_bytes,
             drainers=[drain.drain],
+            tls=settings.tls_files(),
+            reflection_enabled=settings.reflection,
         )
     except BaseException:
         await dispatcher.close()

@@ -4,13 +4,17 @@ Where to connect: QUANTIZED_BILLING_ADDR / QUANTIZED_CATALOG_ADDR (or --billing-
 --catalog-addr), else the running dev stack's state file, else the default loopback
 addresses. The admin token: QUANTIZED_ADMIN_TOKEN, else the dev stack's state file.
 The token is never taken as a flag, so it does not show in process listings.
+
+The operator's certificate (QUANTIZED_TLS_CERT_FILE, _KEY_FILE, _CA_FILE, else the
+dev stack's) is presented over mutual TLS; the token is a second factor beside it.
+Without a certificate the token would cross the network in clear text, so the
+command refuses any address that is not loopback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import os
 import sys
@@ -24,9 +28,10 @@ from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized_cli.state_file import read_state
 from quantized_runtime import defaults
-from quantized_runtime.channels import open_channel
+from quantized_runtime.channels import is_loopback, open_channel
 from quantized_runtime.client import call
 from quantized_runtime.errors import ServiceError
+from quantized_runtime.tls import TLS_VARIABLES, TlsFiles, tls_files_from_environment
 
 ADMIN_CALL_TIMEOUT_SECONDS = 30.0
 
@@ -36,6 +41,8 @@ class Target:
     billing_addr: str
     catalog_addr: str
     admin_token: str
+    # The operator's certificate; None only for loopback addresses.
+    tls: TlsFiles | None
 
 
 class AdminSetupError(Exception):
@@ -52,11 +59,14 @@ def resolve_target(args: argparse.Namespace) -> Target:
     if not token:
         raise AdminSetupError("no admin token: set QUANTIZED_ADMIN_TOKEN, or start a dev stack "
                               "with `quantized dev` as this user")
-    return Target(billing, catalog, token)
-
-
-def _actor() -> str:
-    return f"{getpass.getuser()}@cli"
+    tls = tls_files_from_environment() or (state.operator_tls() if state else None)
+    if tls is None:
+        remote = [address for address in (billing, catalog) if not is_loopback(address)]
+        if remote:
+            raise AdminSetupError(
+                f"refusing to send the admin token in plaintext to {', '.join(remote)}: set "
+                f"{', '.join(TLS_VARIABLES)} to an operator certificate")
+    return Target(billing, catalog, token, tls)
 
 
 def _message_dict(message: Any) -> dict[str, Any]:
@@ -68,8 +78,8 @@ Handler = Callable[[argparse.Namespace, Target, Any, Any], Awaitable[dict[str, A
 
 
 async def _run_with_stubs(handler: Handler, args: argparse.Namespace, target: Target) -> dict[str, Any]:
-    billing_channel = open_channel(target.billing_addr)
-    catalog_channel = open_channel(target.catalog_addr)
+    billing_channel = open_channel(target.billing_addr, tls=target.tls, peer="billing")
+    catalog_channel = open_channel(target.catalog_addr, tls=target.tls, peer="catalog")
     try:
         return await handler(args, target,
                              billing_pb2_grpc.BillingAdminServiceStub(billing_channel),
@@ -118,8 +128,7 @@ async def credits_grant(args, target, billing, _catalog) -> dict[str, Any]:
 
 async def provider_model_set(args, target, _billing, catalog) -> dict[str, Any]:
     reply = await _admin_call(catalog.SetProviderModelActive, catalog_pb2.SetProviderModelActiveRequest(
-        provider=args.provider, model_id=args.model, is_active=args.action == "enable",
-        actor=_actor()), target)
+        provider=args.provider, model_id=args.model, is_active=args.action == "enable"), target)
     return _message_dict(reply.provider_model)
 
 
@@ -129,7 +138,7 @@ async def catalog_list(_args, target, _billing, catalog) -> dict[str, Any]:
 
 async def catalog_reload(_args, target, _billing, catalog) -> dict[str, Any]:
     return _message_dict(await _admin_call(
-        catalog.ReloadCatalog, catalog_pb2.ReloadCatalogRequest(actor=_actor()), target))
+        catalog.ReloadCatalog, catalog_pb2.ReloadCatalogRequest(), target))
 
 
 async def catalog_audit(args, target, _billing, catalog) -> dict[str, Any]:

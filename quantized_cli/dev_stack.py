@@ -2,8 +2,13 @@
 
 Each child runs `python -m quantized_cli serve NAME`, the same command a container
 runs. Logs go to DATA_DIR/logs/NAME.log. Once all are healthy, a development
-account is created and the base URL and its API key are printed; the addresses
-and the admin token are recorded in the per-user state file for `quantized admin`.
+account is created and the base URL and its API key are printed; the addresses,
+the admin token and the operator's certificate are recorded in the per-user state
+file for `quantized admin`.
+
+The internal plane runs mutual TLS as in production: each start makes a new
+throwaway CA and one certificate per service and for the operator, in
+DATA_DIR/tls (quantized_cli.certificates). Reflection is on, for grpcurl.
 
 A child that dies is restarted on the same address and data dir, with a growing
 delay, so one crash does not take the edge and the user's session down with it;
@@ -25,12 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
+from quantized_cli.certificates import issue_dev_certificates, write_private
 from quantized_cli.health import wait_until_serving
 from quantized_cli.serve import PARENT_PID_ENV
 from quantized_cli.state_file import DevStackState, read_state, remove_state, write_state, state_path
 from quantized_runtime import defaults
 from quantized_runtime.channels import open_channel
 from quantized_runtime.client import call
+from quantized_runtime.tls import TLS_VARIABLES, TlsFiles
 
 DEV_ACCOUNT_CREDITS = 100_000_000
 STARTUP_DEADLINE_SECONDS = 60.0
@@ -151,10 +158,13 @@ def _admin_token(data_dir: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token)
+    write_private(path, token.encode())
     return token
+
+
+def _tls_environment(files: TlsFiles) -> dict[str, str]:
+    return dict(zip(TLS_VARIABLES, (str(files.cert_file), str(files.key_file), str(files.ca_file)),
+                    strict=True))
 
 
 class DevStack:
@@ -164,6 +174,7 @@ class DevStack:
         self.credits = credits
         self.crash_policy = crash_policy
         self.stop_requested = asyncio.Event()
+        self.certificates: dict[str, TlsFiles] = {}
         logs = data_dir / "logs"
         self.children = {
             name: Child(name, f"127.0.0.1:{_port_or_free(_default_port(addr))}", logs / f"{name}.log")
@@ -176,6 +187,7 @@ class DevStack:
         }
 
     def _environment(self, admin_token: str) -> dict[str, str]:
+        """What every child shares; each adds its own certificate (`_child_environment`)."""
         env = dict(os.environ)
         env.update({
             "QUANTIZED_DATA_DIR": str(self.data_dir),
@@ -192,29 +204,43 @@ class DevStack:
             "QUANTIZED_PROVIDER_ADDR": self.children["provider"].address,
             PARENT_PID_ENV: str(os.getpid()),
         })
+        for name in self.children:
+            env[f"QUANTIZED_{name.upper()}_REFLECTION"] = "true"
         return env
+
+    def _child_environment(self, child: Child, shared: dict[str, str]) -> dict[str, str]:
+        return {**shared, **_tls_environment(self.certificates[child.name])}
+
+    def _probe_identity(self, child: Child) -> tuple[TlsFiles | None, str | None]:
+        """How to reach CHILD's gRPC port: the edge's is public (plaintext, API
+        keys); the others take the operator's certificate and prove their name."""
+        if child.name == "edge":
+            return None, None
+        return self.certificates["operator"], child.name
 
     async def _spawn(self, child: Child, env: dict[str, str]) -> None:
         child.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(child.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "quantized_cli", "serve", child.name,
-                env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                env=self._child_environment(child, env), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # signals reach children only through us, in order
             )
 
     async def _wait_healthy(self, child: Child) -> None:
         process = child.process
         assert process is not None
+        tls, service = self._probe_identity(child)
         try:
             await wait_until_serving(child.address, STARTUP_DEADLINE_SECONDS,
-                                     lambda: process.returncode is None)
+                                     lambda: process.returncode is None, tls=tls, service=service)
         except RuntimeError as exc:
             raise RuntimeError(f"{child.name}: {exc}; see {child.log_path}\n{_tail(child.log_path)}") from None
         child.healthy_since = asyncio.get_running_loop().time()
 
     async def _create_dev_account(self, admin_token: str) -> str:
-        channel = open_channel(self.children["billing"].address)
+        channel = open_channel(self.children["billing"].address, tls=self.certificates["operator"],
+                               peer="billing")
         try:
             stub = billing_pb2_grpc.BillingAdminServiceStub(channel)
             reply = await call(stub.CreateAccount,
@@ -230,6 +256,7 @@ class DevStack:
             loop.add_signal_handler(sig, self.stop_requested.set)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         admin_token = _admin_token(self.data_dir)
+        self.certificates = issue_dev_certificates(self.data_dir / "tls")
         env = self._environment(admin_token)
         try:
             backends = [self.children[name] for name in ("catalog", "billing", "provider")]
@@ -251,6 +278,9 @@ class DevStack:
             billing_addr=self.children["billing"].address,
             provider_addr=self.children["provider"].address,
             admin_token=admin_token, data_dir=str(self.data_dir),
+            operator_cert_file=str(self.certificates["operator"].cert_file),
+            operator_key_file=str(self.certificates["operator"].key_file),
+            ca_file=str(self.certificates["operator"].ca_file),
         ))
         print(f"QUANTIZED_BASE_URL={base_url}")
         print(f"QUANTIZED_API_KEY={api_key}")

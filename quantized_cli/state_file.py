@@ -7,6 +7,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from quantized_runtime.tls import TlsFiles
+
 
 def state_path() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -23,6 +25,13 @@ class DevStackState:
     provider_addr: str
     admin_token: str
     data_dir: str
+    # The operator's certificate, key and the dev CA, for `quantized admin`.
+    operator_cert_file: str
+    operator_key_file: str
+    ca_file: str
+
+    def operator_tls(self) -> TlsFiles:
+        return TlsFiles(Path(self.operator_cert_file), Path(self.operator_key_file), Path(self.ca_file))
 
 
 def write_state(state: DevStackState) -> Path:

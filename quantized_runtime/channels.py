@@ -1,8 +1,16 @@
-"""One long-lived grpc.aio channel per peer, sized for multi-megabyte images."""
+"""One long-lived grpc.aio channel per peer, sized for multi-megabyte images, over
+mutual TLS when the caller has a certificate (quantized_runtime.tls)."""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+
 import grpc
+
+from quantized_runtime.tls import TlsFiles, channel_credentials, server_name
+
+log = logging.getLogger("quantized.channels")
 
 DEFAULT_MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 # Clients ping a connection with calls open every KEEPALIVE_TIME_MS. A server must
@@ -31,13 +39,43 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[
     ]
 
 
-def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
-    return [
-        *channel_options(max_message_bytes),
-        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
-    ]
+def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                   max_receive_message_bytes: int | None = None) -> list[tuple[str, int]]:
+    """A server's options; `max_receive_message_bytes` caps what callers may send
+    (default: the same as what the server may send)."""
+    receive_limit = max_message_bytes if max_receive_message_bytes is None else max_receive_message_bytes
+    options = [(key, receive_limit if key == "grpc.max_receive_message_length" else value)
+               for key, value in channel_options(max_message_bytes)]
+    return [*options, ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2)]
 
 
-def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
-    """Open a channel on the running event loop (call it from a lifespan, not at import)."""
-    return grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *,
+                 tls: TlsFiles | None = None, peer: str | None = None) -> grpc.aio.Channel:
+    """Open a channel on the running event loop (call it from a lifespan, not at import).
+
+    With `tls`, the channel presents this process's certificate and accepts only a
+    server whose certificate names `peer` (`billing` -> billing.quantized.internal),
+    whatever address it dials."""
+    options = channel_options(max_message_bytes)
+    if tls is None:
+        if not is_loopback(address):
+            log.warning("calling a peer without mutual TLS across the network",
+                        extra={"fields": {"address": address, "peer": peer or "-"}})
+        return grpc.aio.insecure_channel(address, options=options)
+    if peer is None:
+        raise ValueError("a TLS channel needs the name of the service it calls")
+    return grpc.aio.secure_channel(address, channel_credentials(tls),
+                                   options=[*options, ("grpc.ssl_target_name_override", server_name(peer))])
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a `host:port` address (as given to a server or a channel) stays on this machine."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host.startswith(("unix:", "unix-abstract:")):
+        return True
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

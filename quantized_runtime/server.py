@@ -1,4 +1,5 @@
-"""gRPC server bootstrap: health, reflection, interceptors and graceful shutdown.
+"""gRPC server bootstrap: mutual TLS and authorization, health, reflection,
+interceptors and graceful shutdown.
 
 `create_server` builds and starts a server (tests bind port 0); `serve_until_signal`
 runs it until SIGTERM/SIGINT, then turns health NOT_SERVING, drains its long-lived
@@ -18,8 +19,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from quantized_runtime.channels import server_options
+from quantized_runtime.authorization import AuthorizationInterceptor
+from quantized_runtime.channels import is_loopback, server_options
 from quantized_runtime.interceptors import ErrorAndLoggingInterceptor
+from quantized_runtime.tls import TlsFiles, server_credentials
 
 log = logging.getLogger("quantized.server")
 
@@ -34,6 +37,8 @@ class RunningServer:
     service_names: tuple[str, ...]
     # Called once the server takes no new calls, to end the open streams (StreamDrain.drain).
     drainers: tuple[Callable[[], None], ...] = ()
+    # The per-method check of a mutual-TLS server (its refusal counter); None in plaintext.
+    authorization: AuthorizationInterceptor | None = None
 
     async def stop(self, grace_seconds: float | None) -> None:
         for name in ("", *self.service_names):
@@ -55,23 +60,49 @@ async def create_server(
     max_message_bytes: int,
     mint_request_ids: bool = False,
     drainers: Iterable[Callable[[], None]] = (),
+    *,
+    tls: TlsFiles | None = None,
+    public: bool = False,
+    reflection_enabled: bool = False,
+    max_receive_message_bytes: int | None = None,
 ) -> RunningServer:
     """Build, bind and start a server; health turns SERVING only once it has started.
-    `drainers` end the server's long-lived streams when it stops."""
+    `drainers` end the server's long-lived streams when it stops.
+
+    With `tls` the server requires a client certificate from its CA and checks each
+    call against quantized_runtime.authorization; without, it listens in plaintext
+    (tests, benchmarks) and warns when the address is reachable from other hosts,
+    unless it is `public`: a server whose callers authenticate themselves in each
+    call (the edge's ImagesService, with API keys) rather than with certificates.
+    `max_receive_message_bytes` caps what callers may send (default: `max_message_bytes`)."""
+    authorization = AuthorizationInterceptor() if tls is not None else None
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorAndLoggingInterceptor(mint_request_ids)]
+    if authorization is not None:
+        # First in the chain: a refused call reaches no other interceptor and no handler.
+        interceptors.insert(0, authorization)
     server = grpc.aio.server(
-        interceptors=[ErrorAndLoggingInterceptor(mint_request_ids)],
-        options=server_options(max_message_bytes),
+        interceptors=interceptors,
+        options=server_options(max_message_bytes, max_receive_message_bytes),
     )
     for register in registrars:
         register(server)
     names = tuple(service_names)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
-    port = server.add_insecure_port(address)
+    if reflection_enabled:
+        reflection.enable_server_reflection(
+            (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+    if tls is not None:
+        port = server.add_secure_port(address, server_credentials(tls))
+    else:
+        port = server.add_insecure_port(address)
+        if not public and not is_loopback(address):
+            log.warning("listening without mutual TLS on a non-loopback address: any host that "
+                        "reaches it can call every method; set QUANTIZED_TLS_CERT_FILE, "
+                        "QUANTIZED_TLS_KEY_FILE and QUANTIZED_TLS_CA_FILE",
+                        extra={"fields": {"address": address}})
     if port == 0:
         raise RuntimeError(f"could not bind gRPC server to {address}")
     for name in ("", *names):
@@ -79,7 +110,7 @@ async def create_server(
     await server.start()
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, names, tuple(drainers))
+    return RunningServer(server, port, health_servicer, names, tuple(drainers), authorization)
 
 
 async def wait_for_shutdown_signal() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from pathlib import Path
+from typing import Self, TypeVar
 
-from pydantic import AliasChoices, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from quantized_runtime.channels import DEFAULT_MAX_MESSAGE_BYTES
+from quantized_runtime.tls import TLS_VARIABLES, TlsFiles, check_material
 
 
 class ServiceSettings(BaseSettings):
@@ -17,6 +19,36 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_seconds: float = 10.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     log_level: str = "INFO"
+    # gRPC server reflection (grpcurl's service listing); off unless asked for.
+    reflection: bool = False
+    # This service's certificate and key, and the CA of every peer: mutual TLS on
+    # its gRPC server and its channels. All three, or none (plaintext).
+    tls_cert_file: Path | None = Field(default=None, validation_alias=TLS_VARIABLES[0])
+    tls_key_file: Path | None = Field(default=None, validation_alias=TLS_VARIABLES[1])
+    tls_ca_file: Path | None = Field(default=None, validation_alias=TLS_VARIABLES[2])
+
+    @model_validator(mode="after")
+    def _tls_files_usable(self) -> Self:
+        given = (self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        if any(given) and not all(given):
+            missing = [name for name, path in zip(TLS_VARIABLES, given, strict=True) if not path]
+            raise ValueError(f"{', '.join(TLS_VARIABLES)} go together; missing: {', '.join(missing)}")
+        files = self.tls_files()
+        if files is not None:
+            try:
+                check_material(files.read())
+            except OSError as exc:
+                raise ValueError(f"{', '.join(TLS_VARIABLES)}: cannot read {exc.filename}: "
+                                 f"{exc.strerror}") from None
+            except ValueError as exc:
+                raise ValueError(f"{', '.join(TLS_VARIABLES)}: {exc}") from None
+        return self
+
+    def tls_files(self) -> TlsFiles | None:
+        """The TLS files, or None for plaintext."""
+        if self.tls_cert_file and self.tls_key_file and self.tls_ca_file:
+            return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        return None
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -49,6 +81,9 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
         names = env_names(cls)
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            problems.append(f"{names.get(field, field)}: {error['msg']}")
+            if error["loc"]:
+                field = str(error["loc"][0])
+                problems.append(f"{names.get(field, field)}: {error['msg']}")
+            else:  # a check across several settings names them in its message
+                problems.append(error["msg"].removeprefix("Value error, "))
         raise SettingsError("configuration error: " + "; ".join(problems)) from None

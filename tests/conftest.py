@@ -21,6 +21,8 @@ from quantized_runtime.grpc_engine import prefer_polling_engine
 # come before anything imports grpc.
 prefer_polling_engine()
 
+from tests.tls import Pki  # noqa: E402 - after the engine choice, as it loads grpc
+
 POSTGRES_ADMIN_DSN = os.environ.get(
     "QUANTIZED_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -82,3 +84,9 @@ def data_dir(tmp_path) -> Iterator[str]:
     path = tmp_path / "data"
     path.mkdir()
     yield str(path)
+
+
+@pytest.fixture
+def pki(tmp_path) -> Pki:
+    """A throwaway CA with the dev stack's certificates (tests/tls.py)."""
+    return Pki.create(tmp_path / "pki")

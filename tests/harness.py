@@ -14,6 +14,7 @@ from typing import Generic, Protocol, TypeVar
 import grpc
 
 from quantized_runtime.channels import open_channel
+from quantized_runtime.tls import TlsFiles
 
 
 class Stoppable(Protocol):
@@ -32,11 +33,13 @@ class Served(Generic[RunningT]):
 @contextlib.asynccontextmanager
 async def serving(starting: Awaitable[RunningT], *,
                   port: Callable[[RunningT], int] = operator.attrgetter("port"),
-                  stop_grace_seconds: float = 0) -> AsyncIterator[Served[RunningT]]:
-    """`starting`'s server and a channel to its gRPC `port`; on exit the channel
-    closes, then the server stops within `stop_grace_seconds`."""
+                  stop_grace_seconds: float = 0, tls: TlsFiles | None = None,
+                  peer: str | None = None) -> AsyncIterator[Served[RunningT]]:
+    """`starting`'s server and a channel to its gRPC `port` (over mutual TLS with
+    `tls`, expecting the service `peer`); on exit the channel closes, then the
+    server stops within `stop_grace_seconds`."""
     running = await starting
-    channel = open_channel(f"127.0.0.1:{port(running)}")
+    channel = open_channel(f"127.0.0.1:{port(running)}", tls=tls, peer=peer)
     try:
         yield Served(running, channel)
     finally:

@@ -24,7 +24,7 @@ from quantized_runtime.defaults import sqlite_url
 from quantized_runtime.errors import ServiceError
 from tests.harness import serving
 
-ADMIN_TOKEN = "test-admin-token-for-billing"
+ADMIN_TOKEN = "test-admin-token-for-billing-0123456"
 ADMIN_METADATA = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 BILLING_ENV = ("QUANTIZED_ADMIN_TOKEN", "QUANTIZED_DATA_DIR", "QUANTIZED_JWT_SECRET",
                "QUANTIZED_JWT_JWKS_FILE", "QUANTIZED_JWT_ISSUER", "QUANTIZED_JWT_AUDIENCE",

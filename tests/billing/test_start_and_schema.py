@@ -60,7 +60,7 @@ def test_the_service_process_refuses_to_start_without_admin_token(tmp_path) -> N
     ("QUANTIZED_BILLING_LEASE_TTL_SECONDS", "0"),
 ])
 def test_invalid_settings_name_their_variable(monkeypatch, variable, value) -> None:
-    monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "an-admin-token")
+    monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "an-admin-token-0123456789abcdef-0123")
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as caught:
         load_settings(BillingSettings)
@@ -77,7 +77,7 @@ def test_invalid_settings_name_their_variable(monkeypatch, variable, value) -> N
     ("mysql+aiomysql://user@host/billing", "not a supported database"),
 ])
 def test_a_database_without_a_money_path_is_refused_at_start(monkeypatch, url, problem) -> None:
-    monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "an-admin-token")
+    monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "an-admin-token-0123456789abcdef-0123")
     monkeypatch.setenv("QUANTIZED_BILLING_DATABASE_URL", url)
     with pytest.raises(SettingsError) as caught:
         load_settings(BillingSettings)
@@ -87,7 +87,7 @@ def test_a_database_without_a_money_path_is_refused_at_start(monkeypatch, url, p
 
 
 def test_settings_defaults(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "an-admin-token")
+    monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "an-admin-token-0123456789abcdef-0123")
     monkeypatch.setenv("QUANTIZED_DATA_DIR", str(tmp_path / "fresh" / "data"))
     settings = load_settings(BillingSettings)
     assert settings.listen == "127.0.0.1:50052"
@@ -96,7 +96,7 @@ def test_settings_defaults(monkeypatch, tmp_path) -> None:
     assert settings.resolved_database_url() == (
         f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'data' / 'billing.db'}")
     assert (tmp_path / "fresh" / "data").is_dir()
-    assert "an-admin-token" not in repr(settings)
+    assert "an-admin-token-0123456789abcdef-0123" not in repr(settings)
 
 
 async def test_embedded_database_is_created_in_the_data_dir_and_survives_restart(

@@ -15,7 +15,7 @@ from tests.harness import serving
 from catalog_svc.main import RunningCatalog, start
 from catalog_svc.settings import CatalogSettings
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-for-the-catalog-0123"
 ADMIN_METADATA = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
 

@@ -152,8 +152,9 @@ async def test_changes_are_audited_newest_first(catalog_server):
     await set_active(catalog_server, "gemini", "imagen-4.0-generate-001", False, actor="bob")
     reply = await call(catalog_server.admin.ListAuditEvents, catalog_pb2.ListAuditEventsRequest(limit=2),
                        timeout=TIMEOUT, metadata=ADMIN_METADATA)
+    # In plaintext the admin token is the credential; the names the caller wrote are not.
     assert [(e.actor, e.action) for e in reply.events] == [
-        ("bob", "provider_model.disable"), ("alice", "provider_model.enable")]
+        ("admin-token", "provider_model.disable"), ("admin-token", "provider_model.enable")]
     assert reply.events[0].detail == "gemini/imagen-4.0-generate-001: is_active true -> false"
     assert reply.events[1].detail == "gemini/imagen-4.0-generate-001: is_active false (catalog file) -> true"
     assert reply.events[0].time.seconds >= reply.events[1].time.seconds > 0
@@ -283,7 +284,7 @@ def test_a_missing_admin_token_stops_start_with_a_clear_message(monkeypatch):
 
 
 def test_settings_come_from_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "secret-token")
+    monkeypatch.setenv("QUANTIZED_ADMIN_TOKEN", "secret-token-0123456789abcdef-0123")
     monkeypatch.setenv("QUANTIZED_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("QUANTIZED_CATALOG_ENABLE_SANDBOX", "true")
     monkeypatch.setenv("QUANTIZED_CATALOG_REFRESH_SECONDS", "0.5")

@@ -85,3 +85,60 @@ def test_edge_reaches_each_backend_at_its_listen_port():
     for backend in ("catalog", "billing", "provider"):
         listen = COMPOSE["services"][backend]["environment"][f"QUANTIZED_{backend.upper()}_LISTEN"]
         assert edge[f"QUANTIZED_{backend.upper()}_ADDR"] == f"{backend}:{listen.rsplit(':', 1)[1]}"
+
+
+BACKENDS = ("catalog", "billing", "provider")
+TLS_VARIABLES = ("QUANTIZED_TLS_CERT_FILE", "QUANTIZED_TLS_KEY_FILE", "QUANTIZED_TLS_CA_FILE")
+
+
+def test_only_the_edges_http_port_is_published():
+    published = {name: spec["ports"] for name, spec in COMPOSE["services"].items() if "ports" in spec}
+    http_port = COMPOSE["services"]["edge"]["environment"]["QUANTIZED_EDGE_PORT"]
+    assert published == {"edge": [f"{http_port}:{http_port}"]}
+
+
+def test_the_services_and_postgres_share_a_network_with_no_route_out():
+    assert COMPOSE["networks"]["internal"] == {"internal": True}
+    for name, spec in COMPOSE["services"].items():
+        assert "internal" in spec["networks"], name
+    # Outside the internal network: the edge (its published port) and provider_svc (the upstreams).
+    beyond = {name: sorted(set(spec["networks"]) - {"internal"}) for name, spec in COMPOSE["services"].items()}
+    assert beyond == {"postgres": [], "catalog": [], "billing": [], "provider": ["upstream"], "edge": ["public"]}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_runs_mutual_tls_with_its_own_certificate_from_secrets(service):
+    spec = COMPOSE["services"][service]
+    secrets = {f"/run/secrets/{name}": name for name in spec["secrets"]}
+    cert, key, ca = (spec["environment"][name] for name in TLS_VARIABLES)
+    assert (secrets[cert], secrets[key], secrets[ca]) == (f"{service}_crt", f"{service}_key", "ca_crt")
+    assert set(spec["secrets"]) <= set(COMPOSE["secrets"])
+    assert COMPOSE["secrets"][f"{service}_key"] == {"file": f"./certs/{service}.key"}
+
+
+@pytest.mark.parametrize("service", BACKENDS)
+def test_backend_health_checks_go_through_mutual_tls_naming_the_service(service):
+    probe = COMPOSE["services"][service]["healthcheck"]["test"]
+    args = build_parser().parse_args(probe[2:])
+    assert args.service == service
+
+
+@pytest.mark.parametrize("service", ("postgres", *SERVICES))
+def test_every_container_restarts(service):
+    assert COMPOSE["services"][service]["restart"] == "unless-stopped"
+
+
+def test_each_database_has_its_own_role_and_password_from_the_environment():
+    urls = {name: COMPOSE["services"][name]["environment"][f"QUANTIZED_{name.upper()}_DATABASE_URL"]
+            for name in ("catalog", "billing")}
+    for name, url in urls.items():
+        assert url == (f"postgresql+asyncpg://{name}:${{QUANTIZED_{name.upper()}_DB_PASSWORD:?set "
+                       f"QUANTIZED_{name.upper()}_DB_PASSWORD}}@postgres:5432/{name}")
+    postgres = COMPOSE["services"]["postgres"]["environment"]
+    assert postgres["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
+    init = (ROOT / "deploy" / "postgres-init.sh").read_text()
+    for name in ("catalog", "billing"):
+        assert f"CREATE ROLE {name} LOGIN PASSWORD :'{name}_password'" in init
+        assert f"CREATE DATABASE {name} OWNER {name}" in init
+        assert f"REVOKE ALL ON DATABASE {name} FROM PUBLIC" in init
+        assert postgres[f"{name.upper()}_DB_PASSWORD"].startswith(f"${{QUANTIZED_{name.upper()}_DB_PASSWORD:?")

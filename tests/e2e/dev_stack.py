@@ -12,6 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from quantized_runtime.tls import server_name
+
 STARTUP_TIMEOUT_SECONDS = 120
 
 
@@ -68,6 +72,20 @@ class DevStack:
     stdout_lines: list[str] = field(default_factory=list)
     stderr_lines: list[str] = field(default_factory=list)
     pumps: list[threading.Thread] = field(default_factory=list)
+
+    def grpc_channel(self, state_key: str) -> grpc.Channel:
+        """A synchronous channel to a service in the state file: plaintext to the
+        edge's public port, mutual TLS with the operator's certificate to the others."""
+        address = self.state[state_key]
+        if state_key == "edge_grpc_addr":
+            return grpc.insecure_channel(address)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(self.state["ca_file"]).read_bytes(),
+            private_key=Path(self.state["operator_key_file"]).read_bytes(),
+            certificate_chain=Path(self.state["operator_cert_file"]).read_bytes())
+        service = state_key.removesuffix("_addr")
+        return grpc.secure_channel(address, credentials,
+                                   options=[("grpc.ssl_target_name_override", server_name(service))])
 
     def admin(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "quantized_cli", "admin", *args],

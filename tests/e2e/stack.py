@@ -1,7 +1,9 @@
 """The four services started in-process (one event loop on a background thread), wired
 to the fake upstreams, so plain synchronous tests can drive them with real clients:
-the openai SDK, httpx, curl, and generated gRPC stubs. Administration goes through
-the real admin RPCs with the runtime's `call`, on the stack's own loop."""
+the openai SDK, httpx, curl, and generated gRPC stubs. The internal plane runs
+mutual TLS with the dev stack's certificates, as in production. Administration goes
+through the real admin RPCs with the runtime's `call`, on the stack's own loop,
+presenting the operator's certificate."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized_runtime.channels import open_channel
 from quantized_runtime.client import call
 from tests.fake_upstreams import FakeBedrock, FakeGoogle, FakeOpenAI
+from tests.tls import Pki, tls_fields
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
 ADMIN_METADATA = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
@@ -47,6 +50,7 @@ class Stack:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-stack", daemon=True)
         self.services: list[Any] = []
+        self.pki = Pki.create(data_dir / "tls")
 
     def run(self, coroutine: Coroutine) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(120)
@@ -58,11 +62,14 @@ class Stack:
 
     async def _start(self) -> None:
         common = {"listen": "127.0.0.1:0", "data_dir": self.data_dir, "admin_token": ADMIN_TOKEN}
-        self.catalog_settings = CatalogSettings(**common, enable_sandbox=True)
+        certificates = self.pki.files
+        self.catalog_settings = CatalogSettings(**common, **tls_fields(certificates["catalog"]),
+                                                enable_sandbox=True)
         self.catalog = await start_catalog(self.catalog_settings)
-        self.billing_settings = BillingSettings(**common)
+        self.billing_settings = BillingSettings(**common, **tls_fields(certificates["billing"]))
         self.billing = await start_billing(self.billing_settings)
         self.provider_settings = ProviderSettings(
+            **tls_fields(certificates["provider"]),
             listen="127.0.0.1:0", upstream_retries=0, upstream_timeout_seconds=5,
             openai_base_url=self.openai.base_url, openai_api_key=self.openai.api_key,
             bedrock_endpoint_url=self.bedrock.url,
@@ -70,6 +77,7 @@ class Stack:
             vertex_base_url=self.google.base_url, vertex_api_key=self.google.vertex_api_key)
         self.provider = await start_provider(self.provider_settings)
         self.edge = await start_edge(EdgeSettings(
+            **tls_fields(certificates["edge"]),
             host="127.0.0.1", port=0, listen="127.0.0.1:0",
             catalog_addr=f"127.0.0.1:{self.catalog.port}",
             billing_addr=f"127.0.0.1:{self.billing.port}",
@@ -79,8 +87,9 @@ class Stack:
             catalog_cache_ttl_seconds=CATALOG_CACHE_TTL_SECONDS))
         self.services = [self.edge, self.provider, self.billing, self.catalog]
         # A rolled service comes back on the same port, so these channels outlive it.
-        self.admin_channels = [open_channel(f"127.0.0.1:{self.billing.port}"),
-                               open_channel(f"127.0.0.1:{self.catalog.port}")]
+        self.admin_channels = [
+            open_channel(f"127.0.0.1:{self.billing.port}", tls=self.pki.operator, peer="billing"),
+            open_channel(f"127.0.0.1:{self.catalog.port}", tls=self.pki.operator, peer="catalog")]
         self.billing_admin = billing_pb2_grpc.BillingAdminServiceStub(self.admin_channels[0])
         self.catalog_admin = catalog_pb2_grpc.CatalogAdminServiceStub(self.admin_channels[1])
 

@@ -67,10 +67,26 @@ def test_state_file_is_private(stack):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_the_dev_ca_and_certificates_are_private_to_the_user(stack):
+    tls_dir = Path(stack.state["data_dir"]) / "tls"
+    names = sorted(path.name for path in tls_dir.iterdir())
+    assert names == sorted(["ca.crt", *(f"{name}.{ext}" for name in
+                                        ("catalog", "billing", "provider", "edge", "operator-dev")
+                                        for ext in ("crt", "key"))])
+    assert all(stat.S_IMODE((tls_dir / name).stat().st_mode) == 0o600 for name in names)
+    # The CA's private key is never written: nobody can issue more certificates.
+    assert not any(b"PRIVATE KEY" in (tls_dir / name).read_bytes() for name in names if name.endswith(".crt"))
+
+
+def test_internal_services_refuse_a_plaintext_caller(stack):
+    with grpc.insecure_channel(stack.state["billing_addr"]) as channel, pytest.raises(grpc.RpcError) as caught:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
 @pytest.mark.parametrize("state_key", sorted(SERVICE_BY_STATE_KEY))
 def test_each_service_answers_health_and_reflection(stack, state_key):
-    address = stack.state[state_key]
-    with grpc.insecure_channel(address) as channel:
+    with stack.grpc_channel(state_key) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
@@ -124,8 +140,8 @@ def _generate_once_the_edge_reconnects(stack) -> None:
             time.sleep(0.2)
 
 
-def _serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def _serving(stack, state_key: str) -> bool:
+    with stack.grpc_channel(state_key) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -144,7 +160,7 @@ def test_a_killed_child_is_restarted_on_its_address_with_its_data(tmp_path, serv
     successor = service_pid(running.process.pid, service)
     assert back == f"quantized dev: {service} is back (pid {successor}, {address})"
     assert successor != victim
-    assert _serving(address)
+    assert _serving(running, f"{service}_addr")
     # The development account lives in billing's database: its key still works.
     _generate_once_the_edge_reconnects(running)
     assert running.process.poll() is None
@@ -251,7 +267,8 @@ def test_admin_cli_catalog_operations_take_effect_without_restart(stack):
     row = next(r for r in listed["provider_models"] if r["model_id"] == "sandbox-image-1")
     assert row["is_active"] is True
     audit = _json_admin(stack, "catalog", "audit")
-    assert any("sandbox-image-1" in event["detail"] and event["actor"].endswith("@cli")
+    # The actor is the identity in the operator's certificate, not a name the CLI sends.
+    assert any("sandbox-image-1" in event["detail"] and event["actor"] == "operator/dev"
                for event in audit["events"])
     assert _json_admin(stack, "catalog", "reload")["catalog_version"]
     unknown = stack.admin("provider-model", "enable", "--provider", "nope", "--model", "sandbox-image-1")

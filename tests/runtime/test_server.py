@@ -13,6 +13,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -39,13 +40,14 @@ class ScriptedImages(images_pb2_grpc.ImagesServiceServicer):
         return images_pb2.GenerateResponse(created=7)
 
 
-async def _start(failure: Exception | None = None):
+async def _start(failure: Exception | None = None, **options):
     servicer = ScriptedImages(failure)
     return await create_server(
         "127.0.0.1:0",
         [lambda server: images_pb2_grpc.add_ImagesServiceServicer_to_server(servicer, server)],
         [IMAGES_SERVICE],
         max_message_bytes=4 * 1024 * 1024,
+        **options,
     )
 
 
@@ -65,9 +67,20 @@ async def test_stop_turns_health_not_serving_before_closing():
     assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+async def test_reflection_is_off_unless_asked_for():
+    async with serving(_start()) as served:
+        reflection_stub = reflection_pb2_grpc.ServerReflectionStub(served.channel)
+        replies = reflection_stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in replies:
+                pass
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 def test_reflection_lists_the_service_health_and_reflection():
     async def start():
-        return await _start()
+        return await _start(reflection_enabled=True)
 
     loop = asyncio.new_event_loop()
     running = loop.run_until_complete(start())
