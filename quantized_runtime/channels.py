@@ -1,6 +1,10 @@
-"""One long-lived grpc.aio channel per peer, sized for multi-megabyte images."""
+"""One long-lived grpc.aio channel per peer, sized for multi-megabyte images, balanced
+round robin over every address of the peer."""
 
 from __future__ import annotations
+
+import ipaddress
+import json
 
 import grpc
 
@@ -12,6 +16,12 @@ DEFAULT_MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 KEEPALIVE_TIME_MS = 30_000
 RECONNECT_BACKOFF_MS = 100
 MAX_RECONNECT_BACKOFF_MS = 1_000
+# Each call (and each long-lived stream, when it opens) goes to the next ready
+# address of the peer, so replicas share the load and a dead one is skipped.
+ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# A `dns:` peer (a Kubernetes headless Service) is resolved again when a
+# connection fails, at most this often (gRPC's default is 30 s).
+DNS_MIN_RERESOLUTION_MS = 5_000
 
 
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
@@ -38,6 +48,28 @@ def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[t
     ]
 
 
+def grpc_target(address: str) -> str:
+    """A peer address setting as a gRPC target. `host:port` and any target with a
+    scheme (`dns:///billing:50052`: every address the name resolves to, as a
+    Kubernetes headless Service answers) pass through; a comma-separated list of
+    IP:port (`127.0.0.1:50052,127.0.0.1:50062`) becomes an `ipv4:` or `ipv6:` target."""
+    if "," not in address or address.startswith(("ipv4:", "ipv6:")):
+        return address
+    parts = [part.strip() for part in address.split(",")]
+    try:
+        versions = {ipaddress.ip_address(part.rsplit(":", 1)[0].strip("[]")).version for part in parts}
+    except ValueError:
+        versions = set()
+    if len(versions) != 1:
+        raise ValueError(f"a list of peer addresses must be IP:port pairs of one IP version: {address!r}")
+    return f"{'ipv6' if versions == {6} else 'ipv4'}:{','.join(parts)}"
+
+
 def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
-    """Open a channel on the running event loop (call it from a lifespan, not at import)."""
-    return grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+    """Open a channel on the running event loop (call it from a lifespan, not at import),
+    balanced round robin over the addresses `address` names (see `grpc_target`)."""
+    return grpc.aio.insecure_channel(grpc_target(address), options=[
+        *channel_options(max_message_bytes),
+        ("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG),
+        ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_RERESOLUTION_MS),
+    ])
