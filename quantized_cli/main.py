@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from quantized_cli import admin, dev_stack, health, serve
+from quantized_cli import admin, dev_stack, health, migrate, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev_stack.add_parser(commands)
     admin.add_parser(commands)
     health.add_parser(commands)
+    migrate.add_parser(commands)
     return parser
 
 
