@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -69,7 +70,7 @@ class ReplicaStack(MoneyStack):
         self.replicas["edge"] = self.edges
         return self
 
-    async def _admin(self, address, stub_type, method, request):
+    async def _admin(self, address: str, stub_type: Any, method: str, request: Any) -> Any:
         return await super()._admin(grpc_target(address), stub_type, method, request)
 
     def kill(self, name: str, index: int) -> Service:
@@ -143,9 +144,9 @@ class EdgeBalancer:
 
     async def post(self, request: dict) -> Answer | None:
         """The answer, or None when no edge took the request."""
-        for _ in range(len(self._order)):
-            base_url = self._order[self._next % len(self._order)]
-            self._next += 1
+        first = self._next
+        self._next += 1
+        for base_url in [self._order[(first + offset) % len(self._order)] for offset in range(len(self._order))]:
             answer = await post(self._clients[base_url], request)
             if answer is not None:
                 return answer
