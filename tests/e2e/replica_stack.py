@@ -73,14 +73,13 @@ class ReplicaStack(MoneyStack):
     async def _admin(self, address: str, stub_type: Any, method: str, request: Any) -> Any:
         return await super()._admin(grpc_target(address), stub_type, method, request)
 
-    def kill(self, name: str, index: int) -> Service:
+    def kill(self, name: str, index: int) -> None:
         """SIGKILL one replica, as a node failure or the OOM killer would."""
         replica = self.replicas[name][index]
         replica.process.send_signal(signal.SIGKILL)
         replica.process.wait(STOP_TIMEOUT_SECONDS)
-        return replica
 
-    async def restart(self, name: str, index: int) -> Service:
+    async def restart(self, name: str, index: int) -> None:
         """Start a dead replica again on its address (ports), and wait until it serves."""
         old = self.replicas[name][index]
         assert old.process.poll() is not None, f"{name} {index} is still running"
@@ -90,7 +89,6 @@ class ReplicaStack(MoneyStack):
             successor = self._start_replica(name, old.address)
         self.replicas[name][index] = successor
         await self._serving([successor])
-        return successor
 
     async def replace_in_place(self, name: str, index: int) -> int:
         """A backend's rolling upgrade step (docs/operations.md): the successor listens on
