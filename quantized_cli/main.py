@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from quantized_cli import admin, certificates, dev_stack, health, serve
+from quantized_cli import admin, certificates, dev_stack, health, migrate, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_parser(commands)
     health.add_parser(commands)
     certificates.add_parser(commands)
+    migrate.add_parser(commands)
     return parser
 
 

@@ -1,9 +1,11 @@
-"""One long-lived grpc.aio channel per peer, sized for multi-megabyte images, over
-mutual TLS when the caller has a certificate (quantized_runtime.tls)."""
+"""One long-lived grpc.aio channel per peer, sized for multi-megabyte images,
+balanced round robin over every address of the peer, over mutual TLS when the
+caller has a certificate (quantized_runtime.tls)."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 
 import grpc
@@ -20,6 +22,12 @@ DEFAULT_MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 KEEPALIVE_TIME_MS = 30_000
 RECONNECT_BACKOFF_MS = 100
 MAX_RECONNECT_BACKOFF_MS = 1_000
+# Each call (and each long-lived stream, when it opens) goes to the next ready
+# address of the peer, so replicas share the load and a dead one is skipped.
+ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# A `dns:` peer (a Kubernetes headless Service) is resolved again when a
+# connection fails, at most this often (gRPC's default is 30 s).
+DNS_MIN_RERESOLUTION_MS = 5_000
 
 
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
@@ -49,31 +57,57 @@ def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     return [*options, ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2)]
 
 
+def grpc_target(address: str) -> str:
+    """A peer address setting as a gRPC target. `host:port` and any target with a
+    scheme (`dns:///billing:50052`: every address the name resolves to, as a
+    Kubernetes headless Service answers) pass through; a comma-separated list of
+    IP:port (`127.0.0.1:50052,127.0.0.1:50062`) becomes an `ipv4:` or `ipv6:` target."""
+    if "," not in address or address.startswith(("ipv4:", "ipv6:")):
+        return address
+    parts = [part.strip() for part in address.split(",")]
+    try:
+        versions = {ipaddress.ip_address(part.rsplit(":", 1)[0].strip("[]")).version for part in parts}
+    except ValueError:
+        versions = set()
+    if len(versions) != 1:
+        raise ValueError(f"a list of peer addresses must be IP:port pairs of one IP version: {address!r}")
+    return f"{'ipv6' if versions == {6} else 'ipv4'}:{','.join(parts)}"
+
+
 def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *,
                  tls: TlsFiles | None = None, peer: str | None = None) -> grpc.aio.Channel:
-    """Open a channel on the running event loop (call it from a lifespan, not at import).
+    """Open a channel on the running event loop (call it from a lifespan, not at import),
+    balanced round robin over the addresses `address` names (see `grpc_target`).
 
     With `tls`, the channel presents this process's certificate and accepts only a
     server whose certificate names `peer` (`billing` -> billing.quantized.internal),
     whatever address it dials."""
-    options = channel_options(max_message_bytes)
+    options = [
+        *channel_options(max_message_bytes),
+        ("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG),
+        ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_RERESOLUTION_MS),
+    ]
+    target = grpc_target(address)
     if tls is None:
         if not is_loopback(address):
             log.warning("calling a peer without mutual TLS across the network",
                         extra={"fields": {"address": address, "peer": peer or "-"}})
-        return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.insecure_channel(target, options=options)
     if peer is None:
         raise ValueError("a TLS channel needs the name of the service it calls")
-    return grpc.aio.secure_channel(address, channel_credentials(tls),
+    return grpc.aio.secure_channel(target, channel_credentials(tls),
                                    options=[*options, ("grpc.ssl_target_name_override", server_name(peer))])
 
 
 def is_loopback(address: str) -> bool:
-    """Whether a `host:port` address (as given to a server or a channel) stays on this machine."""
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host.startswith(("unix:", "unix-abstract:")):
-        return True
-    if host == "localhost":
+    """Whether an address setting (`host:port`, or a comma-separated list of them,
+    as given to a server or a channel) stays on this machine."""
+    return all(_is_loopback_host(part.strip().rsplit(":", 1)[0].strip("[]"))
+               for part in address.removeprefix("ipv4:").removeprefix("ipv6:").split(","))
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.startswith(("unix:", "unix-abstract:")) or host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
