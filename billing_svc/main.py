@@ -78,7 +78,8 @@ async def start(settings: BillingSettings) -> RunningBilling:
         server = await create_server(
             settings.listen, registrars(billing, settings.admin_token.get_secret_value(), drain),
             SERVICE_NAMES, settings.max_message_bytes, drainers=[drain.drain],
-            tls=settings.tls_files(), reflection_enabled=settings.reflection)
+            tls=settings.tls_files(), reflection_enabled=settings.reflection,
+            health_address=settings.health_listen)
     except BaseException:
         await database.dispose()
         raise

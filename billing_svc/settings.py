@@ -11,7 +11,7 @@ from pydantic_settings import SettingsConfigDict
 from billing_svc.storage.engine import database_url_problem
 from quantized_runtime import defaults
 from quantized_runtime.admin_auth import admin_token_problem
-from quantized_runtime.settings import ServiceSettings
+from quantized_runtime.settings import InternalServiceSettings
 
 # The edge gives a request at most 180 s upstream; a hold must outlive that with
 # a margin for retries and settlement, or a slow but successful request would
@@ -23,7 +23,7 @@ MIN_HMAC_SECRET_BYTES = 32
 DEFAULT_LEASE_TTL_SECONDS = 30.0
 
 
-class BillingSettings(ServiceSettings):
+class BillingSettings(InternalServiceSettings):
     model_config = SettingsConfigDict(env_prefix="QUANTIZED_BILLING_", validate_by_name=True,
                                       extra="ignore")
 

@@ -52,7 +52,8 @@ async def start(settings: CatalogSettings) -> RunningCatalog:
         server = await create_server(
             settings.listen, registrars(core, settings.admin_token.get_secret_value()),
             SERVICE_NAMES, settings.max_message_bytes,
-            tls=settings.tls_files(), reflection_enabled=settings.reflection)
+            tls=settings.tls_files(), reflection_enabled=settings.reflection,
+            health_address=settings.health_listen)
     except BaseException:
         await engine.dispose()
         raise

@@ -9,14 +9,14 @@ from pydantic_settings import SettingsConfigDict
 
 from quantized_runtime.admin_auth import admin_token_problem
 from quantized_runtime.defaults import CATALOG_ADDR, default_data_dir, sqlite_url
-from quantized_runtime.settings import ServiceSettings
+from quantized_runtime.settings import InternalServiceSettings
 
 from catalog_svc.pricing import DEFAULT_CREDITS_PER_USD
 
 BUNDLED_CATALOG_FILE = Path(__file__).resolve().parent / "catalog.yaml"
 
 
-class CatalogSettings(ServiceSettings):
+class CatalogSettings(InternalServiceSettings):
     model_config = SettingsConfigDict(extra="ignore", env_prefix="QUANTIZED_CATALOG_",
                                       populate_by_name=True)
 

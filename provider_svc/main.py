@@ -43,6 +43,7 @@ async def start(settings: ProviderSettings) -> RunningProvider:
             drainers=[drain.drain],
             tls=settings.tls_files(),
             reflection_enabled=settings.reflection,
+            health_address=settings.health_listen,
         )
     except BaseException:
         await dispatcher.close()

@@ -7,10 +7,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from quantized_runtime.defaults import PROVIDER_ADDR
-from quantized_runtime.settings import ServiceSettings
+from quantized_runtime.settings import InternalServiceSettings
 
 
-class ProviderSettings(ServiceSettings):
+class ProviderSettings(InternalServiceSettings):
     # validate_by_name: code (tests, benchmarks) can pass fields by name, the environment by alias.
     model_config = SettingsConfigDict(extra="ignore", env_prefix="QUANTIZED_PROVIDER_",
                                       validate_by_name=True, validate_by_alias=True)

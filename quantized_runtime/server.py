@@ -39,6 +39,8 @@ class RunningServer:
     drainers: tuple[Callable[[], None], ...] = ()
     # The per-method check of a mutual-TLS server (its refusal counter); None in plaintext.
     authorization: AuthorizationInterceptor | None = None
+    # The plaintext port that serves only health checks, when asked for one.
+    health_port: int | None = None
 
     async def stop(self, grace_seconds: float | None) -> None:
         for name in ("", *self.service_names):
@@ -65,6 +67,7 @@ async def create_server(
     public: bool = False,
     reflection_enabled: bool = False,
     max_receive_message_bytes: int | None = None,
+    health_address: str | None = None,
 ) -> RunningServer:
     """Build, bind and start a server; health turns SERVING only once it has started.
     `drainers` end the server's long-lived streams when it stops.
@@ -74,7 +77,10 @@ async def create_server(
     (tests, benchmarks) and warns when the address is reachable from other hosts,
     unless it is `public`: a server whose callers authenticate themselves in each
     call (the edge's ImagesService, with API keys) rather than with certificates.
-    `max_receive_message_bytes` caps what callers may send (default: `max_message_bytes`)."""
+    `max_receive_message_bytes` caps what callers may send (default: `max_message_bytes`).
+    `health_address` adds a plaintext port for probes that cannot present a
+    certificate: on it every call but a health check is refused for want of an
+    identity (quantized_runtime.authorization)."""
     authorization = AuthorizationInterceptor() if tls is not None else None
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorAndLoggingInterceptor(mint_request_ids)]
     if authorization is not None:
@@ -105,12 +111,15 @@ async def create_server(
                         extra={"fields": {"address": address}})
     if port == 0:
         raise RuntimeError(f"could not bind gRPC server to {address}")
+    health_port = server.add_insecure_port(health_address) if health_address is not None else None
+    if health_port == 0:
+        raise RuntimeError(f"could not bind the health port to {health_address}")
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, names, tuple(drainers), authorization)
+    return RunningServer(server, port, health_servicer, names, tuple(drainers), authorization, health_port)
 
 
 async def wait_for_shutdown_signal() -> None:

@@ -51,6 +51,14 @@ class ServiceSettings(BaseSettings):
         return None
 
 
+class InternalServiceSettings(ServiceSettings):
+    """Catalog, billing and provider_svc: services only other services call."""
+
+    # A second, plaintext address serving only grpc.health.v1, for probes that speak
+    # no TLS (Kubernetes' `grpc:` probes) when the service port requires mutual TLS.
+    health_listen: str | None = None
+
+
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 

@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from billing_svc.settings import BillingSettings
 from catalog_svc.settings import CatalogSettings
+from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized_cli.certificates import CertificateAuthority
 from quantized_runtime.channels import open_channel
 from quantized_runtime.server import create_server
@@ -110,3 +111,29 @@ def test_an_admin_token_under_32_bytes_stops_the_start(catalog_environment, sett
     with pytest.raises(SettingsError, match="QUANTIZED_ADMIN_TOKEN: .*at least 32 bytes") as caught:
         load_settings(settings_class)
     assert "x" * 31 not in str(caught.value)
+
+
+async def test_the_plaintext_health_port_answers_health_checks_and_refuses_everything_else(pki):
+    """Kubernetes' `grpc:` probes speak no TLS: they get a health answer on the
+    health port, and any other call there is refused for want of an identity."""
+    billing = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
+    served = pki.files["billing"]
+    running = await create_server(
+        "127.0.0.1:0", [lambda server: billing_pb2_grpc.add_BillingServiceServicer_to_server(
+            billing_pb2_grpc.BillingServiceServicer(), server)],
+        [billing], 4 * 1024 * 1024, tls=served, health_address="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.health_port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=billing), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await billing_pb2_grpc.BillingServiceStub(channel).Authenticate(
+                    billing_pb2.AuthenticateRequest(token="sk-quantized-x"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert running.authorization.refused_calls[
+            (f"/{billing}/Authenticate", "-")] == 1
+        # The service port still takes no caller without a certificate.
+        assert await _healthy(running.port, pki.files["edge"]) == grpc.StatusCode.OK
+    finally:
+        await running.stop(0)
