@@ -134,7 +134,8 @@ def _reserve_response(hold: Hold) -> billing_pb2.ReserveResponse:
 
 def _settle_response(closed: Closed) -> billing_pb2.SettleResponse:
     return billing_pb2.SettleResponse(charged_micro_credits=closed.charged,
-                                      balance_micro_credits=closed.balance)
+                                      balance_micro_credits=closed.balance,
+                                      spendable_micro_credits=closed.spendable)
 
 
 def _release_response(closed: Closed) -> billing_pb2.ReleaseResponse:
