@@ -4,8 +4,10 @@ A unary gRPC call costs both ends more CPU than a message on an open stream,
 and each billing transaction a commit. So the edge keeps one long-lived Ledger stream to
 billing and sends the money operations of its concurrent requests together:
 an operation submitted while MAX_BATCHES_IN_FLIGHT batches are unanswered waits
-and leaves with the next batch ("natural batching"). One request alone goes at
-once, with no timer and no added latency; under load, many requests share one
+and leaves with the next batch ("natural batching"); Charges, which a response
+waits to see written, go out at the end of the loop's turn whatever is in
+flight, with everything submitted in that turn. One request alone goes at once,
+with no timer and no added latency; under load, many requests share one
 message and one database transaction.
 
 The stream's lifecycle (opening, the drain notice, failing the batches of a
@@ -174,9 +176,13 @@ class LedgerClient(CallStreamClient[billing_pb2.LedgerRequest, billing_pb2.Ledge
             asyncio.get_running_loop().call_soon(self._send_waiting)
 
     def _send_waiting(self) -> None:
+        """A Charge does not wait for a batch to be answered: its request waits
+        for it to be written, and billing's latency must stay off that path."""
         self._send_scheduled = False
         loop = asyncio.get_running_loop()
-        while not self._closed and self._waiting and self._calls_in_flight < MAX_BATCHES_IN_FLIGHT:
+        while not self._closed and self._waiting and (
+                self._calls_in_flight < MAX_BATCHES_IN_FLIGHT
+                or any(isinstance(entry, PendingCharge) for entry in self._waiting)):
             entries = self._waiting[:MAX_OPERATIONS_PER_BATCH]
             del self._waiting[:MAX_OPERATIONS_PER_BATCH]
             batch = _Batch(entries, loop.create_future())
