@@ -281,7 +281,12 @@ class CallStreamServer(Generic[RequestT, AnswerT]):
     """The serving half of one stream call: `serve` reads, the handler's
     `on_message` starts each message's work with `start`, which answers with `write`."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, drain: StreamDrain, draining: AnswerT) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, drain: StreamDrain, draining: AnswerT, *,
+                 finish_work_read: bool = False) -> None:
+        """`finish_work_read`: the work of every message read is carried out even
+        when the call ends first (its answer is then lost), for work the caller
+        cannot take back once written, such as billing's Charges."""
+        self._finish_work_read = finish_work_read
         self._context = context
         self._drain = drain
         self._draining = draining
@@ -293,7 +298,8 @@ class CallStreamServer(Generic[RequestT, AnswerT]):
     async def serve(self, requests: AsyncIterator[RequestT],
                     on_message: Callable[[RequestT], Awaitable[None]]) -> None:
         """Read until the caller closes its side, then finish the work in flight:
-        the stream then ends OK. Should the call end first, its work is cancelled."""
+        the stream then ends OK. Should the call end first, its work is
+        cancelled (unless `finish_work_read`)."""
         async with self._drain.announcing(self._announce_drain):
             try:
                 async for message in requests:
@@ -301,8 +307,9 @@ class CallStreamServer(Generic[RequestT, AnswerT]):
                 while self._work:
                     await asyncio.wait(self._work)
             finally:
-                for work in self._work:
-                    work.cancel()
+                if not self._finish_work_read:
+                    for work in self._work:
+                        work.cancel()
 
     def start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A message's work, in a task of its own (with a copy of the stream's context)."""
