@@ -204,6 +204,7 @@ class CreditLeases:
         account = self._accounts.get(account_id)
         if account is None:
             account = self._accounts[account_id] = _Account(account_id)
+            self._start_looking_over()
         now = time.monotonic()
         account.note_spend(quote, now)
         account.unit = quote
@@ -258,9 +259,8 @@ class CreditLeases:
         """Acquire a lease, or extend the current one by at least `minimum` (zero:
         only push its expiry). A refusal for want of credits starts the fallback
         to exact holds; billing having ended the lease drops it."""
-        want = max(minimum, _round_up(account.rate(time.monotonic()) * self._settings.target_seconds, unit))
-        if minimum == 0:
-            want = 0
+        want = minimum and max(minimum, _round_up(
+            account.rate(time.monotonic()) * self._settings.target_seconds, unit))
         lease = account.lease
         timeout = self._settings.call_timeout_seconds
         try:
@@ -277,7 +277,6 @@ class CreditLeases:
                     self._spawn(self._return(lease))
                     return
                 account.lease = lease
-                self._start_looking_over()
             else:
                 answer = await self._ledger.extend_lease(billing_pb2.ExtendLeaseRequest(
                     lease_id=lease.lease_id, min_micro_credits=minimum, want_micro_credits=want,
