@@ -88,10 +88,12 @@ class UsageEntry:
 
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """The outcome of Settle or Release; balance is None for unlimited accounts."""
+    """The outcome of Settle or Release; balance and spendable (balance plus
+    held: credits granted minus charged) are None for unlimited accounts."""
 
     charged: int
     balance: int | None
+    spendable: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,7 +134,8 @@ def _reserve_response(hold: Hold) -> billing_pb2.ReserveResponse:
 
 def _settle_response(closed: Closed) -> billing_pb2.SettleResponse:
     return billing_pb2.SettleResponse(charged_micro_credits=closed.charged,
-                                      balance_micro_credits=closed.balance)
+                                      balance_micro_credits=closed.balance,
+                                      spendable_micro_credits=closed.spendable)
 
 
 def _release_response(closed: Closed) -> billing_pb2.ReleaseResponse:
@@ -207,7 +208,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         """Each batch is applied by a task of its own as soon as it arrives, and
         answered when done (so possibly out of order); the stream's lifecycle is
         the runtime's (quantized_runtime.call_stream)."""
-        stream = CallStreamServer(context, self._drain, _DRAINING)
+        # A batch read is applied even if the edge's stream dies meanwhile: the
+        # edge may have answered its caller once the Charges in it were written.
+        stream = CallStreamServer(context, self._drain, _DRAINING, finish_work_read=True)
 
         async def answer(request: billing_pb2.LedgerRequest) -> None:
             await stream.write(await self._apply_batch(request))

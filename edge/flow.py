@@ -3,14 +3,17 @@
 Each transport authenticates the caller (`ImagesFlow.authenticate`) and validates
 the request against the contract before it calls `ImagesFlow.generate` with the
 `Caller` and the validated `GenerateRequest`, so an unauthenticated caller is
-refused before its body is read. The flow then resolves the route, quotes and
-reserves, generates, prices, settles and returns an `Outcome`. Routes and quotes
-are cached; the price of measured usage comes from the quote's card; money moves
-on billing's batched Ledger stream and generation on provider's GenerateStream
-(see docs/architecture.md, the hot path). A failure after the reserve releases
-the hold; an UPSTREAM_UNAVAILABLE before any image falls back to the next route
-unless the caller pinned a provider. Every internal call gets what is left of
-the request's budget.
+refused before its body is read. The flow then resolves the route, quotes,
+admits the request against money billing already holds (edge/leases.py: the
+edge's credit lease, or an exact hold), generates, prices, charges and returns
+an `Outcome`. Routes and quotes are cached; the price of measured usage comes
+from the quote's card; money moves on billing's batched Ledger stream and
+generation on provider's GenerateStream (see docs/architecture.md, the hot
+path). The upstream is called only once admission succeeded, and a response
+goes out only once its charge is written to billing's stream. A failure after
+admission costs nothing; an UPSTREAM_UNAVAILABLE before any image falls back to
+the next route unless the caller pinned a provider. Every internal call gets
+what is left of the request's budget.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from quantized_runtime.request_context import current_request_id
 
 from edge.cache import MISSING, TtlCache
 from edge.errors import CALLER_FACING_REASONS, internal_error, service_unavailable
+from edge.leases import AdmissionKind, CreditLeases
 from edge.peers import Peers
 from edge.render import Outcome, RenderedModels, rendered_models
 from edge.settings import EdgeSettings
@@ -51,8 +55,7 @@ log = logging.getLogger("quantized.edge")
 # dead service hears of it within about a second.
 RECONNECT_WAIT_SECONDS = 1.0
 
-RequestT = TypeVar("RequestT", bound=Message)
-ResponseT = TypeVar("ResponseT", bound=Message)
+ResultT = TypeVar("ResultT")
 
 # Catalog answers that are facts about the request, safe to reuse for the cache lifetime.
 _CACHEABLE_ROUTE_ERRORS = frozenset({
@@ -107,8 +110,9 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class ImagesFlow:
-    def __init__(self, peers: Peers, settings: EdgeSettings) -> None:
+    def __init__(self, peers: Peers, leases: CreditLeases, settings: EdgeSettings) -> None:
         self._peers = peers
+        self._leases = leases
         self._settings = settings
         self._rpc_cap = settings.internal_rpc_timeout_seconds
         catalog_ttl = settings.catalog_cache_ttl_seconds
@@ -118,8 +122,6 @@ class ImagesFlow:
         self._quote_cache: TtlCache[catalog_pb2.QuotePriceResponse] = TtlCache(
             catalog_ttl, settings.cache_max_entries)
         self._models_cache: TtlCache[RenderedModels] = TtlCache(catalog_ttl, 1)
-        # Releases started while the request was being cancelled; kept so they finish.
-        self._background: set[asyncio.Task[None]] = set()
 
     def budget(self, caller_seconds: float | None = None) -> RequestBudget:
         """A new request's budget; a caller's own deadline shortens it."""
@@ -156,23 +158,26 @@ class ImagesFlow:
         resolved = await self._resolve(request.model, provider_override.strip(), budget)
         params = generation_params(request)
         quote = await self._quote(resolved.model_id, params, budget)
-        hold = await self._ledger(self._peers.ledger.reserve, billing_pb2.ReserveRequest(
-            account_id=caller.account_id, amount_micro_credits=quote.max_micro_credits,
-            request_id=current_request_id.get()), budget, retry_unavailable=True)
+        request_id = current_request_id.get()
+        admission = await self._ledger(
+            "admit", lambda timeout: self._leases.admit(caller.account_id, caller.unlimited,
+                                                        quote.max_micro_credits, request_id, timeout),
+            budget, retry_unavailable=True)
         try:
             route, answer = await self._dispatch(resolved, params, budget)
             generated = sum(1 for image in answer.images if not image.flagged)
             price = price_generation(quote, generated, answer.usage)
-            settled = await self._ledger(self._peers.ledger.settle, billing_pb2.SettleRequest(
-                hold_id=hold.hold_id, amount_micro_credits=price,
-                usage=billing_pb2.UsageRecord(model_id=resolved.model_id, provider=route.provider,
-                                              images=generated, usage=answer.usage, user=params.user),
-            ), budget, bookkeeping=True)
+            usage = billing_pb2.UsageRecord(model_id=resolved.model_id, provider=route.provider,
+                                            images=generated, usage=answer.usage, user=params.user)
+            # A Charge never written is withdrawn, so it may go once more; a Settle may have been applied.
+            charged = await self._ledger(
+                "charge", lambda timeout: self._leases.finish(admission, price, usage, timeout),
+                budget, bookkeeping=True, retry_unavailable=admission.kind is not AdmissionKind.HOLD)
         except asyncio.CancelledError:
-            self._release_in_background(hold.hold_id)
+            self._leases.cancel_soon(admission, self._rpc_cap)
             raise
         except Exception:
-            await self._release(hold.hold_id, budget)
+            await self._leases.cancel(admission, self._rpc_cap)
             raise
         return Outcome(
             created=answer.created,
@@ -181,9 +186,8 @@ class ImagesFlow:
             watermark=route.watermark,
             usage=answer.usage,
             images_generated=generated,
-            credits_used=settled.charged_micro_credits,
-            credits_remaining=(settled.balance_micro_credits
-                               if settled.HasField("balance_micro_credits") else None),
+            credits_used=charged.credits_used,
+            credits_remaining=charged.credits_remaining,
         )
 
     async def _resolve(self, model: str, provider_override: str,
@@ -240,19 +244,6 @@ class ImagesFlow:
                     "next_provider": routes[index + 1].provider, "error": error.message}})
         raise AssertionError("unreachable: the last route either answers or raises")
 
-    async def _release(self, hold_id: str, budget: RequestBudget) -> None:
-        try:
-            await self._ledger(self._peers.ledger.release, billing_pb2.ReleaseRequest(hold_id=hold_id),
-                               budget, bookkeeping=True)
-        except Exception:
-            # The hold expires on its own; the caller's error matters more than this one.
-            log.exception("could not release hold", extra={"fields": {"hold_id": hold_id}})
-
-    def _release_in_background(self, hold_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._release(hold_id, RequestBudget(self._rpc_cap)))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def _call(self, method: Any, request: Message, budget: RequestBudget) -> Any:
         """One unary peer call within the budget (see _checked for its errors). The
         generated stubs are untyped, so callers name the response type they get.
@@ -270,27 +261,26 @@ class ImagesFlow:
         retry = call(method, request, timeout=budget.timeout(RECONNECT_WAIT_SECONDS), wait_for_ready=True)
         return await self._checked(retry, name, budget, upstream=False)
 
-    async def _ledger(self, operation: Callable[[RequestT, float], Awaitable[ResponseT]], request: RequestT,
-                      budget: RequestBudget, *, bookkeeping: bool = False,
-                      retry_unavailable: bool = False) -> ResponseT:
-        """One money operation on billing's batched Ledger stream. Bookkeeping
-        (settle, release) happens after the upstream did its work, so it gets the
+    async def _ledger(self, name: str, operation: Callable[[float], Awaitable[ResultT]], budget: RequestBudget,
+                      *, bookkeeping: bool = False, retry_unavailable: bool = False) -> ResultT:
+        """One money step (admission, charge) given its timeout. Bookkeeping
+        (the charge) happens after the upstream did its work, so it gets the
         internal timeout even when the budget is spent: an expired request must
-        still be charged or released. An operation billing applies once whatever
-        the number of tries (a Reserve, by its request id) may go once more, on a
-        new stream, when billing was unavailable."""
-        name = f"BillingService.Ledger.{operation.__name__}"
+        still be charged or released. A step billing applies once whatever the
+        number of tries (a Reserve or a lease by its request id, a Charge never
+        written) may go once more, on a new stream, when billing was unavailable."""
+        name = f"BillingService.Ledger.{name}"
         timeout = self._rpc_cap if bookkeeping else budget.timeout(self._rpc_cap)
         try:
-            return await self._checked(operation(request, timeout), name, budget, upstream=False)
+            return await self._checked(operation(timeout), name, budget, upstream=False)
         except ServiceError as error:
             if not (retry_unavailable and error.reason is Reason.SERVICE_UNAVAILABLE):
                 raise
         timeout = self._rpc_cap if bookkeeping else budget.timeout(self._rpc_cap)
-        return await self._checked(operation(request, timeout), name, budget, upstream=False)
+        return await self._checked(operation(timeout), name, budget, upstream=False)
 
-    async def _checked(self, pending: Awaitable[ResponseT], name: str, budget: RequestBudget,
-                       upstream: bool) -> ResponseT:
+    async def _checked(self, pending: Awaitable[ResultT], name: str, budget: RequestBudget,
+                       upstream: bool) -> ResultT:
         """A peer that is down or whose stream broke is a SERVICE_UNAVAILABLE (503)
         naming the service; reasons the caller should not see (a closed hold, an
         unimplemented method) become a generic INTERNAL error; both are logged

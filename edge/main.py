@@ -18,6 +18,7 @@ from quantized_runtime.settings import load_settings
 
 from edge.flow import ImagesFlow
 from edge.http_app import create_app
+from edge.leases import CreditLeases, LeaseSettings
 from edge.peers import Peers
 from edge.servicer import SERVICE_NAMES, registrars
 from edge.settings import EdgeSettings
@@ -42,11 +43,14 @@ class RunningEdge:
     _http_task: asyncio.Task[None]
     _grpc: RunningServer
     _peers: Peers
+    _leases: CreditLeases
 
     async def stop(self, grace_seconds: float) -> None:
-        """Stop accepting, let in-flight requests finish within the grace period, close channels."""
+        """Stop accepting, let in-flight requests finish within the grace period,
+        see every charge answered and every lease returned, close channels."""
         self._http.should_exit = True
         await asyncio.gather(self._grpc.stop(grace_seconds), self._wait_http(grace_seconds))
+        await self._leases.close(grace_seconds)
         await self._peers.close()
 
     async def _wait_http(self, grace_seconds: float) -> None:
@@ -77,7 +81,12 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     """
     peers = Peers.open(settings.catalog_addr, settings.billing_addr, settings.provider_addr,
                        settings.max_message_bytes, settings.tls_files())
-    flow = ImagesFlow(peers, settings)
+    leases = CreditLeases(peers.ledger, LeaseSettings(
+        enabled=settings.credit_leases, min_quotes=settings.lease_min_quotes,
+        target_seconds=settings.lease_target_seconds, idle_seconds=settings.lease_idle_seconds,
+        fallback_seconds=settings.lease_fallback_seconds,
+        call_timeout_seconds=settings.internal_rpc_timeout_seconds))
+    flow = ImagesFlow(peers, leases, settings)
     validator = RequestValidator()
     try:
         sock = _bind(settings.host, settings.port)
@@ -115,7 +124,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         sock.close()
         await peers.close()
         raise
-    return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers)
+    return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers, leases)
 
 
 async def _serve(settings: EdgeSettings) -> None:

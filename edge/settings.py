@@ -34,3 +34,16 @@ class EdgeSettings(ServiceSettings):
     catalog_cache_ttl_seconds: float = Field(default=2.0, ge=0, le=5)
     # Entries kept per cache before the oldest are dropped.
     cache_max_entries: int = Field(default=10_000, gt=0)
+
+    # Credit leases (edge/leases.py). False: an exact hold at billing for every
+    # request, as before leases (kept to compare the two in benchmarks).
+    credit_leases: bool = True
+    # The smallest lease worth having, in worst-case quotes of the request asking;
+    # below it the account falls back to exact holds.
+    lease_min_quotes: int = Field(default=4, ge=1)
+    # A lease is sized for this long of the account's recent spend through this edge.
+    lease_target_seconds: float = Field(default=2.0, gt=0)
+    # A lease unused this long, with nothing in flight on it, is returned to billing.
+    lease_idle_seconds: float = Field(default=5.0, gt=0)
+    # After billing refused a lease for want of credits, the account uses exact holds this long.
+    lease_fallback_seconds: float = Field(default=1.0, ge=0)

@@ -11,7 +11,10 @@ only its own messages through a few hooks:
   grpc.aio allows one write at a time and a write interrupted by its caller's
   cancellation cancels the whole call; one reader task. Both run in a context
   of their own: they serve every request and must not log under the request id
-  of the one that opened the stream. On a draining notice the stream is
+  of the one that opened the stream. A call may ask to hear when its message
+  has been written to the stream (handed to gRPC, not yet answered): the edge
+  sends a response only once that request's charge is on its way to billing.
+  On a draining notice the stream is
   retired: new calls open a new stream (another replica, or the restarted
   service), this side of the old one is closed once what was queued for it is
   written, and the answers still coming on it are delivered. When a stream
@@ -76,6 +79,10 @@ AnswerT = TypeVar("AnswerT", bound=_Answer)
 CallT = TypeVar("CallT")
 
 
+# A message and the future its writer resolves once the message is written (or None).
+_Outgoing = tuple[RequestT, "asyncio.Future[None] | None"]
+
+
 class _Stream(Generic[RequestT]):
     """One stream: the gRPC call, the queue its writer takes messages from, and its two tasks."""
 
@@ -84,7 +91,7 @@ class _Stream(Generic[RequestT]):
     def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
         self.call = call
         # None closes this side of the stream.
-        self.outbox: asyncio.Queue[RequestT | None] = asyncio.Queue()
+        self.outbox: asyncio.Queue[_Outgoing[RequestT] | None] = asyncio.Queue()
         self.writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[None] | None = None
 
@@ -149,17 +156,19 @@ class CallStreamClient(Generic[RequestT, AnswerT, CallT]):
     def _new_call_id(self) -> int:
         return next(self._call_ids)
 
-    def _start(self, call_id: int, call: CallT, message: RequestT) -> None:
-        """Send `message`, which starts the call, on the current stream (opened if need be)."""
+    def _start(self, call_id: int, call: CallT, message: RequestT,
+               written: asyncio.Future[None] | None = None) -> None:
+        """Send `message`, which starts the call, on the current stream (opened if
+        need be); `written`, if given, is resolved once the message is written."""
         stream = self._stream or self._open()
         self._in_flight[call_id] = _InFlight(stream, call)
-        stream.outbox.put_nowait(message)
+        stream.outbox.put_nowait((message, written))
 
     def _abandon(self, call_id: int, notice: RequestT | None = None) -> None:
         """The caller gave up: forget the call, and send `notice` for it while its stream is written to."""
         in_flight = self._in_flight.pop(call_id, None)
         if in_flight is not None and notice is not None and in_flight.stream is self._stream:
-            in_flight.stream.outbox.put_nowait(notice)
+            in_flight.stream.outbox.put_nowait((notice, None))
 
     @property
     def _calls_in_flight(self) -> int:
@@ -209,8 +218,11 @@ class CallStreamClient(Generic[RequestT, AnswerT, CallT]):
 
     async def _write(self, stream: _Stream[RequestT]) -> None:
         try:
-            while (message := await stream.outbox.get()) is not None:
+            while (outgoing := await stream.outbox.get()) is not None:
+                message, written = outgoing
                 await stream.call.write(message)
+                if written is not None and not written.done():
+                    written.set_result(None)
             await stream.call.done_writing()
         except asyncio.CancelledError:
             raise
@@ -269,7 +281,12 @@ class CallStreamServer(Generic[RequestT, AnswerT]):
     """The serving half of one stream call: `serve` reads, the handler's
     `on_message` starts each message's work with `start`, which answers with `write`."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, drain: StreamDrain, draining: AnswerT) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, drain: StreamDrain, draining: AnswerT, *,
+                 finish_work_read: bool = False) -> None:
+        """`finish_work_read`: the work of every message read is carried out even
+        when the call ends first (its answer is then lost), for work the caller
+        cannot take back once written, such as billing's Charges."""
+        self._finish_work_read = finish_work_read
         self._context = context
         self._drain = drain
         self._draining = draining
@@ -281,7 +298,8 @@ class CallStreamServer(Generic[RequestT, AnswerT]):
     async def serve(self, requests: AsyncIterator[RequestT],
                     on_message: Callable[[RequestT], Awaitable[None]]) -> None:
         """Read until the caller closes its side, then finish the work in flight:
-        the stream then ends OK. Should the call end first, its work is cancelled."""
+        the stream then ends OK. Should the call end first, its work is
+        cancelled (unless `finish_work_read`)."""
         async with self._drain.announcing(self._announce_drain):
             try:
                 async for message in requests:
@@ -289,8 +307,9 @@ class CallStreamServer(Generic[RequestT, AnswerT]):
                 while self._work:
                     await asyncio.wait(self._work)
             finally:
-                for work in self._work:
-                    work.cancel()
+                if not self._finish_work_read:
+                    for work in self._work:
+                        work.cancel()
 
     def start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A message's work, in a task of its own (with a copy of the stream's context)."""

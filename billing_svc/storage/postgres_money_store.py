@@ -157,14 +157,14 @@ WITH closed AS (
            held = a.held - c.amount
       FROM closed c
      WHERE a.id = c.account_id
-    RETURNING a.balance, a.unlimited
+    RETURNING a.balance, a.held, a.unlimited
 ), entry AS (
     INSERT INTO ledger (account_id, kind, amount, hold_id, created_at)
     SELECT account_id, '{ledger_kind}', amount - CAST(:charged AS BIGINT), id,
            CAST(:now AS TIMESTAMPTZ)
       FROM closed
 ){usage_insert}
-SELECT balance, unlimited FROM credited
+SELECT balance, held, unlimited FROM credited
 """)
 
 
@@ -275,7 +275,8 @@ async def _close_hold(conn: asyncpg.Connection, hold_id: str, charged: int,
             "total_tokens": usage.total_tokens, "megapixels": usage.megapixels,
             "end_user": usage.user})
     if row is not None:
-        return Closed(charged=charged, balance=None if row["unlimited"] else row["balance"])
+        return Closed(charged=charged, balance=None if row["unlimited"] else row["balance"],
+                      spendable=_spendable(row))
     state = await _fetch_row(conn, _HOLD_STATE, {"hold_id": hold_id})
     if state is None:
         raise not_found("hold", hold_id)

@@ -88,7 +88,7 @@ _CLOSE_HOLD = (
 _HOLD_STATE = "SELECT kind, status, expires_at, amount FROM holds WHERE id = ?"
 _CREDIT_ON_CLOSE = (
     "UPDATE accounts SET balance = balance + ?, held = held - ? WHERE id = ? "
-    "RETURNING balance, unlimited")
+    "RETURNING balance, held, unlimited")
 _INSERT_USAGE = (
     "INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images, "
     "input_tokens, output_tokens, total_tokens, megapixels, credits, end_user, created_at) "
@@ -175,7 +175,7 @@ def _close_hold(cursor: sqlite3.Cursor, hold_id: str, charged: int, usage: Usage
         raise unclosable_hold(hold_id, hold_status, loaded_time(expiry), held, now, charged)
     account_id, held, request_id = closed
     refund = held - charged
-    balance, unlimited = cursor.execute(
+    balance, held_after, unlimited = cursor.execute(
         _CREDIT_ON_CLOSE, (refund, held, account_id)).fetchone()
     cursor.execute(_INSERT_LEDGER, (account_id, ledger_kind, refund, hold_id, closed_at))
     if usage is not None:
@@ -183,7 +183,8 @@ def _close_hold(cursor: sqlite3.Cursor, hold_id: str, charged: int, usage: Usage
             account_id, hold_id, request_id, usage.model_id, usage.provider, usage.images,
             usage.input_tokens, usage.output_tokens, usage.total_tokens, usage.megapixels,
             charged, usage.user, closed_at))
-    return Closed(charged=charged, balance=None if unlimited else balance)
+    return Closed(charged=charged, balance=None if unlimited else balance,
+                  spendable=spendable(balance, held_after, bool(unlimited)))
 
 
 def _account_money(cursor: sqlite3.Cursor, account_id: str) -> tuple[int, int, bool]:

@@ -97,12 +97,14 @@ class Edge(Service):
 
 class MoneyStack:
     def __init__(self, root: Path, billing_database_url: str, upstream: FakeOpenAI, *,
-                 edges: int = 2, hold_ttl_seconds: float = 480.0, reaper_interval_seconds: float = 30.0) -> None:
+                 edges: int = 2, hold_ttl_seconds: float = 480.0, lease_ttl_seconds: float = 30.0,
+                 reaper_interval_seconds: float = 30.0) -> None:
         self.root = root
         self.billing_database_url = billing_database_url
         self.upstream = upstream
         self.edge_count = edges
         self.hold_ttl_seconds = hold_ttl_seconds
+        self.lease_ttl_seconds = lease_ttl_seconds
         self.reaper_interval_seconds = reaper_interval_seconds
         self.addresses = {name: f"127.0.0.1:{free_port()}" for name in ("catalog", "billing", "provider")}
         self.services: list[Service] = []
@@ -123,6 +125,7 @@ class MoneyStack:
             "QUANTIZED_PROVIDER_ADDR": self.addresses["provider"],
             "QUANTIZED_BILLING_DATABASE_URL": self.billing_database_url,
             "QUANTIZED_BILLING_HOLD_TTL_SECONDS": str(self.hold_ttl_seconds),
+            "QUANTIZED_BILLING_LEASE_TTL_SECONDS": str(self.lease_ttl_seconds),
             "QUANTIZED_BILLING_REAPER_INTERVAL_SECONDS": str(self.reaper_interval_seconds),
             # One upstream call per request, so calls can be counted against answers.
             "QUANTIZED_PROVIDER_UPSTREAM_RETRIES": "0",
@@ -190,6 +193,15 @@ class MoneyStack:
             for service in group:
                 await asyncio.to_thread(service.process.wait, STOP_TIMEOUT_SECONDS)
 
+    async def pause_billing(self, seconds: float) -> None:
+        """Freeze billing (SIGSTOP) for `seconds`: it reads, answers and reaps nothing meanwhile."""
+        assert self.billing is not None
+        self.billing.process.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.billing.process.send_signal(signal.SIGCONT)
+
     def kill_edge(self, index: int) -> None:
         edge = self.edges[index]
         edge.process.send_signal(signal.SIGKILL)
@@ -242,7 +254,8 @@ class MoneyStack:
                     select(func.count()).select_from(holds)
                     .where(holds.c.account_id == account_id, holds.c.status == "open"))).scalar_one()
                 usage = (await connection.execute(
-                    select(usage_records.c.request_id, usage_records.c.images, usage_records.c.credits)
+                    select(usage_records.c.request_id, usage_records.c.images, usage_records.c.credits,
+                           usage_records.c.late)
                     .where(usage_records.c.account_id == account_id))).all()
         finally:
             await engine.dispose()
@@ -265,6 +278,8 @@ class Charge:
     request_id: str
     images: int
     credits: int
+    # Taken from the balance because its lease had ended (docs/billing.md, late charges).
+    late: bool
 
 
 @dataclass

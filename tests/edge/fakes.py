@@ -10,17 +10,22 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from fractions import Fraction
+from functools import partial
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
+from billing_svc.domain import lease_size
 from provider_svc.servicer import image_chunks, is_chunked
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
 from quantized_runtime.call_stream import CallStreamServer
+from quantized_runtime.clock import utc_now
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.server import RunningServer, create_server
 from quantized_runtime.stream_drain import StreamDrain
@@ -129,9 +134,29 @@ def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
 
 @dataclass
 class Account:
+    """`balance` is what the account can still spend (holds and leases already
+    taken out, as in billing); `held` what they set aside."""
+
     account_id: str
     balance: int
     unlimited: bool = False
+    held: int = 0
+
+    @property
+    def spendable(self) -> int | None:
+        return None if self.unlimited else self.balance + self.held
+
+
+@dataclass
+class FakeLease:
+    account: Account
+    amount: int
+    charged: int = 0
+    open: bool = True
+
+    @property
+    def unspent(self) -> int:
+        return self.amount - self.charged
 
 
 class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
@@ -143,6 +168,11 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
             POOR_KEY: Account("acct_poor", 10),
         }
         self.holds: dict[str, tuple[Account, int]] = {}
+        self.leases: dict[str, FakeLease] = {}
+        # Charges applied, by (account id, request id): the first answer, as billing keeps it.
+        self.charges: dict[tuple[str, str], billing_pb2.ChargeResponse] = {}
+        self.lease_ttl_seconds = 30.0
+        self.lease_share = Fraction(1, 2)
         self.calls: list[tuple[str, Any]] = []
         self._ids = itertools.count(1)
         # Ledger stream behaviour: a pause before each answer, an event each
@@ -178,6 +208,7 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
             raise ServiceError(Reason.INSUFFICIENT_CREDITS, "insufficient credits for this request")
         if not account.unlimited:
             account.balance -= request.amount_micro_credits
+            account.held += request.amount_micro_credits
         hold_id = f"hold_{next(self._ids)}"
         self.holds[hold_id] = (account, request.amount_micro_credits)
         return billing_pb2.ReserveResponse(hold_id=hold_id)
@@ -189,14 +220,92 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
         if account.unlimited:
             return billing_pb2.SettleResponse(charged_micro_credits=charged)
         account.balance += held - charged
-        return billing_pb2.SettleResponse(charged_micro_credits=charged, balance_micro_credits=account.balance)
+        account.held -= held
+        return billing_pb2.SettleResponse(charged_micro_credits=charged, balance_micro_credits=account.balance,
+                                          spendable_micro_credits=account.spendable)
 
     async def Release(self, request: Any, context: Any) -> Any:
         self.calls.append(("Release", request))
         account, held = self.holds.pop(request.hold_id)
         if not account.unlimited:
             account.balance += held
+            account.held -= held
         return billing_pb2.ReleaseResponse()
+
+    # Credit leases, sized by billing's own rule (billing_svc.domain.lease_size).
+
+    def _grant(self, account: Account, minimum: int, want: int, unit: int) -> int:
+        size = lease_size(None if account.unlimited else account.balance, self.lease_share, minimum, want, unit)
+        if size is None:
+            raise ServiceError(Reason.INSUFFICIENT_CREDITS, "insufficient credits for a lease")
+        if not account.unlimited:
+            account.balance -= size
+            account.held += size
+        return size
+
+    def _lease_response(self, lease_id: str) -> billing_pb2.LeaseResponse:
+        lease = self.leases[lease_id]
+        expires = timestamp_pb2.Timestamp()
+        expires.FromDatetime(utc_now() + timedelta(seconds=self.lease_ttl_seconds))
+        return billing_pb2.LeaseResponse(lease_id=lease_id, amount_micro_credits=lease.amount,
+                                         charged_micro_credits=lease.charged, expires_at=expires,
+                                         spendable_micro_credits=lease.account.spendable)
+
+    async def AcquireLease(self, request: Any) -> Any:
+        self.calls.append(("AcquireLease", request))
+        account = self._account(request.account_id)
+        size = self._grant(account, request.min_micro_credits, request.want_micro_credits,
+                           request.unit_micro_credits)
+        lease_id = f"lease_{next(self._ids)}"
+        self.leases[lease_id] = FakeLease(account, size)
+        return self._lease_response(lease_id)
+
+    async def ExtendLease(self, request: Any) -> Any:
+        self.calls.append(("ExtendLease", request))
+        lease = self.leases[request.lease_id]
+        if not lease.open:
+            raise ServiceError(Reason.HOLD_CLOSED, "lease closed")
+        if request.want_micro_credits:
+            lease.amount += self._grant(lease.account, request.min_micro_credits, request.want_micro_credits,
+                                        request.unit_micro_credits)
+        return self._lease_response(request.lease_id)
+
+    async def Charge(self, request: Any) -> Any:
+        self.calls.append(("Charge", request))
+        account = self._account(request.account_id)
+        key = (request.account_id, request.request_id)
+        if key not in self.charges:
+            lease = self.leases.get(request.lease_id)
+            amount = request.amount_micro_credits
+            from_lease = (lease is not None and lease.open and lease.account is account
+                          and lease.unspent >= amount)
+            if from_lease:
+                lease.charged += amount
+                account.held -= amount
+            elif not account.unlimited:
+                account.balance -= amount
+            self.charges[key] = billing_pb2.ChargeResponse(
+                charged_micro_credits=amount, late=not from_lease and amount > 0 and bool(request.lease_id))
+        answer = billing_pb2.ChargeResponse()
+        answer.CopyFrom(self.charges[key])
+        if account.spendable is not None:
+            answer.spendable_micro_credits = account.spendable
+        return answer
+
+    async def ReturnLease(self, request: Any) -> Any:
+        self.calls.append(("ReturnLease", request))
+        lease = self.leases[request.lease_id]
+        if not lease.open:
+            raise ServiceError(Reason.HOLD_CLOSED, "lease closed")
+        lease.open = False
+        if not lease.account.unlimited:
+            lease.account.balance += lease.unspent
+            lease.account.held -= lease.unspent
+        return billing_pb2.ReturnLeaseResponse(returned_micro_credits=lease.unspent,
+                                               spendable_micro_credits=lease.account.spendable)
+
+    def open_leases(self) -> list[FakeLease]:
+        return [lease for lease in self.leases.values() if lease.open]
 
     async def Ledger(self, request_iterator: Any, context: Any) -> Any:
         """Each batched operation through the unary handler above, in order; the
@@ -220,12 +329,14 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
         await asyncio.sleep(self.ledger_delay_seconds)
         if self.ledger_gate is not None:
             await self.ledger_gate.wait()
-        handlers = {"reserve": self.Reserve, "settle": self.Settle, "release": self.Release}
+        handlers = {"reserve": partial(self.Reserve, context=None), "settle": partial(self.Settle, context=None),
+                    "release": partial(self.Release, context=None), "acquire_lease": self.AcquireLease,
+                    "extend_lease": self.ExtendLease, "charge": self.Charge, "return_lease": self.ReturnLease}
         results = []
         for operation in batch.operations:
             kind = operation.WhichOneof("operation")
             try:
-                answer = await handlers[kind](getattr(operation, kind), None)
+                answer = await handlers[kind](getattr(operation, kind))
             except ServiceError as error:
                 results.append(billing_pb2.LedgerResult(error=to_call_error(error)))
             else:

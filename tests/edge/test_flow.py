@@ -52,7 +52,7 @@ async def test_the_provider_gets_the_route_and_the_request_context(stack: Stack)
     assert call.params.seed == 7
     request_id = response.headers["x-request-id"]
     assert call.request_id == request_id
-    assert stack.peers.billing.requests("Reserve")[0].request_id == request_id
+    assert stack.peers.billing.requests("Charge")[0].request_id == request_id
     assert response.json()["data"][0]["watermark"] == "provenance"
 
 
@@ -67,28 +67,37 @@ async def test_insufficient_credits_never_calls_the_provider(stack: Stack) -> No
                                      json={"model": "dall-e-3", "prompt": "x"})
     assert response.status_code == 402
     assert stack.peers.provider.calls == []
-    assert stack.peers.billing.count("Settle") == 0 and stack.peers.billing.count("Release") == 0
+    assert stack.peers.billing.count("Charge") == 0 and stack.peers.billing.count("Settle") == 0
+    assert stack.peers.billing.count("Reserve") == 1  # the lease was refused: an exact hold, refused too
 
 
-async def test_a_failure_after_the_reserve_releases_the_hold(stack: Stack) -> None:
+def nothing_charged(stack: Stack) -> None:
+    billing = stack.peers.billing
+    assert billing.count("Charge") == 0 and billing.count("Settle") == 0
+    assert billing.accounts[VALID_KEY].spendable == 100_000_000
+
+
+async def test_a_failure_after_admission_charges_nothing_and_gives_the_lease_back_its_quote(stack: Stack) -> None:
     stack.peers.provider.behaviour["openai"] = ServiceError(Reason.UPSTREAM_UNAVAILABLE, "timed out")
     response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
     assert response.status_code == 503
-    billing = stack.peers.billing
-    hold_ids = [r.hold_id for r in billing.requests("Release")]
-    assert len(hold_ids) == 1 and billing.count("Settle") == 0
-    assert billing.holds == {}
-    assert billing.accounts[VALID_KEY].balance == 100_000_000
+    nothing_charged(stack)
+    (lease,) = stack.peers.billing.open_leases()
+    stack.peers.provider.behaviour.clear()
+    # The lease was sized for LEASE_MIN_QUOTES quotes; all of them are still there.
+    for _ in range(lease.amount // DALL_E_3_PRICE):
+        assert (await generate(stack, {"model": "dall-e-3", "prompt": "x"})).status_code == 200
+    assert stack.peers.billing.count("AcquireLease") == 1
 
 
-async def test_a_crash_after_the_reserve_releases_the_hold(stack: Stack) -> None:
+async def test_a_crash_after_admission_charges_nothing(stack: Stack) -> None:
     async def crash(request: Any) -> Any:
         raise RuntimeError("boom")
 
     stack.peers.provider.behaviour["openai"] = crash
     response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
     assert response.status_code == 500
-    assert stack.peers.billing.count("Release") == 1
+    nothing_charged(stack)
 
 
 async def test_a_flagged_generation_is_free(stack: Stack) -> None:
@@ -100,7 +109,8 @@ async def test_a_flagged_generation_is_free(stack: Stack) -> None:
                              "flagged": True}]
     assert body["usage"]["images"] == 0 and body["usage"]["credits_used"] == 0
     assert body["created"] == 0
-    assert stack.peers.billing.requests("Settle")[0].amount_micro_credits == 0
+    charge = stack.peers.billing.requests("Charge")[0]
+    assert charge.amount_micro_credits == 0 and charge.usage.images == 0
     assert body["usage"]["credits_remaining"] == 100_000_000
 
 
@@ -112,10 +122,10 @@ async def test_a_partly_flagged_generation_pays_for_the_generated_images_only(st
     assert [entry["flagged"] for entry in body["data"]] == [False, True, False]
     assert body["data"][2]["seed"] == 5
     assert body["usage"]["images"] == 2
-    settle = stack.peers.billing.requests("Settle")[0]
-    assert settle.amount_micro_credits == 2 * DALL_E_3_PRICE
-    assert settle.usage.images == 2
-    assert stack.peers.billing.requests("Reserve")[0].amount_micro_credits == 3 * DALL_E_3_PRICE
+    charge = stack.peers.billing.requests("Charge")[0]
+    assert charge.amount_micro_credits == 2 * DALL_E_3_PRICE
+    assert charge.usage.images == 2
+    assert stack.peers.billing.requests("AcquireLease")[0].unit_micro_credits == 3 * DALL_E_3_PRICE
     assert body["usage"]["credits_used"] == 2 * DALL_E_3_PRICE
 
 
@@ -128,9 +138,9 @@ async def test_token_priced_models_are_priced_from_usage(stack: Stack) -> None:
     # The quote's card: 80 micro-credits per input token, 640 per output token.
     price = 50 * 80 + 4160 * 640
     assert stack.peers.catalog.requests("QuotePrice")[0].quality == common_pb2.QUALITY_LOW
-    settle = stack.peers.billing.requests("Settle")[0]
-    assert settle.amount_micro_credits == price
-    assert (settle.usage.model_id, settle.usage.provider, settle.usage.user) == ("gpt-image-1", "openai", "u1")
+    charge = stack.peers.billing.requests("Charge")[0]
+    assert charge.amount_micro_credits == price
+    assert (charge.usage.model_id, charge.usage.provider, charge.usage.user) == ("gpt-image-1", "openai", "u1")
     assert body["usage"] == {"images": 1, "input_tokens": 50, "output_tokens": 4160, "total_tokens": 4210,
                              "megapixels": None, "credits_used": price,
                              "credits_remaining": 100_000_000 - price}
@@ -141,7 +151,7 @@ async def test_the_charge_never_exceeds_the_hold(stack: Stack) -> None:
     stack.peers.provider.behaviour["openai"] = provider_pb2.GenerateResponse(
         images=[image()], usage=common_pb2.UpstreamUsage(input_tokens=10, output_tokens=99_000))
     response = await generate(stack, {"model": "gpt-image-1", "prompt": "x"})
-    assert stack.peers.billing.requests("Settle")[0].amount_micro_credits == 3_360_000
+    assert stack.peers.billing.requests("Charge")[0].amount_micro_credits == 3_360_000
     assert response.json()["usage"]["credits_used"] == 3_360_000
 
 
@@ -153,6 +163,10 @@ async def test_unlimited_accounts_have_no_remaining_credits(stack: Stack) -> Non
     answer = await call(stack.images.Generate, images_pb2.GenerateRequest(model="dall-e-3", prompt="x"),
                         timeout=CALL_TIMEOUT_SECONDS, metadata=(("authorization", f"Bearer {UNLIMITED_KEY}"),))
     assert not answer.usage.HasField("credits_remaining")
+    # Usage is recorded with no lease and no hold.
+    charges = stack.peers.billing.requests("Charge")
+    assert [charge.lease_id for charge in charges] == ["", ""] and charges[0].usage.images == 1
+    assert stack.peers.billing.count("AcquireLease") == 0 and stack.peers.billing.count("Reserve") == 0
 
 
 async def test_an_unavailable_route_falls_back_to_the_next(stack: Stack) -> None:
@@ -160,8 +174,8 @@ async def test_an_unavailable_route_falls_back_to_the_next(stack: Stack) -> None
     response = await generate(stack, {"model": NOVA, "prompt": "x"})
     assert response.status_code == 200
     assert [call.provider for call in stack.peers.provider.calls] == ["bedrock", "sandbox"]
-    assert stack.peers.billing.count("Reserve") == 1 and stack.peers.billing.count("Settle") == 1
-    assert stack.peers.billing.requests("Settle")[0].usage.provider == "sandbox"
+    assert stack.peers.billing.count("AcquireLease") == 1 and stack.peers.billing.count("Charge") == 1
+    assert stack.peers.billing.requests("Charge")[0].usage.provider == "sandbox"
 
 
 async def test_fallback_stops_at_the_last_route(stack: Stack) -> None:
@@ -170,7 +184,7 @@ async def test_fallback_stops_at_the_last_route(stack: Stack) -> None:
     response = await generate(stack, {"model": NOVA, "prompt": "x"})
     assert response.status_code == 503
     assert len(stack.peers.provider.calls) == 2
-    assert stack.peers.billing.count("Release") == 1
+    nothing_charged(stack)
 
 
 async def test_a_rejected_parameter_does_not_fall_back(stack: Stack) -> None:
@@ -189,7 +203,7 @@ async def test_a_pinned_provider_never_falls_back(stack: Stack, pin: str) -> Non
         response = await generate(stack, {"model": f"bedrock/{NOVA}", "prompt": "x"})
     assert response.status_code == 503
     assert [call.provider for call in stack.peers.provider.calls] == ["bedrock"]
-    assert stack.peers.billing.count("Release") == 1
+    nothing_charged(stack)
 
 
 async def test_a_provider_prefix_is_echoed_in_the_response(stack: Stack) -> None:
@@ -214,7 +228,7 @@ async def test_authentication_routes_and_quotes_are_cached(stack: Stack) -> None
     assert stack.peers.billing.count("Authenticate") == 1
     assert stack.peers.catalog.count("ResolveRoute") == 1
     assert stack.peers.catalog.count("QuotePrice") == 1
-    assert stack.peers.billing.count("Reserve") == 4 and stack.peers.billing.count("Settle") == 4
+    assert stack.peers.billing.count("AcquireLease") == 1 and stack.peers.billing.count("Charge") == 4
 
 
 async def test_a_failed_authentication_is_not_cached(stack: Stack) -> None:
@@ -256,7 +270,7 @@ class TestDeadline:
         response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "upstream_unavailable"
-        assert stack.peers.billing.count("Release") == 1
+        nothing_charged(stack)
 
 
 async def test_grpc_and_http_return_the_same_outcome(stack: Stack) -> None:
@@ -285,3 +299,35 @@ async def test_a_large_image_crosses_both_transports_intact(stack: Stack) -> Non
     answer = await call(stack.images.Generate, images_pb2.GenerateRequest(model="dall-e-3", prompt="x", n=3),
                         timeout=CALL_TIMEOUT_SECONDS, metadata=GRPC_AUTH)
     assert answer.data[0].image_data == big and answer.data[1].flagged
+
+
+class TestExactHolds:
+    """QUANTIZED_EDGE_CREDIT_LEASES=false: an exact hold per request, as before leases."""
+
+    @pytest.fixture
+    def edge_overrides(self) -> dict[str, object]:
+        return {"credit_leases": False}
+
+    async def test_each_request_reserves_and_settles_its_hold(self, stack: Stack) -> None:
+        response = await generate(stack, {"model": "dall-e-3", "prompt": "x", "n": 2})
+        assert response.status_code == 200
+        billing = stack.peers.billing
+        assert billing.requests("Reserve")[0].amount_micro_credits == 2 * DALL_E_3_PRICE
+        assert billing.requests("Reserve")[0].request_id == response.headers["x-request-id"]
+        assert billing.requests("Settle")[0].amount_micro_credits == 2 * DALL_E_3_PRICE
+        assert billing.count("AcquireLease") == 0 and billing.count("Charge") == 0
+        assert response.json()["usage"]["credits_remaining"] == 100_000_000 - 2 * DALL_E_3_PRICE
+
+    async def test_a_failure_after_the_reserve_releases_the_hold(self, stack: Stack) -> None:
+        stack.peers.provider.behaviour["openai"] = ServiceError(Reason.UPSTREAM_UNAVAILABLE, "timed out")
+        response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
+        assert response.status_code == 503
+        billing = stack.peers.billing
+        assert billing.count("Release") == 1 and billing.count("Settle") == 0
+        assert billing.holds == {} and billing.accounts[VALID_KEY].balance == 100_000_000
+
+    async def test_a_flagged_generation_settles_zero(self, stack: Stack) -> None:
+        stack.peers.provider.behaviour["openai"] = provider_pb2.GenerateResponse(images=[flagged_image()])
+        response = await generate(stack, {"model": "dall-e-3", "prompt": "x"})
+        assert stack.peers.billing.requests("Settle")[0].amount_micro_credits == 0
+        assert response.json()["usage"]["credits_remaining"] == 100_000_000

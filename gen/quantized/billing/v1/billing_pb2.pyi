@@ -70,12 +70,14 @@ class SettleRequest(_message.Message):
     def __init__(self, hold_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ...) -> None: ...
 
 class SettleResponse(_message.Message):
-    __slots__ = ("charged_micro_credits", "balance_micro_credits")
+    __slots__ = ("charged_micro_credits", "balance_micro_credits", "spendable_micro_credits")
     CHARGED_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     BALANCE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    SPENDABLE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     charged_micro_credits: int
     balance_micro_credits: int
-    def __init__(self, charged_micro_credits: _Optional[int] = ..., balance_micro_credits: _Optional[int] = ...) -> None: ...
+    spendable_micro_credits: int
+    def __init__(self, charged_micro_credits: _Optional[int] = ..., balance_micro_credits: _Optional[int] = ..., spendable_micro_credits: _Optional[int] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("hold_id",)

@@ -116,7 +116,8 @@ class BillingServiceServicer:
         further batch on this stream, close its side, and open a new stream for
         new batches (it reaches another server). A caller that does not close its
         side within the server's shutdown grace period sees the stream cancelled.
-        After an error status, an unanswered batch may have been applied.
+        After an error status, an unanswered batch may have been applied: billing
+        applies every batch it has read, even when the call ends first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
