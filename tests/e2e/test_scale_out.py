@@ -55,7 +55,10 @@ def upstream() -> Iterator[FakeOpenAI]:
 async def stack(tmp_path, postgres_url: str, upstream: FakeOpenAI) -> AsyncIterator[ReplicaStack]:
     root = tmp_path / "stack"
     root.mkdir()
+    # A killed edge's holds and leases come back when they expire: short ones, so
+    # the books settle within the test.
     running = ReplicaStack(root, postgres_url, upstream, hold_ttl_seconds=SHORT_HOLD_TTL_SECONDS,
+                           lease_ttl_seconds=SHORT_HOLD_TTL_SECONDS,
                            reaper_interval_seconds=REAPER_INTERVAL_SECONDS)
     try:
         yield await running.start()
