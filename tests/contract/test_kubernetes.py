@@ -219,6 +219,8 @@ def test_no_overlay_ships_a_certificate_or_key(overlay):
     for name, secret in secrets.items():
         values = [*secret.get("stringData", {}).values(), *secret.get("data", {}).values()]
         assert not any("-----BEGIN" in value for value in values), name
+    documented = (ROOT / "docs" / "deployment.md").read_text()
+    assert "quantized certificates" in documented and "create secret generic quantized-tls-" in documented
 
 
 def test_the_dev_database_is_created_by_the_init_script_compose_runs():
