@@ -32,6 +32,11 @@ OVERLAYS = ("dev", "production")
 SERVICES = ("catalog", "billing", "provider", "edge")
 BACKENDS = ("catalog", "billing", "provider")
 GRPC_PORTS = {"edge": 50050, "catalog": 50051, "billing": 50052, "provider": 50053}
+# The backends' plaintext health port (QUANTIZED_<SERVICE>_HEALTH_LISTEN), one number for the three.
+HEALTH_PORT = 8090
+# Where each serving container finds its `quantized-tls-<service>` Secret's files.
+TLS_FILES = {"QUANTIZED_TLS_CERT_FILE": "tls.crt", "QUANTIZED_TLS_KEY_FILE": "tls.key",
+             "QUANTIZED_TLS_CA_FILE": "ca.crt"}
 EDGE_HTTP_PORT = 8080
 POSTGRES_PORT = 5432
 NAME_LABEL = "app.kubernetes.io/name"
@@ -112,14 +117,44 @@ def test_environment_names_real_settings_and_covers_required_ones(overlay, servi
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", SERVICES)
-def test_probes_are_grpc_health_checks_on_the_port_the_service_listens_on(overlay, service):
+def test_probes_are_grpc_health_checks_on_a_port_kubelet_can_speak_to(overlay, service):
+    """The backends' service ports require a client certificate, which kubelet's
+    `grpc:` probes cannot present: they probe the plaintext health port. The edge's
+    gRPC port is public (API keys), so it is probed there."""
     container = _container(overlay, service)
     environment = _environment(overlay, container)
     listen = environment["QUANTIZED_EDGE_GRPC_LISTEN" if service == "edge" else f"QUANTIZED_{service.upper()}_LISTEN"]
     assert listen == f"0.0.0.0:{GRPC_PORTS[service]}"
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"] == {"port": GRPC_PORTS[service]}, probe
     assert {"containerPort": GRPC_PORTS[service], "name": "grpc"} in container["ports"]
+    if service == "edge":
+        probed = GRPC_PORTS["edge"]
+    else:
+        probed = HEALTH_PORT
+        assert environment[f"QUANTIZED_{service.upper()}_HEALTH_LISTEN"] == f"0.0.0.0:{HEALTH_PORT}"
+        assert {"containerPort": HEALTH_PORT, "name": "health"} in container["ports"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"] == {"port": probed}, probe
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_serving_container_takes_its_certificate_from_its_mounted_secret(overlay, service):
+    pod = _pod_spec(overlay, service)
+    container = _container(overlay, service)
+    environment = _environment(overlay, container)
+    [volume] = [volume for volume in pod["volumes"]
+                if volume.get("secret", {}).get("secretName") == f"quantized-tls-{service}"]
+    # Required: a pod without its certificate must not start in plaintext.
+    assert not volume["secret"].get("optional", False)
+    assert "items" not in volume["secret"]  # the Secret's keys are the file names
+    [mount] = [mount for mount in container["volumeMounts"] if mount["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    for variable, key in TLS_FILES.items():
+        assert environment.get(variable) == f"{mount['mountPath']}/{key}", variable
+    # The migrations talk to PostgreSQL only: no certificate, which they could not read.
+    for init in pod.get("initContainers", []):
+        assert not set(TLS_FILES) & set(_environment(overlay, init)), init["name"]
+        assert not any(mount["name"] == volume["name"] for mount in init.get("volumeMounts", []))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -172,6 +207,20 @@ def test_production_leaves_the_secrets_to_the_operator_and_dev_fills_every_requi
                 reference = variable["valueFrom"]["secretKeyRef"]
                 if not reference.get("optional"):
                     assert reference["key"] in secrets[reference["name"]]["stringData"], variable["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_overlay_ships_a_certificate_or_key(overlay):
+    """The `quantized-tls-<service>` Secrets come from the operator's CA in every
+    overlay (docs/deployment.md); one in an overlay would ship a key, or, empty,
+    overwrite the operator's at each apply."""
+    secrets = _of_kind(overlay, "Secret")
+    assert not [name for name in secrets if name.startswith("quantized-tls-")]
+    for name, secret in secrets.items():
+        values = [*secret.get("stringData", {}).values(), *secret.get("data", {}).values()]
+        assert not any("-----BEGIN" in value for value in values), name
+    documented = (ROOT / "docs" / "deployment.md").read_text()
+    assert "quantized certificates" in documented and "create secret generic quantized-tls-" in documented
 
 
 def test_the_dev_database_is_created_by_the_init_script_compose_runs():
@@ -230,21 +279,24 @@ def _rule_allows(rule: dict, peers_key: str, peer: Peer, port: int) -> bool:
     return not peers or any(_peer_matches(entry, peer) for entry in peers)
 
 
-def _allowed(overlay: str, source: Peer, destination: Peer, port: int) -> bool:
+def _permitted(overlay: str, pod: Peer, direction: str, other: Peer, port: int) -> bool:
+    """Whether POD's policies let a connection on PORT go to (Egress) or come from
+    (Ingress) OTHER."""
+    if pod.external or not pod.own_namespace:
+        return True  # not governed by this namespace's policies
+    rules_key, peers_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
     policies = [policy["spec"] for policy in _of_kind(overlay, "NetworkPolicy").values()]
+    governing = [spec for spec in policies
+                 if direction in spec["policyTypes"] and _selects(spec["podSelector"], pod.labels)]
+    if not governing:
+        return True
+    return any(_rule_allows(rule, peers_key, other, port)
+               for spec in governing for rule in spec.get(rules_key, []))
 
-    def permitted(pod: Peer, direction: str, rules_key: str, peers_key: str, other: Peer) -> bool:
-        if pod.external or not pod.own_namespace:
-            return True  # not governed by this namespace's policies
-        governing = [spec for spec in policies
-                     if direction in spec["policyTypes"] and _selects(spec["podSelector"], pod.labels)]
-        if not governing:
-            return True
-        return any(_rule_allows(rule, peers_key, other, port)
-                   for spec in governing for rule in spec.get(rules_key, []))
 
-    return (permitted(source, "Egress", "egress", "to", destination)
-            and permitted(destination, "Ingress", "ingress", "from", source))
+def _allowed(overlay: str, source: Peer, destination: Peer, port: int) -> bool:
+    return (_permitted(overlay, source, "Egress", destination, port)
+            and _permitted(overlay, destination, "Ingress", source, port))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -256,6 +308,22 @@ def test_only_the_edge_reaches_the_internal_services(overlay):
         others = [peer for name, peer in pods.items() if name != "edge"] + [OUTSIDE, OTHER_NAMESPACE]
         reaching = [peer.name for peer in others if _allowed(overlay, peer, pods[backend], port)]
         assert reaching == [], f"{backend}:{port} reachable from {reaching}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_backends_health_port_is_open_to_the_cluster_and_only_to_it(overlay):
+    """Kubelet's probes and in-cluster monitors reach the health port; a pod's own
+    egress policy still decides whether it may call out (none of ours needs to)."""
+    pods = _pods(overlay)
+    for backend in BACKENDS:
+        destination = pods[backend]
+        assert _allowed(overlay, OTHER_NAMESPACE, destination, HEALTH_PORT), backend
+        admitted = [peer.name for peer in pods.values()
+                    if _permitted(overlay, destination, "Ingress", peer, HEALTH_PORT)]
+        assert sorted(admitted) == sorted(pods), backend
+        assert not _allowed(overlay, OUTSIDE, destination, HEALTH_PORT), backend
+        # The health port is no way into the service port, nor the service port into it.
+        assert not _allowed(overlay, OTHER_NAMESPACE, destination, GRPC_PORTS[backend]), backend
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
