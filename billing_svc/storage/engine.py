@@ -36,6 +36,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from billing_svc.storage.sqlite_transactions import SqliteTransactions
+from quantized_runtime.database_health import asyncpg_connect_args
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 READ_ONLY_OPTION = "billing_read_only"
@@ -142,7 +143,7 @@ class Database:
         async with self._driver_pool_opening:
             if self._driver_pool is None:
                 size = self.engine.pool.size()  # type: ignore[attr-defined]
-                args, options = _asyncpg_connect_args(self.engine)
+                args, options = asyncpg_connect_args(self.engine)
                 self._driver_pool = await asyncpg.create_pool(
                     *args, min_size=1, max_size=2 * size, **options)
         return self._driver_pool
@@ -153,16 +154,4 @@ class Database:
         if self.sqlite is not None:
             await self.sqlite.close()
         await self.engine.dispose()
-
-
-def _asyncpg_connect_args(engine: AsyncEngine) -> tuple[list[Any], dict[str, Any]]:
-    """asyncpg's connect arguments for the engine's URL, as SQLAlchemy reads it
-    (host, port, user, ssl, ... from the URL and its query)."""
-    args, options = engine.dialect.create_connect_args(engine.url)
-    # SQLAlchemy's names for its own asyncpg adapter's options.
-    options.pop("prepared_statement_name_func", None)
-    options.pop("async_creator_fn", None)
-    if "prepared_statement_cache_size" in options:
-        options["statement_cache_size"] = options.pop("prepared_statement_cache_size")
-    return list(args), dict(options)
 
