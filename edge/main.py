@@ -13,6 +13,7 @@ import uvicorn
 
 from quantized.images.v1 import images_pb2, images_pb2_grpc
 from quantized_runtime.event_loop import run_service
+from quantized_runtime.health import DependencyWatch, serve_health_by_dependencies
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, wait_for_shutdown_signal
 from quantized_runtime.settings import load_settings
@@ -20,6 +21,7 @@ from quantized_runtime.settings import load_settings
 from edge.flow import ImagesFlow
 from edge.http_app import create_app
 from edge.peers import Peers
+from edge.readiness import PEERS_THE_EDGE_NEEDS, peer_watch
 from edge.servicer import ImagesServicer
 from edge.settings import EdgeSettings
 from edge.validation import RequestValidator
@@ -45,9 +47,11 @@ class RunningEdge:
     _http_task: asyncio.Task[None]
     _grpc: RunningServer
     _peers: Peers
+    _readiness: DependencyWatch
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop accepting, let in-flight requests finish within the grace period, close channels."""
+        await self._readiness.stop()
         self._http.should_exit = True
         await asyncio.gather(self._grpc.stop(grace_seconds), self._wait_http(grace_seconds))
         await self._peers.close()
@@ -76,19 +80,22 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     """Open the peer channels on the running loop, then serve HTTP, then gRPC.
 
     gRPC comes last because its health service turning SERVING is what tells
-    the dev stack and orchestrators that the whole edge is ready.
+    the dev stack and orchestrators that the whole edge is ready. From then on
+    the readiness watch (edge/readiness.py) turns it NOT_SERVING while billing
+    or provider_svc is down for longer than the grace period.
     """
     peers = Peers.open(settings.catalog_addr, settings.billing_addr, settings.provider_addr,
                        settings.max_message_bytes)
     flow = ImagesFlow(peers, settings)
     validator = RequestValidator()
+    readiness = peer_watch(peers, settings.peer_down_grace_seconds)
     try:
         sock = _bind(settings.host, settings.port)
     except BaseException:
         await peers.close()
         raise
     http = _EmbeddedUvicorn(uvicorn.Config(
-        create_app(flow, validator, settings.max_body_bytes),
+        create_app(flow, validator, settings.max_body_bytes, readiness),
         # No lifespan, access log or proxy-header rewriting: the edge logs its own line per
         # request and never reads the client address, so each would be per-request work for nothing.
         lifespan="off", access_log=False, proxy_headers=False, log_config=None, server_header=False,
@@ -115,7 +122,11 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         sock.close()
         await peers.close()
         raise
-    return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers)
+    readiness.on_change(serve_health_by_dependencies(
+        grpc_server.health, {name: PEERS_THE_EDGE_NEEDS for name in ("", IMAGES_SERVICE_NAME)}))
+    readiness.start()
+    return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers,
+                       readiness)
 
 
 async def _serve(settings: EdgeSettings) -> None:

@@ -34,3 +34,6 @@ class EdgeSettings(ServiceSettings):
     catalog_cache_ttl_seconds: float = Field(default=2.0, ge=0, le=5)
     # Entries kept per cache before the oldest are dropped.
     cache_max_entries: int = Field(default=10_000, gt=0)
+    # How long billing or provider_svc may fail its health checks before the edge
+    # reports itself not ready (gRPC health NOT_SERVING, GET /readyz 503).
+    peer_down_grace_seconds: float = Field(default=3.0, ge=0)
