@@ -39,6 +39,13 @@ _CONNECTION_LOST = (
 )
 
 
+# Errors of the driver's own state. A session the server ended while the driver
+# was using or resetting it shows up as one of these ("cannot switch to state ...",
+# "the underlying connection is closed"), but so would a bug, so they count as
+# an outage only when a probe confirms the database cannot be reached.
+_DRIVER_STATE = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+
+
 def _causes(error: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     link: BaseException | None = error
@@ -103,12 +110,18 @@ class DatabaseGuard:
         self._message = f"the {service} database is unavailable; retry shortly"
         self._watch = watch
 
+    async def _outage(self, error: Exception) -> bool:
+        if database_unreachable(error):
+            return True
+        return (any(isinstance(link, _DRIVER_STATE) for link in _causes(error))
+                and not await self._watch.is_up(DATABASE))
+
     @contextlib.asynccontextmanager
     async def __call__(self) -> AsyncIterator[None]:
         try:
             yield
         except Exception as error:
-            if not database_unreachable(error):
+            if not await self._outage(error):
                 raise
             # The type only: a driver's message may name the host and the user.
             log.warning("database unreachable", extra={"fields": {"error": type(error).__name__}})

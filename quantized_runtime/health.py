@@ -65,6 +65,8 @@ class DependencyWatch:
         self._listeners: list[DownListener] = []
         self._probe_now = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # One probe per dependency at a time: callers asking meanwhile share its answer.
+        self._in_flight: dict[str, asyncio.Future[bool]] = {}
 
     @property
     def down(self) -> frozenset[str]:
@@ -105,10 +107,32 @@ class DependencyWatch:
         results = await asyncio.gather(*(self._probe(name) for name in names))
         changed = [self.record(name, ok) for name, ok in zip(names, results, strict=True)]
         if any(changed):
-            for listener in self._listeners:
-                await listener(self._down)
+            await self._tell_listeners()
+
+    async def is_up(self, name: str) -> bool:
+        """Probe `name` now (sharing a probe already running) and note the result.
+        A name the watch does not know is taken as up."""
+        if name not in self._dependencies:
+            return True
+        ok = await self._probe(name)
+        if self.record(name, ok):
+            await self._tell_listeners()
+        return ok
+
+    async def _tell_listeners(self) -> None:
+        for listener in self._listeners:
+            await listener(self._down)
 
     async def _probe(self, name: str) -> bool:
+        running = self._in_flight.get(name)
+        if running is None:
+            running = asyncio.ensure_future(self._probe_once(name))
+            self._in_flight[name] = running
+            running.add_done_callback(lambda _: self._in_flight.pop(name, None))
+        # Shielded: a caller that gives up does not cancel the probe the others await.
+        return await asyncio.shield(running)
+
+    async def _probe_once(self, name: str) -> bool:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._dependencies[name].probe()

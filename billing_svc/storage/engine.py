@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from billing_svc.storage.sqlite_transactions import SqliteTransactions
 from quantized_runtime.database_health import asyncpg_connect_args
+
+log = logging.getLogger("quantized.billing.database")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 READ_ONLY_OPTION = "billing_read_only"
@@ -134,8 +137,11 @@ class Database:
         cache, result rows) cost more CPU than the statement's round trip; asyncpg
         keeps each statement prepared per connection by itself."""
         pool = self._driver_pool or await self._open_driver_pool()
-        async with pool.acquire() as conn:
+        conn = await pool.acquire()
+        try:
             yield conn
+        finally:
+            await _release(pool, conn)
 
     async def _open_driver_pool(self) -> asyncpg.Pool:
         if self.dialect != "postgresql":
@@ -155,3 +161,15 @@ class Database:
             await self.sqlite.close()
         await self.engine.dispose()
 
+
+async def _release(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    """Return a connection to the pool. The work done on it stands whatever happens
+    here (committed, or failed on its own): a session the server ended after the
+    commit (PostgreSQL stopping) fails only the pool's reset, and the pool then
+    drops the connection itself, so that failure must not turn a committed
+    operation into an error."""
+    try:
+        await pool.release(conn)
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        log.warning("a database connection was dropped on its way back to the pool",
+                    extra={"fields": {"error": type(error).__name__}})

@@ -192,3 +192,37 @@ async def test_the_guard_answers_service_unavailable_for_an_outage_and_leaves_bu
     with pytest.raises(ValueError):
         async with guard():
             raise ValueError("a bug")
+
+
+@pytest.mark.parametrize("database_up", [True, False])
+async def test_a_driver_state_error_is_an_outage_only_when_a_probe_confirms_it(database_up):
+    switch = Switch()
+    switch.up = database_up
+    watch = DependencyWatch([Dependency(DATABASE, switch)], interval_seconds=3600)
+    guard = DatabaseGuard("billing", watch)
+    with pytest.raises(Exception) as caught:
+        async with guard():
+            raise asyncpg.InterfaceError("cannot call Transaction.__aexit__(): the underlying connection is closed")
+    if database_up:
+        assert isinstance(caught.value, asyncpg.InterfaceError)
+        assert watch.down == frozenset()
+    else:
+        assert isinstance(caught.value, ServiceError) and caught.value.reason == Reason.SERVICE_UNAVAILABLE
+        assert watch.down == {DATABASE}
+
+
+async def test_callers_asking_at_once_share_one_probe():
+    gate = asyncio.Event()
+    calls = 0
+
+    async def slow_probe() -> None:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+
+    watch = DependencyWatch([Dependency(DATABASE, slow_probe)])
+    asking = [asyncio.create_task(watch.is_up(DATABASE)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await asyncio.gather(*asking) == [True] * 5
+    assert calls == 1
