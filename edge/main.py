@@ -80,9 +80,10 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     """Open the peer channels on the running loop, then serve HTTP, then gRPC.
 
     gRPC comes last because its health service turning SERVING is what tells
-    the dev stack and orchestrators that the whole edge is ready. From then on
-    the readiness watch (edge/readiness.py) turns it NOT_SERVING while billing
-    or provider_svc is down for longer than the grace period.
+    the dev stack and orchestrators that the whole edge is ready, once the
+    readiness watch (edge/readiness.py) has reached billing and provider_svc;
+    from then on it turns NOT_SERVING while one of them is down for longer than
+    the grace period.
     """
     peers = Peers.open(settings.catalog_addr, settings.billing_addr, settings.provider_addr,
                        settings.max_message_bytes)
@@ -122,8 +123,10 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         sock.close()
         await peers.close()
         raise
-    readiness.on_change(serve_health_by_dependencies(
-        grpc_server.health, {name: PEERS_THE_EDGE_NEEDS for name in ("", IMAGES_SERVICE_NAME)}))
+    follow_peers = serve_health_by_dependencies(
+        grpc_server.health, {name: PEERS_THE_EDGE_NEEDS for name in ("", IMAGES_SERVICE_NAME)})
+    await follow_peers(readiness.down)
+    readiness.on_change(follow_peers)
     readiness.start()
     return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers,
                        readiness)

@@ -5,7 +5,8 @@ check of the service the edge calls there, so a peer that is unreachable and a
 peer that reports NOT_SERVING (billing without its database) count alike. A peer
 that keeps failing for longer than the grace period (`peer_down_grace_seconds`)
 is down: a restart under a supervisor or a rolling deploy, gone for a second or
-two, does not take the edge out of rotation. The catalog is not watched: its
+two, does not take the edge out of rotation. A newly started edge is not ready
+until both have answered once. The catalog is not watched: its
 routes and quotes are cached, and a cold request without it is answered 503
 `service_unavailable` like any other peer outage.
 
@@ -34,12 +35,15 @@ LIVE_BODY = json.dumps({"status": "ok"}).encode()
 
 
 def peer_watch(peers: Peers, grace_seconds: float) -> DependencyWatch:
+    # Not ready until both have answered once: an edge started before its peers (or
+    # while one is away) reports SERVING only when it can serve, and its channels
+    # are connected by then.
     return DependencyWatch([
         Dependency(BILLING, grpc_health_probe(peers.billing_channel, BILLING_SERVICE_NAME),
                    grace_seconds),
         Dependency(PROVIDER, grpc_health_probe(peers.provider_channel, PROVIDER_SERVICE_NAME),
                    grace_seconds),
-    ])
+    ], down_until_seen=True)
 
 
 def readiness_answer(watch: DependencyWatch) -> tuple[int, bytes]:

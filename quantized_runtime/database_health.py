@@ -111,6 +111,8 @@ class DatabaseGuard:
         self._watch = watch
 
     async def _outage(self, error: Exception) -> bool:
+        if isinstance(error, ServiceError):
+            return False  # a refusal of the service's own, whatever it was handling
         if database_unreachable(error):
             return True
         return (any(isinstance(link, _DRIVER_STATE) for link in _causes(error))

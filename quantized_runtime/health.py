@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,13 +56,18 @@ class DependencyWatch:
     def __init__(self, dependencies: Sequence[Dependency], *,
                  interval_seconds: float = PROBE_INTERVAL_SECONDS,
                  timeout_seconds: float = PROBE_TIMEOUT_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 down_until_seen: bool = False) -> None:
+        """`down_until_seen`: every dependency starts down, until its first probe
+        succeeds (no grace before that), for a service that must not report SERVING
+        before it has reached what it needs."""
         self._dependencies = {dependency.name: dependency for dependency in dependencies}
         self._interval = interval_seconds
         self._timeout = timeout_seconds
         self._clock = clock
-        self._failing_since: dict[str, float | None] = dict.fromkeys(self._dependencies)
-        self._down: frozenset[str] = frozenset()
+        self._failing_since: dict[str, float | None] = dict.fromkeys(
+            self._dependencies, -math.inf if down_until_seen else None)
+        self._down: frozenset[str] = frozenset(self._dependencies) if down_until_seen else frozenset()
         self._listeners: list[DownListener] = []
         self._probe_now = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -150,11 +156,13 @@ class DependencyWatch:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dependency-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop probing, a probe in flight included (it may be opening a connection)."""
+        for running in (self._task, *self._in_flight.values()):
+            if running is not None:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -6,14 +6,16 @@ OpenAPI document, which lists /v1 only."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quantized_runtime.channels import open_channel
-from tests.edge.conftest import Stack
+from tests.edge.conftest import Stack, edge_settings
+from tests.harness import serving
 from tests.polling import eventually_true
 
-from edge.main import IMAGES_SERVICE_NAME
+from edge.main import IMAGES_SERVICE_NAME, start
 from edge.readiness import BILLING_SERVICE_NAME
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -40,8 +42,13 @@ async def test_healthz_is_liveness_without_authentication(stack: Stack):
 
 
 async def test_readyz_and_grpc_health_follow_billing_and_come_back(stack: Stack):
+    async def ready() -> bool:
+        return (await stack.http.get("/readyz")).status_code == 200
+
+    # Ready once both peers have answered their first health check.
+    await eventually_true(ready)
     reply = await stack.http.get("/readyz")
-    assert (reply.status_code, reply.json()) == (200, {"ready": True, "unavailable": []})
+    assert reply.json() == {"ready": True, "unavailable": []}
     assert await _edge_health(stack) == {SERVING}
 
     await stack.peers.server.health.set(BILLING_SERVICE_NAME, NOT_SERVING)
@@ -54,11 +61,17 @@ async def test_readyz_and_grpc_health_follow_billing_and_come_back(stack: Stack)
     assert await _edge_health(stack) == {NOT_SERVING}
 
     await stack.peers.server.health.set(BILLING_SERVICE_NAME, SERVING)
-
-    async def ready() -> bool:
-        return (await stack.http.get("/readyz")).status_code == 200
     await eventually_true(ready)
     assert await _edge_health(stack) == {SERVING}
+
+
+async def test_an_edge_whose_peers_never_answered_is_not_ready(peers):
+    await peers.server.stop(0)
+    async with serving(start(edge_settings(peers.address)), port=lambda edge: edge.grpc_port) as served:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.running.http_port}") as http:
+            reply = await http.get("/readyz")
+            assert reply.status_code == 503
+            assert reply.json()["unavailable"] == ["billing", "provider"]
 
 
 async def test_readyz_names_every_peer_that_cannot_be_reached(stack: Stack):

@@ -226,3 +226,18 @@ async def test_callers_asking_at_once_share_one_probe():
     gate.set()
     assert await asyncio.gather(*asking) == [True] * 5
     assert calls == 1
+
+
+def test_a_watch_down_until_seen_is_down_until_each_first_success_then_has_its_grace():
+    clock = FakeClock()
+    switch = Switch()
+    watch = DependencyWatch([Dependency("billing", switch, 3.0), Dependency("provider", switch, 3.0)],
+                            clock=clock, down_until_seen=True)
+    assert watch.down == {"billing", "provider"}
+    assert not watch.record("billing", ok=False)
+    assert watch.record("billing", ok=True)
+    assert watch.down == {"provider"}
+    watch.record("provider", ok=True)
+    clock.now += 1.0
+    watch.record("billing", ok=False)
+    assert watch.down == frozenset()
