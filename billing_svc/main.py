@@ -18,6 +18,7 @@ from billing_svc.storage.admin_store import AdminStore
 from billing_svc.storage.engine import Database, create_engine
 from billing_svc.storage.factory import money_store_for
 from billing_svc.storage.migrate import upgrade_to_head
+from quantized_runtime.database_health import DatabaseHealth
 from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
@@ -31,6 +32,7 @@ class RunningBilling:
     database: Database
     billing: Billing
     reaper: asyncio.Task[None]
+    database_health: DatabaseHealth
 
     @property
     def port(self) -> int:
@@ -43,6 +45,7 @@ class RunningBilling:
         await self.stop_background()
 
     async def stop_background(self) -> None:
+        await self.database_health.stop()
         self.reaper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.reaper
@@ -68,6 +71,7 @@ async def start(settings: BillingSettings) -> RunningBilling:
     verifier = _jwt_verifier(settings)
     database = Database(create_engine(settings.resolved_database_url(),
                                       settings.database_pool_size))
+    database_health = DatabaseHealth("billing", database.engine)
     try:
         await upgrade_to_head(database.engine)
         lease_policy = LeasePolicy(share=Fraction(settings.lease_share),
@@ -76,16 +80,19 @@ async def start(settings: BillingSettings) -> RunningBilling:
                           timedelta(seconds=settings.hold_ttl_seconds))
         drain = StreamDrain()
         server = await create_server(
-            settings.listen, registrars(billing, settings.admin_token.get_secret_value(), drain),
+            settings.listen, registrars(billing, settings.admin_token.get_secret_value(), drain,
+                                       database_health.guard),
             SERVICE_NAMES, settings.max_message_bytes, drainers=[drain.drain],
             tls=settings.tls_files(), reflection_enabled=settings.reflection,
             health_address=settings.health_listen)
     except BaseException:
         await database.dispose()
         raise
+    # Every billing call needs the database, so every health name follows it.
+    database_health.start(server, ("", *SERVICE_NAMES))
     reaper = asyncio.create_task(reap_forever(billing, settings.reaper_interval_seconds),
                                  name="billing-hold-reaper")
-    return RunningBilling(server, database, billing, reaper)
+    return RunningBilling(server, database, billing, reaper, database_health)
 
 
 async def _serve(settings: BillingSettings) -> None:

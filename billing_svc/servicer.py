@@ -1,7 +1,9 @@
 """gRPC servicers: proto <-> domain, nothing else. Errors of unary calls are
 ServiceErrors that the shared interceptor turns into google.rpc.Status; the
 Ledger stream, which that interceptor does not wrap, answers each operation's
-error inside its reply (a CallError) and converts its own failures."""
+error inside its reply (a CallError) and converts its own failures. Every call
+that reaches the database runs under the DatabaseGuard: a lost or refused
+database connection answers SERVICE_UNAVAILABLE, never INTERNAL."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
 from quantized_runtime.call_stream import CallStreamServer
+from quantized_runtime.database_health import DatabaseGuard
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
 from quantized_runtime.request_context import current_request_id, new_request_id
 from quantized_runtime.server import Registrar
@@ -178,30 +181,35 @@ MAX_BATCH_OPERATIONS = 1024
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, billing: Billing, drain: StreamDrain) -> None:
+    def __init__(self, billing: Billing, drain: StreamDrain, database: DatabaseGuard) -> None:
         self._billing = billing
         self._drain = drain
+        self._database = database
 
     async def Authenticate(self, request: billing_pb2.AuthenticateRequest,
                            context: grpc.aio.ServicerContext) -> billing_pb2.AuthenticateResponse:
-        identity = await self._billing.authenticate(request.token)
+        async with self._database():
+            identity = await self._billing.authenticate(request.token)
         return billing_pb2.AuthenticateResponse(account_id=identity.account_id,
                                                 unlimited=identity.unlimited,
                                                 key_id=identity.key_id)
 
     async def Reserve(self, request: billing_pb2.ReserveRequest,
                       context: grpc.aio.ServicerContext) -> billing_pb2.ReserveResponse:
-        return _reserve_response(await self._billing.reserve(
-            request.account_id, request.amount_micro_credits, request.request_id))
+        async with self._database():
+            return _reserve_response(await self._billing.reserve(
+                request.account_id, request.amount_micro_credits, request.request_id))
 
     async def Settle(self, request: billing_pb2.SettleRequest,
                      context: grpc.aio.ServicerContext) -> billing_pb2.SettleResponse:
-        return _settle_response(await self._billing.settle(
-            request.hold_id, request.amount_micro_credits, _usage_from_proto(request.usage)))
+        async with self._database():
+            return _settle_response(await self._billing.settle(
+                request.hold_id, request.amount_micro_credits, _usage_from_proto(request.usage)))
 
     async def Release(self, request: billing_pb2.ReleaseRequest,
                       context: grpc.aio.ServicerContext) -> billing_pb2.ReleaseResponse:
-        return _release_response(await self._billing.release(request.hold_id))
+        async with self._database():
+            return _release_response(await self._billing.release(request.hold_id))
 
     async def Ledger(self, request_iterator: AsyncIterator[billing_pb2.LedgerRequest],
                      context: grpc.aio.ServicerContext) -> None:
@@ -235,11 +243,16 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                               results=[refusal] * len(request.operations))
         decoded = [_operation(message) for message in request.operations]
         try:
-            applied = iter(await self._billing.apply_batch(
-                [op for op in decoded if not isinstance(op, ServiceError)]))
+            async with self._database():
+                applied = iter(await self._billing.apply_batch(
+                    [op for op in decoded if not isinstance(op, ServiceError)]))
             results = [billing_pb2.LedgerResult(error=to_call_error(op))
                        if isinstance(op, ServiceError) else _result(op, next(applied))
                        for op in decoded]
+        except ServiceError as unavailable:
+            # Only the database guard raises out of a batch (each operation's own
+            # refusal is its outcome): the database was unreachable.
+            results = [billing_pb2.LedgerResult(error=to_call_error(unavailable))] * len(decoded)
         except Exception:
             log.exception("ledger batch failed", extra={"fields": {
                 "batch_id": request.batch_id, "operations": len(decoded)}})
@@ -257,9 +270,10 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
     """Every call checks the admin token before anything else."""
 
-    def __init__(self, billing: Billing, admin_token: str) -> None:
+    def __init__(self, billing: Billing, admin_token: str, database: DatabaseGuard) -> None:
         self._billing = billing
         self._admin_token = admin_token
+        self._database = database
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         require_admin(context.invocation_metadata(), self._admin_token)
@@ -268,42 +282,48 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
                             context: grpc.aio.ServicerContext,
                             ) -> billing_pb2.CreateAccountResponse:
         self._authorize(context)
-        account, issued = await self._billing.create_account(
-            request.name, request.credits_micro_credits, request.unlimited)
+        async with self._database():
+            account, issued = await self._billing.create_account(
+                request.name, request.credits_micro_credits, request.unlimited)
         return billing_pb2.CreateAccountResponse(account=_account(account),
                                                  api_key=issued.secret, key=_key(issued.info))
 
     async def CreateApiKey(self, request: billing_pb2.CreateApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> billing_pb2.CreateApiKeyResponse:
         self._authorize(context)
-        issued = await self._billing.create_key(request.account_id)
+        async with self._database():
+            issued = await self._billing.create_key(request.account_id)
         return billing_pb2.CreateApiKeyResponse(api_key=issued.secret, key=_key(issued.info))
 
     async def RevokeApiKey(self, request: billing_pb2.RevokeApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> billing_pb2.RevokeApiKeyResponse:
         self._authorize(context)
-        return billing_pb2.RevokeApiKeyResponse(
-            key=_key(await self._billing.revoke_key(request.key_id)))
+        async with self._database():
+            revoked = await self._billing.revoke_key(request.key_id)
+        return billing_pb2.RevokeApiKeyResponse(key=_key(revoked))
 
     async def GrantCredits(self, request: billing_pb2.GrantCreditsRequest,
                            context: grpc.aio.ServicerContext) -> billing_pb2.GrantCreditsResponse:
         self._authorize(context)
-        account = await self._billing.grant(request.account_id, request.amount_micro_credits)
+        async with self._database():
+            account = await self._billing.grant(request.account_id, request.amount_micro_credits)
         return billing_pb2.GrantCreditsResponse(account=_account(account))
 
     async def GetAccount(self, request: billing_pb2.GetAccountRequest,
                          context: grpc.aio.ServicerContext) -> billing_pb2.GetAccountResponse:
         self._authorize(context)
-        view = await self._billing.account_view(request.account_id)
+        async with self._database():
+            view = await self._billing.account_view(request.account_id)
         return billing_pb2.GetAccountResponse(
             account=_account(view.account), keys=[_key(k) for k in view.keys],
             holds=[_hold(h) for h in view.open_holds],
             recent_usage=[_usage_entry(u) for u in view.recent_usage])
 
 
-def registrars(billing: Billing, admin_token: str, drain: StreamDrain) -> list[Registrar]:
-    public = BillingServicer(billing, drain)
-    admin = BillingAdminServicer(billing, admin_token)
+def registrars(billing: Billing, admin_token: str, drain: StreamDrain,
+               database: DatabaseGuard) -> list[Registrar]:
+    public = BillingServicer(billing, drain, database)
+    admin = BillingAdminServicer(billing, admin_token, database)
     return [
         lambda server: billing_pb2_grpc.add_BillingServiceServicer_to_server(public, server),
         lambda server: billing_pb2_grpc.add_BillingAdminServiceServicer_to_server(admin, server),

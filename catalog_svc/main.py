@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from quantized_runtime.database_health import DatabaseHealth
 from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
@@ -15,7 +16,7 @@ from catalog_svc.catalog_file import CatalogFileError
 from catalog_svc.core import CatalogCore
 from catalog_svc.migrate import upgrade_to_head
 from catalog_svc.pricing import Pricer
-from catalog_svc.servicer import SERVICE_NAMES, registrars
+from catalog_svc.servicer import CATALOG_ADMIN_SERVICE_NAME, SERVICE_NAMES, registrars
 from catalog_svc.settings import CatalogSettings
 from catalog_svc.store import CatalogRepository
 
@@ -25,6 +26,7 @@ class RunningCatalog:
     server: RunningServer
     core: CatalogCore
     engine: AsyncEngine
+    database_health: DatabaseHealth
 
     @property
     def port(self) -> int:
@@ -32,6 +34,10 @@ class RunningCatalog:
 
     async def stop(self, grace_seconds: float) -> None:
         await self.server.stop(grace_seconds)
+        await self.release()
+
+    async def release(self) -> None:
+        await self.database_health.stop()
         await self.core.stop()
         await self.engine.dispose()
 
@@ -39,6 +45,7 @@ class RunningCatalog:
 async def start(settings: CatalogSettings) -> RunningCatalog:
     """Migrate, seed from the catalog file, then serve. A malformed file raises CatalogFileError."""
     engine = create_async_engine(settings.resolved_database_url())
+    database_health = DatabaseHealth("catalog", engine)
     try:
         await upgrade_to_head(engine)
         core = CatalogCore(CatalogRepository(engine), settings.file, Pricer(settings.credits_per_usd),
@@ -50,7 +57,8 @@ async def start(settings: CatalogSettings) -> RunningCatalog:
         raise
     try:
         server = await create_server(
-            settings.listen, registrars(core, settings.admin_token.get_secret_value()),
+            settings.listen, registrars(core, settings.admin_token.get_secret_value(),
+                                        database_health.guard),
             SERVICE_NAMES, settings.max_message_bytes,
             tls=settings.tls_files(), reflection_enabled=settings.reflection,
             health_address=settings.health_listen)
@@ -58,18 +66,17 @@ async def start(settings: CatalogSettings) -> RunningCatalog:
         await engine.dispose()
         raise
     core.start_polling()
-    return RunningCatalog(server, core, engine)
+    # The request path (CatalogService, and the overall "" status) answers from the
+    # in-memory snapshot, which no one can change while the database is down; only
+    # the admin service needs the database.
+    database_health.start(server, (CATALOG_ADMIN_SERVICE_NAME,))
+    return RunningCatalog(server, core, engine, database_health)
 
 
 async def _serve(settings: CatalogSettings) -> None:
     running = await start(settings)
-
-    async def release() -> None:
-        await running.core.stop()
-        await running.engine.dispose()
-
-    await serve_until_signal(running.server, settings.shutdown_grace_seconds, on_stop=release,
-                             name="catalog")
+    await serve_until_signal(running.server, settings.shutdown_grace_seconds,
+                             on_stop=running.release, name="catalog")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
+from quantized_runtime.database_health import DatabaseGuard
 from quantized_runtime.tls import caller_identity
 from quantized_runtime.enum_names import enum_word, enum_words
 from quantized_runtime.server import Registrar
@@ -108,9 +109,12 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
 
 class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
-    def __init__(self, core: CatalogCore, admin_token: str) -> None:
+    def __init__(self, core: CatalogCore, admin_token: str, database: DatabaseGuard) -> None:
         self._core = core
         self._admin_token = admin_token
+        # ListCatalog answers from the snapshot; the calls that write or read the
+        # database answer SERVICE_UNAVAILABLE while it is unreachable.
+        self._database = database
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         require_admin(context.invocation_metadata(), self._admin_token)
@@ -125,8 +129,9 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
             self, request: catalog_pb2.SetProviderModelActiveRequest,
             context: grpc.aio.ServicerContext) -> catalog_pb2.SetProviderModelActiveResponse:
         self._authorize(context)
-        row = await self._core.set_active(request.provider, request.model_id, request.is_active,
-                                          self._actor(context))
+        async with self._database():
+            row = await self._core.set_active(request.provider, request.model_id, request.is_active,
+                                              self._actor(context))
         return catalog_pb2.SetProviderModelActiveResponse(provider_model=provider_model_message(row))
 
     async def ListCatalog(self, request: catalog_pb2.ListCatalogRequest,
@@ -142,7 +147,8 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
     async def ReloadCatalog(self, request: catalog_pb2.ReloadCatalogRequest,
                             context: grpc.aio.ServicerContext) -> catalog_pb2.ReloadCatalogResponse:
         self._authorize(context)
-        summary = await self._core.reload(self._actor(context))
+        async with self._database():
+            summary = await self._core.reload(self._actor(context))
         return catalog_pb2.ReloadCatalogResponse(
             catalog_version=summary.version, models=summary.models,
             provider_models=summary.provider_models)
@@ -150,7 +156,8 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
     async def ListAuditEvents(self, request: catalog_pb2.ListAuditEventsRequest,
                               context: grpc.aio.ServicerContext) -> catalog_pb2.ListAuditEventsResponse:
         self._authorize(context)
-        events = await self._core.audit_events(request.limit)
+        async with self._database():
+            events = await self._core.audit_events(request.limit)
         response = catalog_pb2.ListAuditEventsResponse()
         for event in events:
             stamp = timestamp_pb2.Timestamp()
@@ -159,16 +166,17 @@ class CatalogAdminServicer(catalog_pb2_grpc.CatalogAdminServiceServicer):
         return response
 
 
-def registrars(core: CatalogCore, admin_token: str) -> list[Registrar]:
+def registrars(core: CatalogCore, admin_token: str, database: DatabaseGuard) -> list[Registrar]:
     public = CatalogServicer(core)
-    admin = CatalogAdminServicer(core, admin_token)
+    admin = CatalogAdminServicer(core, admin_token, database)
     return [
         lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(public, server),
         lambda server: catalog_pb2_grpc.add_CatalogAdminServiceServicer_to_server(admin, server),
     ]
 
 
+CATALOG_ADMIN_SERVICE_NAME = catalog_pb2.DESCRIPTOR.services_by_name["CatalogAdminService"].full_name
 SERVICE_NAMES = (
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
-    catalog_pb2.DESCRIPTOR.services_by_name["CatalogAdminService"].full_name,
+    CATALOG_ADMIN_SERVICE_NAME,
 )

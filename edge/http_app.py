@@ -28,11 +28,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from quantized_runtime.errors import Reason, ServiceError
+from quantized_runtime.health import DependencyWatch
 from quantized_runtime.request_context import current_request_id, new_request_id
 
 from edge.errors import HttpReason, HttpRejection, error_response, internal_error, service_error_response
 from edge.flow import ImagesFlow
 from edge.openapi import openapi_document
+from edge.readiness import LIVE_BODY, readiness_answer
 from edge.render import Base64Text, BodyPart, generation_json
 from edge.validation import RequestValidator
 
@@ -213,10 +215,12 @@ def _scope_header(scope: Scope) -> HeaderLookup:
 class EdgeHttpApp:
     """The ASGI app uvicorn runs: generations directly, everything else through Starlette."""
 
-    def __init__(self, flow: ImagesFlow, validator: RequestValidator, max_body_bytes: int) -> None:
+    def __init__(self, flow: ImagesFlow, validator: RequestValidator, max_body_bytes: int,
+                 readiness: DependencyWatch) -> None:
         self._flow = flow
         self._validator = validator
         self._max_body_bytes = max_body_bytes
+        self._readiness = readiness
         self.starlette = self._starlette_app()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -250,6 +254,15 @@ class EdgeHttpApp:
         async def openapi(request: Request) -> bytes:
             return openapi_body
 
+        # Probes for load balancers and orchestrators: no authentication, no log line
+        # (they come every few seconds), outside /v1 and the OpenAPI document.
+        async def liveness(request: Request) -> Response:
+            return JsonResponse(200, LIVE_BODY, new_request_id())
+
+        async def readiness(request: Request) -> Response:
+            status, body = readiness_answer(self._readiness)
+            return JsonResponse(status, body, new_request_id())
+
         async def not_in_release(request: Request) -> bytes:
             raise HttpRejection(HttpReason.NOT_AVAILABLE_IN_THIS_RELEASE, NOT_IN_RELEASE[request.url.path])
 
@@ -274,6 +287,8 @@ class EdgeHttpApp:
             Route(GENERATIONS_PATH, _endpoint(generate_images), methods=["POST"]),
             Route("/v1/models", _endpoint(list_models), methods=["GET"]),
             Route("/openapi.json", _endpoint(openapi), methods=["GET"]),
+            Route("/healthz", liveness, methods=["GET"]),
+            Route("/readyz", readiness, methods=["GET"]),
             *(Route(path, _endpoint(not_in_release), methods=ALL_METHODS) for path in NOT_IN_RELEASE),
         ]
         # Keyed by the status Starlette's router raises; the status answered comes from the table.
@@ -284,5 +299,6 @@ class EdgeHttpApp:
         return app
 
 
-def create_app(flow: ImagesFlow, validator: RequestValidator, max_body_bytes: int) -> EdgeHttpApp:
-    return EdgeHttpApp(flow, validator, max_body_bytes)
+def create_app(flow: ImagesFlow, validator: RequestValidator, max_body_bytes: int,
+               readiness: DependencyWatch) -> EdgeHttpApp:
+    return EdgeHttpApp(flow, validator, max_body_bytes, readiness)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from quantized_runtime.event_loop import run_service
+from quantized_runtime.health import DependencyWatch, serve_health_by_dependencies
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, wait_for_shutdown_signal
 from quantized_runtime.settings import load_settings
@@ -20,6 +21,7 @@ from edge.flow import ImagesFlow
 from edge.http_app import create_app
 from edge.leases import CreditLeases, LeaseSettings
 from edge.peers import Peers
+from edge.readiness import PEERS_THE_EDGE_NEEDS, peer_watch
 from edge.servicer import SERVICE_NAMES, registrars
 from edge.settings import EdgeSettings
 from edge.validation import RequestValidator
@@ -44,10 +46,12 @@ class RunningEdge:
     _grpc: RunningServer
     _peers: Peers
     _leases: CreditLeases
+    _readiness: DependencyWatch
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop accepting, let in-flight requests finish within the grace period,
         see every charge answered and every lease returned, close channels."""
+        await self._readiness.stop()
         self._http.should_exit = True
         await asyncio.gather(self._grpc.stop(grace_seconds), self._wait_http(grace_seconds))
         await self._leases.close(grace_seconds)
@@ -77,7 +81,10 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     """Open the peer channels on the running loop, then serve HTTP, then gRPC.
 
     gRPC comes last because its health service turning SERVING is what tells
-    the dev stack and orchestrators that the whole edge is ready.
+    the dev stack and orchestrators that the whole edge is ready, once the
+    readiness watch (edge/readiness.py) has reached billing and provider_svc;
+    from then on it turns NOT_SERVING while one of them is down for longer than
+    the grace period.
     """
     peers = Peers.open(settings.catalog_addr, settings.billing_addr, settings.provider_addr,
                        settings.max_message_bytes, settings.tls_files())
@@ -88,13 +95,14 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         call_timeout_seconds=settings.internal_rpc_timeout_seconds))
     flow = ImagesFlow(peers, leases, settings)
     validator = RequestValidator()
+    readiness = peer_watch(peers, settings.peer_down_grace_seconds)
     try:
         sock = _bind(settings.host, settings.port)
     except BaseException:
         await peers.close()
         raise
     http = _EmbeddedUvicorn(uvicorn.Config(
-        create_app(flow, validator, settings.max_body_bytes),
+        create_app(flow, validator, settings.max_body_bytes, readiness),
         # No lifespan, access log or proxy-header rewriting: the edge logs its own line per
         # request and never reads the client address, so each would be per-request work for nothing.
         lifespan="off", access_log=False, proxy_headers=False, log_config=None, server_header=False,
@@ -124,7 +132,13 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         sock.close()
         await peers.close()
         raise
-    return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers, leases)
+    follow_peers = serve_health_by_dependencies(
+        grpc_server.health, {name: PEERS_THE_EDGE_NEEDS for name in ("", *SERVICE_NAMES)})
+    await follow_peers(readiness.down)
+    readiness.on_change(follow_peers)
+    readiness.start()
+    return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers,
+                       leases, readiness)
 
 
 async def _serve(settings: EdgeSettings) -> None:

@@ -43,6 +43,15 @@ class Peers:
             channels=(catalog, billing, provider),
         )
 
+    # Opened in this order by `open`; the readiness watch probes these two.
+    @property
+    def billing_channel(self) -> grpc.aio.Channel:
+        return self.channels[1]
+
+    @property
+    def provider_channel(self) -> grpc.aio.Channel:
+        return self.channels[2]
+
     async def close(self) -> None:
         await self.ledger.close()
         await self.provider.close()

@@ -47,3 +47,7 @@ class EdgeSettings(ServiceSettings):
     lease_idle_seconds: float = Field(default=5.0, gt=0)
     # After billing refused a lease for want of credits, the account uses exact holds this long.
     lease_fallback_seconds: float = Field(default=1.0, ge=0)
+
+    # How long billing or provider_svc may fail its health checks before the edge
+    # reports itself not ready (gRPC health NOT_SERVING, GET /readyz 503).
+    peer_down_grace_seconds: float = Field(default=3.0, ge=0)

@@ -43,8 +43,8 @@ class RunningServer:
     health_port: int | None = None
 
     async def stop(self, grace_seconds: float | None) -> None:
-        for name in ("", *self.service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # NOT_SERVING for good: a dependency watch can no longer turn it SERVING.
+        await self.health.enter_graceful_shutdown()
         stopping = asyncio.ensure_future(self.server.stop(grace_seconds))
         # The stop's first step closes the listener and sends GOAWAY before it
         # yields. Drained only after that, a stream's caller told to send its next

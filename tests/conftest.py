@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from quantized_runtime.grpc_engine import prefer_polling_engine
+from tests.throwaway_postgres import ThrowawayPostgres, cluster_tools_problem
 
 # In-process servers and channels run on the engine the services use; this must
 # come before anything imports grpc.
@@ -69,6 +70,25 @@ async def postgres_url() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture
+async def throwaway_postgres() -> AsyncIterator[ThrowawayPostgres]:
+    """A PostgreSQL cluster of this test's own, which it may stop and start (the
+    shared server must never go down). Use it with the `postgres` mark. Without
+    the cluster tools (or root) it skips outside CI and fails in CI."""
+    problem = cluster_tools_problem()
+    if problem is not None:
+        message = f"no throwaway PostgreSQL cluster: {problem}"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = ThrowawayPostgres()
+    await cluster.create()
+    try:
+        yield cluster
+    finally:
+        await cluster.drop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

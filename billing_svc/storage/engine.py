@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,6 +37,9 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from billing_svc.storage.sqlite_transactions import SqliteTransactions
+from quantized_runtime.database_health import asyncpg_connect_args
+
+log = logging.getLogger("quantized.billing.database")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 READ_ONLY_OPTION = "billing_read_only"
@@ -133,8 +137,11 @@ class Database:
         cache, result rows) cost more CPU than the statement's round trip; asyncpg
         keeps each statement prepared per connection by itself."""
         pool = self._driver_pool or await self._open_driver_pool()
-        async with pool.acquire() as conn:
+        conn = await pool.acquire()
+        try:
             yield conn
+        finally:
+            await _release(pool, conn)
 
     async def _open_driver_pool(self) -> asyncpg.Pool:
         if self.dialect != "postgresql":
@@ -142,7 +149,7 @@ class Database:
         async with self._driver_pool_opening:
             if self._driver_pool is None:
                 size = self.engine.pool.size()  # type: ignore[attr-defined]
-                args, options = _asyncpg_connect_args(self.engine)
+                args, options = asyncpg_connect_args(self.engine)
                 self._driver_pool = await asyncpg.create_pool(
                     *args, min_size=1, max_size=2 * size, **options)
         return self._driver_pool
@@ -155,14 +162,14 @@ class Database:
         await self.engine.dispose()
 
 
-def _asyncpg_connect_args(engine: AsyncEngine) -> tuple[list[Any], dict[str, Any]]:
-    """asyncpg's connect arguments for the engine's URL, as SQLAlchemy reads it
-    (host, port, user, ssl, ... from the URL and its query)."""
-    args, options = engine.dialect.create_connect_args(engine.url)
-    # SQLAlchemy's names for its own asyncpg adapter's options.
-    options.pop("prepared_statement_name_func", None)
-    options.pop("async_creator_fn", None)
-    if "prepared_statement_cache_size" in options:
-        options["statement_cache_size"] = options.pop("prepared_statement_cache_size")
-    return list(args), dict(options)
-
+async def _release(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    """Return a connection to the pool. The work done on it stands whatever happens
+    here (committed, or failed on its own): a session the server ended after the
+    commit (PostgreSQL stopping) fails only the pool's reset, and the pool then
+    drops the connection itself, so that failure must not turn a committed
+    operation into an error."""
+    try:
+        await pool.release(conn)
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        log.warning("a database connection was dropped on its way back to the pool",
+                    extra={"fields": {"error": type(error).__name__}})

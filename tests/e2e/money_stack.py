@@ -98,9 +98,11 @@ class Edge(Service):
 class MoneyStack:
     def __init__(self, root: Path, billing_database_url: str, upstream: FakeOpenAI, *,
                  edges: int = 2, hold_ttl_seconds: float = 480.0, lease_ttl_seconds: float = 30.0,
-                 reaper_interval_seconds: float = 30.0) -> None:
+                 reaper_interval_seconds: float = 30.0, catalog_database_url: str | None = None) -> None:
         self.root = root
         self.billing_database_url = billing_database_url
+        # None: the catalog's SQLite default in `root`.
+        self.catalog_database_url = catalog_database_url
         self.upstream = upstream
         self.edge_count = edges
         self.hold_ttl_seconds = hold_ttl_seconds
@@ -127,6 +129,8 @@ class MoneyStack:
             "QUANTIZED_BILLING_HOLD_TTL_SECONDS": str(self.hold_ttl_seconds),
             "QUANTIZED_BILLING_LEASE_TTL_SECONDS": str(self.lease_ttl_seconds),
             "QUANTIZED_BILLING_REAPER_INTERVAL_SECONDS": str(self.reaper_interval_seconds),
+            **({"QUANTIZED_CATALOG_DATABASE_URL": self.catalog_database_url}
+               if self.catalog_database_url else {}),
             # One upstream call per request, so calls can be counted against answers.
             "QUANTIZED_PROVIDER_UPSTREAM_RETRIES": "0",
             "OPENAI_BASE_URL": self.upstream.base_url,
