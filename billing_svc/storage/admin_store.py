@@ -23,6 +23,8 @@ from billing_svc.domain import (
     AccountView,
     ApiKeyInfo,
     Hold,
+    LimitChange,
+    LimitSetting,
     Usage,
     UsageEntry,
     new_id,
@@ -41,14 +43,31 @@ _CREDIT_EXPIRED = (
 _INSERT_LEDGER = ledger.insert()
 
 
+def _limits(row: Row[Any]) -> LimitSetting:
+    return LimitSetting(row.requests_per_minute, row.max_concurrent_requests)
+
+
 def _account(row: Row[Any]) -> Account:
     return Account(account_id=row.id, name=row.name, unlimited=bool(row.unlimited),
-                   balance=row.balance, held=row.held, created_at=row.created_at)
+                   balance=row.balance, held=row.held, created_at=row.created_at,
+                   limits=_limits(row))
 
 
 def _key_info(row: Row[Any]) -> ApiKeyInfo:
     return ApiKeyInfo(key_id=row.id, account_id=row.account_id, prefix=row.prefix,
-                      revoked=row.revoked_at is not None, created_at=row.created_at)
+                      revoked=row.revoked_at is not None, created_at=row.created_at,
+                      limits=_limits(row))
+
+
+def _limit_values(change: LimitChange) -> dict[str, int | None]:
+    """The columns an update writes: both cleared first when asked, then each value given."""
+    values: dict[str, int | None] = (
+        {"requests_per_minute": None, "max_concurrent_requests": None} if change.use_defaults else {})
+    if change.limits.requests_per_minute is not None:
+        values["requests_per_minute"] = change.limits.requests_per_minute
+    if change.limits.max_concurrent_requests is not None:
+        values["max_concurrent_requests"] = change.limits.max_concurrent_requests
+    return values
 
 
 def _hold(row: Row[Any]) -> Hold:
@@ -103,6 +122,30 @@ class AdminStore:
             if row is None:
                 raise not_found("API key", key_id)
             return _key_info(row)
+
+    async def update_key_limits(self, key_id: str, change: LimitChange) -> ApiKeyInfo:
+        async with self._db.write() as conn:
+            values = _limit_values(change)
+            statement = select(api_keys).where(api_keys.c.id == key_id)
+            if values:
+                statement = update(api_keys).where(api_keys.c.id == key_id).values(
+                    **values).returning(*api_keys.c)
+            row = (await conn.execute(statement)).first()
+            if row is None:
+                raise not_found("API key", key_id)
+            return _key_info(row)
+
+    async def update_account_limits(self, account_id: str, change: LimitChange) -> Account:
+        async with self._db.write() as conn:
+            values = _limit_values(change)
+            statement = select(accounts).where(accounts.c.id == account_id)
+            if values:
+                statement = update(accounts).where(accounts.c.id == account_id).values(
+                    **values).returning(*accounts.c)
+            row = (await conn.execute(statement)).first()
+            if row is None:
+                raise not_found("account", account_id)
+            return _account(row)
 
     async def grant(self, account_id: str, amount: int, now: datetime) -> Account:
         async with self._db.write() as conn:
