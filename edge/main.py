@@ -20,6 +20,7 @@ from quantized_runtime.settings import load_settings
 from edge.flow import ImagesFlow
 from edge.http_app import create_app
 from edge.peers import Peers
+from edge.rate_limits import RateLimiter, open_rate_limiter
 from edge.servicer import ImagesServicer
 from edge.settings import EdgeSettings
 from edge.validation import RequestValidator
@@ -45,12 +46,14 @@ class RunningEdge:
     _http_task: asyncio.Task[None]
     _grpc: RunningServer
     _peers: Peers
+    limiter: RateLimiter
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop accepting, let in-flight requests finish within the grace period, close channels."""
         self._http.should_exit = True
         await asyncio.gather(self._grpc.stop(grace_seconds), self._wait_http(grace_seconds))
         await self._peers.close()
+        await self.limiter.close()
 
     async def _wait_http(self, grace_seconds: float) -> None:
         try:
@@ -81,6 +84,11 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     peers = Peers.open(settings.catalog_addr, settings.billing_addr, settings.provider_addr,
                        settings.max_message_bytes)
     flow = ImagesFlow(peers, settings)
+    limiter = open_rate_limiter(
+        settings.redis_url.get_secret_value() if settings.redis_url else None,
+        settings.redis_unavailable_policy, settings.redis_timeout_seconds, settings.redis_retry_seconds,
+        # A request never outlives its budget; a dead edge's in-flight slots free after it.
+        in_flight_ttl_seconds=settings.request_timeout_seconds + 60)
     validator = RequestValidator()
     try:
         sock = _bind(settings.host, settings.port)
@@ -88,9 +96,10 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         await peers.close()
         raise
     http = _EmbeddedUvicorn(uvicorn.Config(
-        create_app(flow, validator, settings.max_body_bytes),
+        create_app(flow, validator, settings.max_body_bytes, limiter),
         # No lifespan, access log or proxy-header rewriting: the edge logs its own line per
-        # request and never reads the client address, so each would be per-request work for nothing.
+        # request, and the client address it limits failed authentications by is the
+        # socket's (a forwarded-for header is the client's to forge).
         lifespan="off", access_log=False, proxy_headers=False, log_config=None, server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
     ))
@@ -101,7 +110,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
                 http_task.result()
                 raise RuntimeError("the HTTP server stopped during start-up")
             await asyncio.sleep(0.005)
-        servicer = ImagesServicer(flow, validator)
+        servicer = ImagesServicer(flow, validator, limiter)
         grpc_server = await create_server(
             settings.listen,
             [lambda server: images_pb2_grpc.add_ImagesServiceServicer_to_server(servicer, server)],
@@ -115,7 +124,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         sock.close()
         await peers.close()
         raise
-    return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers)
+    return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers, limiter)
 
 
 async def _serve(settings: EdgeSettings) -> None:
