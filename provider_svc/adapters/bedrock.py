@@ -214,7 +214,8 @@ def _stability_result(payload: dict[str, Any]) -> GenerationResult:
             images.append(Image(flagged=True, flag_reason=str(reason), seed=seed))
             continue
         if reason:
-            raise unavailable(PROVIDER, f"upstream reported {reason!r}", retryable=True)
+            raise unavailable(PROVIDER, "upstream did not finish the image", retryable=True,
+                              upstream_text=str(reason))
         blob = decode_b64(encoded)
         images.append(Image(data=blob, mime_type=sniff_mime(blob), seed=seed))
     rendered = [image.data for image in images if not image.flagged]

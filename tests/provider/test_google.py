@@ -3,6 +3,9 @@ against the fake Google endpoints with the real google-genai SDK."""
 
 from __future__ import annotations
 
+import logging
+import re
+
 import grpc
 import pytest
 
@@ -154,10 +157,6 @@ async def test_imagen_with_everything_filtered_flags_every_requested_image(harne
 @pytest.mark.parametrize(("name", "reason", "message"), [
     ("api_key_invalid", Reason.UPSTREAM_UNAVAILABLE, "gemini: upstream rejected our credentials (INVALID_ARGUMENT)"),
     ("permission_denied", Reason.UPSTREAM_UNAVAILABLE, "gemini: upstream denied access (PERMISSION_DENIED)"),
-    ("not_found", Reason.UPSTREAM_REJECTED,
-     "gemini: upstream rejected the request: models/gemini-9 is not found for API version v1."),
-    ("invalid_argument", Reason.UPSTREAM_REJECTED,
-     "gemini: upstream rejected the request: Invalid value at 'generation_config.image_config.aspect_ratio'."),
 ])
 @pytest.mark.parametrize("model", [FLASH_IMAGE, IMAGEN])
 async def test_errors_that_are_not_retried(harness: Harness, model: str, name: str, reason: Reason,
@@ -169,6 +168,27 @@ async def test_errors_that_are_not_retried(harness: Harness, model: str, name: s
     assert failure.error.reason == reason and failure.error.message == message
     assert len(harness.google.requests) == 1
     assert GEMINI_API_KEY not in failure.error.message and VERTEX_API_KEY not in failure.error.message
+
+
+@pytest.mark.parametrize(("name", "upstream_text"), [
+    ("not_found", "models/gemini-9 is not found for API version v1."),
+    ("invalid_argument", "Invalid value at 'generation_config.image_config.aspect_ratio'."),
+])
+@pytest.mark.parametrize("model", [FLASH_IMAGE, IMAGEN])
+async def test_a_rejection_names_the_upstream_and_logs_its_text(harness: Harness, caplog, model: str, name: str,
+                                                                upstream_text: str) -> None:
+    harness.google.always(harness.google.error(name))
+
+    with caplog.at_level(logging.WARNING, logger="quantized.provider.upstream"):
+        failure = await harness.fail(model)
+
+    assert failure.error.reason == Reason.UPSTREAM_REJECTED
+    assert re.fullmatch(r"the gemini upstream rejected the request \(request id \S+\)", failure.error.message)
+    logged = [record for record in caplog.records if record.getMessage() == "upstream rejected the request"]
+    [logged_text] = [record.fields["upstream_message"] for record in logged]
+    assert logged_text.startswith(upstream_text)
+    for secret in (GEMINI_API_KEY, VERTEX_API_KEY):
+        assert secret not in failure.error.message and secret not in logged_text
 
 
 @pytest.mark.parametrize(("name", "message"), [

@@ -46,14 +46,18 @@ async def test_errors_carry_the_reason_and_provider_on_the_wire(harness: Harness
     assert info.reason == "UPSTREAM_UNAVAILABLE" and info.metadata["provider"] == "openai"
 
 
-async def test_a_rejected_parameter_is_invalid_argument_with_the_upstream_message(harness: Harness) -> None:
+async def test_a_rejected_parameter_is_invalid_argument_naming_the_upstream(harness: Harness, caplog) -> None:
     harness.bedrock.then(harness.bedrock.error("ValidationException"))
 
-    failure = await harness.fail(NOVA)
+    with caplog.at_level(logging.WARNING, logger="quantized.provider.upstream"):
+        failure = await harness.fail(NOVA)
 
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
     assert failure.error.reason == Reason.UPSTREAM_REJECTED
-    assert "extraneous key [foo] is not permitted" in failure.error.message
+    assert failure.error.message.startswith("the bedrock upstream rejected the request (request id ")
+    assert "extraneous key" not in failure.error.message
+    assert any("extraneous key [foo] is not permitted" in getattr(record, "fields", {}).get("upstream_message", "")
+               for record in caplog.records)
 
 
 async def test_unknown_provider(harness: Harness) -> None:
