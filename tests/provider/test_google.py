@@ -10,9 +10,10 @@ import grpc
 import pytest
 
 from quantized.common.v1 import images_pb2
+from quantized_runtime.client import call
 from quantized_runtime.errors import Reason
 from tests.fake_upstreams.google import ACCESS_TOKEN, FLASH_IMAGE, GEMINI_API_KEY, IMAGEN_MODELS, VERTEX_API_KEY
-from tests.provider.conftest import Harness
+from tests.provider.conftest import Harness, generate_request
 
 ALL_OPTIONAL = dict(quality="hd", style="vivid", background="transparent", output_format="jpeg",
                     output_compression=80, moderation="low", seed=42, negative_prompt="blurry",
@@ -225,7 +226,10 @@ async def test_a_slow_upstream_times_out(harness_factory) -> None:
 
 
 async def test_flash_image_asks_for_n_candidates(harness: Harness) -> None:
-    response = await harness.generate(FLASH_IMAGE, n=2)
+    # The catalog publishes max_n 1 for this model; a route without one shows the wire mapping.
+    request = generate_request(FLASH_IMAGE, n=2)
+    request.constraints.ClearField("max_n")
+    response = await call(harness.stub.Generate, request, timeout=30)
 
     assert harness.google.last.json()["generationConfig"]["candidateCount"] == 2
     assert len(response.images) == 2
