@@ -13,7 +13,11 @@ upstream) is measured in the same run with the same load generator; the router's
 added p50/p99, requests per second, p99 and CPU per request are also given as
 ratios to it (`vs_bare`), since absolute times move from host to host.
 
-Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30]
+`--limiter` sets the bench key's and account's rate limits: `off` (none, so the
+edge skips the limiter), `local` (limits far above the load, counted in the edge's
+memory) or `redis` (the same, counted in a redis-server the run starts).
+
+Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--limiter local]
 """
 
 from __future__ import annotations
@@ -108,11 +112,22 @@ def start_stack(data_dir: Path, upstream_port: int, extra_env: dict[str, str] | 
     return processes, ports, admin_token
 
 
-async def create_account(billing_port: int, admin_token: str) -> str:
+# Far above any load this bench makes: every request is counted, none refused.
+UNREACHED_LIMITS = billing_pb2.LimitSetting(requests_per_minute=10_000_000, max_concurrent_requests=100_000)
+NO_LIMITS = billing_pb2.LimitSetting(requests_per_minute=0, max_concurrent_requests=0)
+
+
+async def create_account(billing_port: int, admin_token: str, limiter: str) -> str:
+    metadata = [("authorization", f"Bearer {admin_token}")]
+    limits = NO_LIMITS if limiter == "off" else UNREACHED_LIMITS
     async with grpc.aio.insecure_channel(f"127.0.0.1:{billing_port}") as channel:
-        reply = await billing_pb2_grpc.BillingAdminServiceStub(channel).CreateAccount(
-            billing_pb2.CreateAccountRequest(name="bench", unlimited=True),
-            metadata=[("authorization", f"Bearer {admin_token}")], timeout=10)
+        admin = billing_pb2_grpc.BillingAdminServiceStub(channel)
+        reply = await admin.CreateAccount(billing_pb2.CreateAccountRequest(name="bench", unlimited=True),
+                                          metadata=metadata, timeout=10)
+        await admin.UpdateApiKeyLimits(billing_pb2.UpdateApiKeyLimitsRequest(
+            key_id=reply.key.key_id, limits=limits), metadata=metadata, timeout=10)
+        await admin.UpdateAccountLimits(billing_pb2.UpdateAccountLimitsRequest(
+            account_id=reply.account.account_id, limits=limits), metadata=metadata, timeout=10)
     return reply.api_key
 
 
@@ -206,6 +221,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000, help="requests in the 32-client run")
     parser.add_argument("--big-mb", type=int, default=30)
+    parser.add_argument("--limiter", choices=("off", "local", "redis"), default="local")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "zero_latency_openai.py"),
@@ -217,9 +233,18 @@ def main() -> None:
                              str(bare_port), str(upstream_port)], stdout=subprocess.PIPE, text=True)
     assert bare.stdout.readline().strip() == "ready"
     with tempfile.TemporaryDirectory() as tmp:
-        processes, ports, admin_token = start_stack(Path(tmp), upstream_port)
+        redis_server = None
+        extra_env = {}
+        if args.limiter == "redis":
+            redis_port = free_port()
+            redis_server = subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+            wait_for(redis_port)
+            extra_env["QUANTIZED_EDGE_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        processes, ports, admin_token = start_stack(Path(tmp), upstream_port, extra_env)
         try:
-            api_key = asyncio.run(create_account(ports["billing"], admin_token))
+            api_key = asyncio.run(create_account(ports["billing"], admin_token, args.limiter))
             report = asyncio.run(measure(ports, upstream_port, api_key, processes, args.requests,
                                          bare, bare_port))
             report["big_image"] = asyncio.run(measure_big(ports, upstream_port, api_key, processes))
@@ -231,6 +256,10 @@ def main() -> None:
             bare.wait(10)
             upstream.terminate()
             upstream.wait(10)
+            if redis_server is not None:
+                redis_server.terminate()
+                redis_server.wait(10)
+    report["limiter"] = args.limiter
     print(json.dumps(report, indent=2))
 
 
