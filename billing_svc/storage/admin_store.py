@@ -14,7 +14,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -124,28 +124,22 @@ class AdminStore:
             return _key_info(row)
 
     async def update_key_limits(self, key_id: str, change: LimitChange) -> ApiKeyInfo:
-        async with self._db.write() as conn:
-            values = _limit_values(change)
-            statement = select(api_keys).where(api_keys.c.id == key_id)
-            if values:
-                statement = update(api_keys).where(api_keys.c.id == key_id).values(
-                    **values).returning(*api_keys.c)
-            row = (await conn.execute(statement)).first()
-            if row is None:
-                raise not_found("API key", key_id)
-            return _key_info(row)
+        return _key_info(await self._update_limits(api_keys, key_id, change, "API key"))
 
     async def update_account_limits(self, account_id: str, change: LimitChange) -> Account:
+        return _account(await self._update_limits(accounts, account_id, change, "account"))
+
+    async def _update_limits(self, table: Table, row_id: str, change: LimitChange, what: str) -> Row[Any]:
+        """The row after the change (a change that sets nothing only reads it)."""
         async with self._db.write() as conn:
             values = _limit_values(change)
-            statement = select(accounts).where(accounts.c.id == account_id)
+            statement = select(table).where(table.c.id == row_id)
             if values:
-                statement = update(accounts).where(accounts.c.id == account_id).values(
-                    **values).returning(*accounts.c)
+                statement = update(table).where(table.c.id == row_id).values(**values).returning(*table.c)
             row = (await conn.execute(statement)).first()
             if row is None:
-                raise not_found("account", account_id)
-            return _account(row)
+                raise not_found(what, row_id)
+            return row
 
     async def grant(self, account_id: str, amount: int, now: datetime) -> Account:
         async with self._db.write() as conn:
