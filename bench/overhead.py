@@ -15,8 +15,11 @@ ratios to it (`vs_bare`), since absolute times move from host to host.
 
 With --mtls the internal plane runs mutual TLS with a throwaway CA, as `quantized
 dev` and production do; run with and without it alternately to measure its cost.
+`--limiter` sets the bench key's and account's rate limits: `off` (none, so the
+edge skips the limiter), `local` (limits far above the load, counted in the edge's
+memory) or `redis` (the same, counted in a redis-server the run starts).
 
-Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls]
+Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls] [--limiter local]
 """
 
 from __future__ import annotations
@@ -119,11 +122,23 @@ def start_stack(data_dir: Path, upstream_port: int, extra_env: dict[str, str] | 
     return processes, ports, admin_token
 
 
-async def create_account(billing_port: int, admin_token: str, operator: TlsFiles | None = None) -> str:
+# Far above any load this bench makes: every request is counted, none refused.
+UNREACHED_LIMITS = billing_pb2.LimitSetting(requests_per_minute=10_000_000, max_concurrent_requests=100_000)
+NO_LIMITS = billing_pb2.LimitSetting(requests_per_minute=0, max_concurrent_requests=0)
+
+
+async def create_account(billing_port: int, admin_token: str, limiter: str,
+                         operator: TlsFiles | None = None) -> str:
+    metadata = [("authorization", f"Bearer {admin_token}")]
+    limits = NO_LIMITS if limiter == "off" else UNREACHED_LIMITS
     async with open_channel(f"127.0.0.1:{billing_port}", tls=operator, peer="billing") as channel:
-        reply = await billing_pb2_grpc.BillingAdminServiceStub(channel).CreateAccount(
-            billing_pb2.CreateAccountRequest(name="bench", unlimited=True),
-            metadata=[("authorization", f"Bearer {admin_token}")], timeout=10)
+        admin = billing_pb2_grpc.BillingAdminServiceStub(channel)
+        reply = await admin.CreateAccount(billing_pb2.CreateAccountRequest(name="bench", unlimited=True),
+                                          metadata=metadata, timeout=10)
+        await admin.UpdateApiKeyLimits(billing_pb2.UpdateApiKeyLimitsRequest(
+            key_id=reply.key.key_id, limits=limits), metadata=metadata, timeout=10)
+        await admin.UpdateAccountLimits(billing_pb2.UpdateAccountLimitsRequest(
+            account_id=reply.account.account_id, limits=limits), metadata=metadata, timeout=10)
     return reply.api_key
 
 
@@ -218,6 +233,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests in the 32-client run")
     parser.add_argument("--big-mb", type=int, default=30)
     parser.add_argument("--mtls", action="store_true", help="mutual TLS between the services")
+    parser.add_argument("--limiter", choices=("off", "local", "redis"), default="local")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "zero_latency_openai.py"),
@@ -230,9 +246,19 @@ def main() -> None:
     assert bare.stdout.readline().strip() == "ready"
     with tempfile.TemporaryDirectory() as tmp:
         certificates = issue_dev_certificates(Path(tmp) / "tls") if args.mtls else None
-        processes, ports, admin_token = start_stack(Path(tmp), upstream_port, certificates=certificates)
+        redis_server = None
+        extra_env = {}
+        if args.limiter == "redis":
+            redis_port = free_port()
+            redis_server = subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+            wait_for(redis_port)
+            extra_env["QUANTIZED_EDGE_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        processes, ports, admin_token = start_stack(Path(tmp), upstream_port, extra_env,
+                                                    certificates=certificates)
         try:
-            api_key = asyncio.run(create_account(ports["billing"], admin_token,
+            api_key = asyncio.run(create_account(ports["billing"], admin_token, args.limiter,
                                                  certificates["operator"] if certificates else None))
             report = asyncio.run(measure(ports, upstream_port, api_key, processes, args.requests,
                                          bare, bare_port))
@@ -245,7 +271,11 @@ def main() -> None:
             bare.wait(10)
             upstream.terminate()
             upstream.wait(10)
+            if redis_server is not None:
+                redis_server.terminate()
+                redis_server.wait(10)
     report["mtls"] = args.mtls
+    report["limiter"] = args.limiter
     print(json.dumps(report, indent=2))
 
 

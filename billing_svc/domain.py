@@ -14,6 +14,8 @@ from quantized_runtime.errors import ServiceError
 MAX_AMOUNT_MICRO_CREDITS = 10**15
 MAX_NAME_LENGTH = 200
 MAX_REQUEST_ID_LENGTH = 200
+# Larger than any sensible limit, and inside the proto's int32.
+MAX_RATE_LIMIT = 10_000_000
 RECENT_USAGE_LIMIT = 20
 
 
@@ -22,10 +24,52 @@ def new_id(kind: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitSetting:
+    """Rate limits stored on a key or an account; None takes billing's default, 0 is no limit."""
+
+    requests_per_minute: int | None = None
+    max_concurrent_requests: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChange:
+    """An operator's update: `use_defaults` clears both, then each value given is stored."""
+
+    limits: LimitSetting
+    use_defaults: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """The limits in force, defaults filled in; 0 is no limit."""
+
+    requests_per_minute: int = 0
+    max_concurrent_requests: int = 0
+
+    def over(self, stored: LimitSetting) -> RateLimits:
+        """What `stored` makes of these defaults: each value it sets replaces one."""
+        return RateLimits(
+            self.requests_per_minute if stored.requests_per_minute is None else stored.requests_per_minute,
+            (self.max_concurrent_requests if stored.max_concurrent_requests is None
+             else stored.max_concurrent_requests))
+
+
+@dataclass(frozen=True, slots=True)
+class LimitDefaults:
+    """Billing's defaults for keys and accounts that store no limit of their own."""
+
+    key: RateLimits = RateLimits()
+    account: RateLimits = RateLimits()
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     account_id: str
     unlimited: bool
     key_id: str = ""
+    # What the key's and the account's rows store (a JWT caller has no key).
+    key_limits: LimitSetting = LimitSetting()
+    account_limits: LimitSetting = LimitSetting()
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +80,7 @@ class Account:
     balance: int
     held: int
     created_at: datetime
+    limits: LimitSetting = LimitSetting()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +90,7 @@ class ApiKeyInfo:
     prefix: str
     revoked: bool
     created_at: datetime
+    limits: LimitSetting = LimitSetting()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,7 @@
 """JWT bearer tokens: HS256 with a shared secret, RS256/ES256 with public keys
-from a JWKS file. `sub` names the account.
+from a JWKS file. `sub` names the account. `iss` and `aud` must match the
+configured ones (billing refuses to start with JWT enabled and either unset), and
+a token may live at most the configured maximum (`exp - iat`; `iat` required).
 
 The algorithm is never taken on trust from the token: each verification passes
 PyJWT exactly one algorithm, chosen by which key we hold for it, and the key type
@@ -59,17 +61,22 @@ def _unauthenticated(detail: str) -> ServiceError:
 
 class JwtVerifier:
     def __init__(self, *, secret: str | None, public_keys: list[jwt.PyJWK],
-                 issuer: str | None, audience: str | None, leeway_seconds: float) -> None:
+                 issuer: str | None, audience: str | None, leeway_seconds: float,
+                 max_lifetime_seconds: int = 0) -> None:
         self._secret = secret
         self._public_keys = public_keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
+        self._max_lifetime = max_lifetime_seconds
         required = ["exp", "sub"]
         if issuer:
             required.append("iss")
         if audience:
             required.append("aud")
+        # A lifetime is measured from `iat`; without it a token could claim any age.
+        if max_lifetime_seconds:
+            required.append("iat")
         self._options: Any = {"require": required, "enforce_minimum_key_length": True}
 
     def account_id(self, token: str) -> str:
@@ -96,6 +103,9 @@ class JwtVerifier:
             raise _unauthenticated(f"missing claim {exc.claim!r}") from None
         except jwt.PyJWTError:
             raise _unauthenticated("signature or claims do not verify") from None
+        if self._max_lifetime and claims["exp"] - claims["iat"] > self._max_lifetime:
+            raise _unauthenticated(f"token lifetime (exp - iat) is over the maximum of "
+                                   f"{self._max_lifetime} seconds")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise _unauthenticated("claim 'sub' must name an account")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from fractions import Fraction
 
-from billing_svc.domain import LeasePolicy
+from billing_svc.domain import LeasePolicy, LimitDefaults
 from billing_svc.jwt_verifier import JwksError, JwtVerifier, load_jwks
 from billing_svc.reaper import reap_forever
 from billing_svc.service import Billing
@@ -57,10 +57,19 @@ def _jwt_verifier(settings: BillingSettings) -> JwtVerifier:
         public_keys = load_jwks(settings.jwt_jwks_file) if settings.jwt_jwks_file else []
     except JwksError as exc:
         raise SettingsError(f"configuration error: QUANTIZED_JWT_JWKS_FILE: {exc}") from None
+    if settings.jwt_secret or settings.jwt_jwks_file:
+        # Without both, a token minted for another service by the same issuer (or
+        # by another issuer sharing the key) would be accepted here.
+        missing = [name for name, value in (("QUANTIZED_JWT_ISSUER", settings.jwt_issuer),
+                                            ("QUANTIZED_JWT_AUDIENCE", settings.jwt_audience)) if not value]
+        if missing:
+            raise SettingsError(f"configuration error: {' and '.join(missing)} required when JWT is "
+                                "enabled (QUANTIZED_JWT_SECRET or QUANTIZED_JWT_JWKS_FILE is set)")
     return JwtVerifier(
         secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
         public_keys=public_keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-        leeway_seconds=settings.jwt_leeway_seconds)
+        leeway_seconds=settings.jwt_leeway_seconds,
+        max_lifetime_seconds=settings.jwt_max_lifetime_seconds)
 
 
 async def start(settings: BillingSettings) -> RunningBilling:
@@ -77,7 +86,9 @@ async def start(settings: BillingSettings) -> RunningBilling:
         lease_policy = LeasePolicy(share=Fraction(settings.lease_share),
                                    ttl=timedelta(seconds=settings.lease_ttl_seconds))
         billing = Billing(money_store_for(database, lease_policy), AdminStore(database), verifier,
-                          timedelta(seconds=settings.hold_ttl_seconds))
+                          timedelta(seconds=settings.hold_ttl_seconds),
+                          limit_defaults=LimitDefaults(key=settings.default_key_limits(),
+                                                       account=settings.default_account_limits()))
         drain = StreamDrain()
         server = await create_server(
             settings.listen, registrars(billing, settings.admin_token.get_secret_value(), drain,

@@ -14,6 +14,7 @@ from billing_svc import api_keys
 from billing_svc.domain import (
     MAX_AMOUNT_MICRO_CREDITS,
     MAX_NAME_LENGTH,
+    MAX_RATE_LIMIT,
     MAX_REQUEST_ID_LENGTH,
     RECENT_USAGE_LIMIT,
     Account,
@@ -27,6 +28,9 @@ from billing_svc.domain import (
     Hold,
     Identity,
     IssuedKey,
+    LimitChange,
+    LimitDefaults,
+    RateLimits,
     LedgerOp,
     LedgerOutcome,
     ReleaseOp,
@@ -94,6 +98,15 @@ def _require_request_id(value: str) -> str:
     if len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise _invalid("request_id", f"request_id is longer than {MAX_REQUEST_ID_LENGTH}")
     return request_id
+
+
+def _checked_limits(change: LimitChange) -> LimitChange:
+    for name in ("requests_per_minute", "max_concurrent_requests"):
+        value = getattr(change.limits, name)
+        if value is not None and not 0 <= value <= MAX_RATE_LIMIT:
+            raise _invalid(f"limits.{name}", f"limits.{name} must be 0 (no limit) to {MAX_RATE_LIMIT}, "
+                                             f"got {value}")
+    return change
 
 
 def _checked_reserve(op: ReserveOp) -> ReserveOp:
@@ -176,8 +189,10 @@ def _amount_conflict(op: ReserveOp, hold: Hold) -> ServiceError | None:
 
 class Billing:
     def __init__(self, money: MoneyStore, admin: AdminStore, jwt_verifier: JwtVerifier,
-                 hold_ttl: timedelta, clock: Callable[[], datetime] = utc_now) -> None:
+                 hold_ttl: timedelta, clock: Callable[[], datetime] = utc_now,
+                 limit_defaults: LimitDefaults = LimitDefaults()) -> None:
         self._money = money
+        self._limit_defaults = limit_defaults
         self._admin = admin
         self._jwt = jwt_verifier
         self._hold_ttl = hold_ttl
@@ -205,6 +220,12 @@ class Billing:
         if identity is None:
             raise ServiceError(Reason.UNAUTHENTICATED, "invalid bearer token: unknown account")
         return identity
+
+    def limits_in_force(self, identity: Identity) -> tuple[RateLimits, RateLimits]:
+        """The key's and the account's limits with the defaults filled in; a JWT
+        caller has no key, so no key limit."""
+        key = self._limit_defaults.key.over(identity.key_limits) if identity.key_id else RateLimits()
+        return key, self._limit_defaults.account.over(identity.account_limits)
 
     async def reserve(self, account_id: str, amount: int, request_id: str) -> Hold:
         op = _checked_reserve(ReserveOp(account_id, amount, request_id))
@@ -292,6 +313,13 @@ class Billing:
 
     async def revoke_key(self, key_id: str) -> ApiKeyInfo:
         return await self._admin.revoke_key(_require_id(key_id, "key_id"), self._clock())
+
+    async def update_key_limits(self, key_id: str, change: LimitChange) -> ApiKeyInfo:
+        return await self._admin.update_key_limits(_require_id(key_id, "key_id"), _checked_limits(change))
+
+    async def update_account_limits(self, account_id: str, change: LimitChange) -> Account:
+        return await self._admin.update_account_limits(_require_id(account_id, "account_id"),
+                                                       _checked_limits(change))
 
     async def grant(self, account_id: str, amount: int) -> Account:
         account_id = _require_id(account_id, "account_id")

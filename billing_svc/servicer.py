@@ -28,6 +28,9 @@ from billing_svc.domain import (
     LeaseReturned,
     LedgerOp,
     LedgerOutcome,
+    LimitChange,
+    LimitSetting,
+    RateLimits,
     ReleaseOp,
     ReserveOp,
     ReturnLeaseOp,
@@ -76,16 +79,33 @@ def _usage_to_proto(usage: Usage) -> billing_pb2.UsageRecord:
                                        megapixels=usage.megapixels))
 
 
+def _rate_limits(limits: RateLimits) -> billing_pb2.RateLimits:
+    return billing_pb2.RateLimits(requests_per_minute=limits.requests_per_minute,
+                                  max_concurrent_requests=limits.max_concurrent_requests)
+
+
+def _limit_setting(stored: LimitSetting) -> billing_pb2.LimitSetting:
+    return billing_pb2.LimitSetting(requests_per_minute=stored.requests_per_minute,
+                                    max_concurrent_requests=stored.max_concurrent_requests)
+
+
+def _limit_change(limits: billing_pb2.LimitSetting, use_defaults: bool) -> LimitChange:
+    return LimitChange(LimitSetting(
+        limits.requests_per_minute if limits.HasField("requests_per_minute") else None,
+        limits.max_concurrent_requests if limits.HasField("max_concurrent_requests") else None,
+    ), use_defaults)
+
+
 def _account(account: Account) -> billing_pb2.Account:
     return billing_pb2.Account(
         account_id=account.account_id, name=account.name, unlimited=account.unlimited,
         balance_micro_credits=account.balance, held_micro_credits=account.held,
-        created_at=_timestamp(account.created_at))
+        created_at=_timestamp(account.created_at), limits=_limit_setting(account.limits))
 
 
 def _key(key: ApiKeyInfo) -> billing_pb2.ApiKey:
     return billing_pb2.ApiKey(key_id=key.key_id, prefix=key.prefix, revoked=key.revoked,
-                              created_at=_timestamp(key.created_at))
+                              created_at=_timestamp(key.created_at), limits=_limit_setting(key.limits))
 
 
 def _hold(hold: Hold) -> billing_pb2.Hold:
@@ -190,9 +210,12 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                            context: grpc.aio.ServicerContext) -> billing_pb2.AuthenticateResponse:
         async with self._database():
             identity = await self._billing.authenticate(request.token)
+        key_limits, account_limits = self._billing.limits_in_force(identity)
         return billing_pb2.AuthenticateResponse(account_id=identity.account_id,
                                                 unlimited=identity.unlimited,
-                                                key_id=identity.key_id)
+                                                key_id=identity.key_id,
+                                                key_limits=_rate_limits(key_limits),
+                                                account_limits=_rate_limits(account_limits))
 
     async def Reserve(self, request: billing_pb2.ReserveRequest,
                       context: grpc.aio.ServicerContext) -> billing_pb2.ReserveResponse:
@@ -308,6 +331,22 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
         async with self._database():
             account = await self._billing.grant(request.account_id, request.amount_micro_credits)
         return billing_pb2.GrantCreditsResponse(account=_account(account))
+
+    async def UpdateApiKeyLimits(self, request: billing_pb2.UpdateApiKeyLimitsRequest,
+                                 context: grpc.aio.ServicerContext,
+                                 ) -> billing_pb2.UpdateApiKeyLimitsResponse:
+        self._authorize(context)
+        key = await self._billing.update_key_limits(
+            request.key_id, _limit_change(request.limits, request.use_defaults))
+        return billing_pb2.UpdateApiKeyLimitsResponse(key=_key(key))
+
+    async def UpdateAccountLimits(self, request: billing_pb2.UpdateAccountLimitsRequest,
+                                  context: grpc.aio.ServicerContext,
+                                  ) -> billing_pb2.UpdateAccountLimitsResponse:
+        self._authorize(context)
+        account = await self._billing.update_account_limits(
+            request.account_id, _limit_change(request.limits, request.use_defaults))
+        return billing_pb2.UpdateAccountLimitsResponse(account=_account(account))
 
     async def GetAccount(self, request: billing_pb2.GetAccountRequest,
                          context: grpc.aio.ServicerContext) -> billing_pb2.GetAccountResponse:

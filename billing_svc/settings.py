@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from billing_svc.domain import RateLimits
 from billing_svc.storage.engine import database_url_problem
 from quantized_runtime import defaults
 from quantized_runtime.admin_auth import admin_token_problem
@@ -54,6 +55,16 @@ class BillingSettings(InternalServiceSettings):
     lease_share: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)
     lease_ttl_seconds: float = Field(default=DEFAULT_LEASE_TTL_SECONDS, gt=0)
     database_pool_size: int = Field(default=10, ge=1, le=100)
+    # Rate limits for keys and accounts that store none (0: no limit). A key's
+    # and its account's both apply; a JWT caller has only its account's.
+    default_key_requests_per_minute: int = Field(default=6000, ge=0)
+    default_key_max_concurrent_requests: int = Field(default=64, ge=0)
+    default_account_requests_per_minute: int = Field(default=12000, ge=0)
+    default_account_max_concurrent_requests: int = Field(default=128, ge=0)
+    # JWT lifetime policy: `exp - iat` may not exceed this; 0 accepts any
+    # lifetime (and tokens without `iat`).
+    jwt_max_lifetime_seconds: int = Field(
+        default=24 * 3600, ge=0, validation_alias="QUANTIZED_JWT_MAX_LIFETIME_SECONDS")
 
     @field_validator("database_url")
     @classmethod
@@ -84,6 +95,13 @@ class BillingSettings(InternalServiceSettings):
     @classmethod
     def _blank_means_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    def default_key_limits(self) -> RateLimits:
+        return RateLimits(self.default_key_requests_per_minute, self.default_key_max_concurrent_requests)
+
+    def default_account_limits(self) -> RateLimits:
+        return RateLimits(self.default_account_requests_per_minute,
+                          self.default_account_max_concurrent_requests)
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file (creating its directory)."""

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from quantized_runtime.errors import Reason, ServiceError
 
 
+# An error's own wait, in whole seconds, for its Retry-After (HTTP) or ErrorInfo metadata (gRPC).
+RETRY_AFTER_METADATA_KEY = "retry_after_seconds"
+
+
 class HttpReason(enum.StrEnum):
     INVALID_JSON = "INVALID_JSON"
     CLIENT_DISCONNECTED = "CLIENT_DISCONNECTED"
@@ -50,6 +54,8 @@ HTTP_ERROR_BY_REASON: dict[Reason | HttpReason, HttpError] = {
     # One of our services is down or restarting: a supervisor or another replica
     # brings it back within about a second.
     Reason.SERVICE_UNAVAILABLE: HttpError(503, "service_unavailable", retry_after=1),
+    # The error's own `retry_after_seconds` (when the window frees a slot) wins over this.
+    Reason.RATE_LIMITED: HttpError(429, "rate_limit_error", retry_after=1),
     HttpReason.INVALID_JSON: HttpError(400, "invalid_request_error"),
     # Nobody is left to read it; not a server failure either.
     HttpReason.CLIENT_DISCONNECTED: HttpError(400, "invalid_request_error"),
@@ -107,6 +113,6 @@ def error_response(reason: Reason | HttpReason, message: str, param: str | None 
 def service_error_response(error: ServiceError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """The HTTP status, body and extra headers (Retry-After) for a ServiceError."""
     status, body = error_response(error.reason, error.message, error.field)
-    retry_after = HTTP_ERROR_BY_REASON[error.reason].retry_after
+    retry_after = error.metadata.get(RETRY_AFTER_METADATA_KEY) or HTTP_ERROR_BY_REASON[error.reason].retry_after
     headers = [] if retry_after is None else [(b"retry-after", str(retry_after).encode())]
     return status, body, headers

@@ -40,10 +40,12 @@ from quantized_runtime.features import IMAGE_GENERATION
 from quantized_runtime.pricing import price_generation
 from quantized_runtime.request_context import current_request_id
 
+from edge.auth_guard import AuthFailureGuard
 from edge.cache import MISSING, TtlCache
 from edge.errors import CALLER_FACING_REASONS, internal_error, service_unavailable
 from edge.leases import AdmissionKind, CreditLeases
 from edge.peers import Peers
+from edge.rate_limits import Limit
 from edge.render import Outcome, RenderedModels, rendered_models
 from edge.settings import EdgeSettings
 from edge.validation import generation_params
@@ -95,6 +97,10 @@ class RequestBudget:
 class Caller:
     account_id: str
     unlimited: bool
+    # Empty for a JWT caller. The limits are billing's, cached with the authentication.
+    key_id: str = ""
+    key_limit: Limit = Limit()
+    account_limit: Limit = Limit()
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -117,6 +123,9 @@ class ImagesFlow:
         self._rpc_cap = settings.internal_rpc_timeout_seconds
         catalog_ttl = settings.catalog_cache_ttl_seconds
         self._auth_cache: TtlCache[Caller] = TtlCache(settings.auth_cache_ttl_seconds, settings.cache_max_entries)
+        self._auth_guard = AuthFailureGuard(settings.auth_failure_cache_ttl_seconds,
+                                            settings.auth_failures_per_minute_per_address,
+                                            settings.cache_max_entries)
         self._route_cache: TtlCache[catalog_pb2.ResolveRouteResponse | ServiceError] = TtlCache(
             catalog_ttl, settings.cache_max_entries)
         self._quote_cache: TtlCache[catalog_pb2.QuotePriceResponse] = TtlCache(
@@ -130,15 +139,23 @@ class ImagesFlow:
             seconds = min(seconds, caller_seconds)
         return RequestBudget(seconds)
 
-    async def authenticate(self, authorization: str | None, budget: RequestBudget) -> Caller:
+    async def authenticate(self, authorization: str | None, budget: RequestBudget,
+                           client_address: str = "") -> Caller:
         token = bearer_token(authorization)
         # The cache key is a digest, so raw tokens are not kept around in memory.
         key = hashlib.sha256(token.encode()).digest()
         caller = self._auth_cache.get(key)
         if caller is MISSING:
-            answer: billing_pb2.AuthenticateResponse = await self._call(
-                self._peers.billing.Authenticate, billing_pb2.AuthenticateRequest(token=token), budget)
-            caller = Caller(account_id=answer.account_id, unlimited=answer.unlimited)
+            self._auth_guard.check(key, client_address)
+            try:
+                answer: billing_pb2.AuthenticateResponse = await self._call(
+                    self._peers.billing.Authenticate, billing_pb2.AuthenticateRequest(token=token), budget)
+            except ServiceError as error:
+                if error.reason is Reason.UNAUTHENTICATED:
+                    self._auth_guard.refused(key, client_address, error)
+                raise
+            caller = Caller(account_id=answer.account_id, unlimited=answer.unlimited, key_id=answer.key_id,
+                            key_limit=_limit(answer.key_limits), account_limit=_limit(answer.account_limits))
             self._auth_cache.put(key, caller)
         return caller
 
@@ -299,6 +316,10 @@ class ImagesFlow:
             log.error("peer call failed", extra={"fields": {
                 "method": name, "reason": error.reason.value, "detail": error.message}})
             raise internal_error(current_request_id.get()) from None
+
+
+def _limit(limits: billing_pb2.RateLimits) -> Limit:
+    return Limit(limits.requests_per_minute, limits.max_concurrent_requests)
 
 
 def _service_of(method_name: str) -> str:

@@ -34,6 +34,7 @@ from quantized_runtime.request_context import current_request_id, new_request_id
 from edge.errors import HttpReason, HttpRejection, error_response, internal_error, service_error_response
 from edge.flow import ImagesFlow
 from edge.openapi import openapi_document
+from edge.rate_limits import RateLimiter
 from edge.readiness import LIVE_BODY, readiness_answer
 from edge.render import Base64Text, BodyPart, generation_json
 from edge.validation import RequestValidator
@@ -212,12 +213,19 @@ def _scope_header(scope: Scope) -> HeaderLookup:
     return header
 
 
+def _client_address(scope: Scope) -> str:
+    """The peer's IP address (the edge reads no proxy headers, so behind a proxy it is the proxy's)."""
+    client = scope.get("client")
+    return client[0] if client else ""
+
+
 class EdgeHttpApp:
     """The ASGI app uvicorn runs: generations directly, everything else through Starlette."""
 
     def __init__(self, flow: ImagesFlow, validator: RequestValidator, max_body_bytes: int,
-                 readiness: DependencyWatch) -> None:
+                 limiter: RateLimiter, readiness: DependencyWatch) -> None:
         self._flow = flow
+        self._limiter = limiter
         self._validator = validator
         self._max_body_bytes = max_body_bytes
         self._readiness = readiness
@@ -226,17 +234,18 @@ class EdgeHttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == GENERATIONS_PATH:
             header = _scope_header(scope)
-            status, body, request_id, headers = await _answer(lambda: self._generate(header, receive),
-                                                              "POST", GENERATIONS_PATH)
+            status, body, request_id, headers = await _answer(
+                lambda: self._generate(header, receive, _client_address(scope)), "POST", GENERATIONS_PATH)
             await _send_json(send, status, body, request_id, headers)
             return
         await self.starlette(scope, receive, send)
 
-    async def _generate(self, header: HeaderLookup, receive: Receive) -> list[BodyPart]:
+    async def _generate(self, header: HeaderLookup, receive: Receive, client_address: str) -> list[BodyPart]:
         budget = self._flow.budget()
-        caller = await self._flow.authenticate(header(AUTHORIZATION_HEADER), budget)
-        request = self._validator.from_json(await _read_json(header, receive, self._max_body_bytes))
-        outcome = await self._flow.generate(caller, request, header(PROVIDER_HEADER) or "", budget)
+        caller = await self._flow.authenticate(header(AUTHORIZATION_HEADER), budget, client_address)
+        async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit, caller.account_limit):
+            request = self._validator.from_json(await _read_json(header, receive, self._max_body_bytes))
+            outcome = await self._flow.generate(caller, request, header(PROVIDER_HEADER) or "", budget)
         return generation_json(outcome)
 
     def _starlette_app(self) -> ASGIApp:
@@ -244,11 +253,12 @@ class EdgeHttpApp:
         openapi_body = json.dumps(openapi_document(self._validator)).encode()
 
         async def generate_images(request: Request) -> list[BodyPart]:
-            return await self._generate(request.headers.get, request.receive)
+            return await self._generate(request.headers.get, request.receive, _client_address(request.scope))
 
         async def list_models(request: Request) -> bytes:
             budget = flow.budget()
-            await flow.authenticate(request.headers.get(AUTHORIZATION_HEADER), budget)
+            await flow.authenticate(request.headers.get(AUTHORIZATION_HEADER), budget,
+                                    _client_address(request.scope))
             return (await flow.list_models(budget)).json
 
         async def openapi(request: Request) -> bytes:
@@ -300,5 +310,5 @@ class EdgeHttpApp:
 
 
 def create_app(flow: ImagesFlow, validator: RequestValidator, max_body_bytes: int,
-               readiness: DependencyWatch) -> EdgeHttpApp:
-    return EdgeHttpApp(flow, validator, max_body_bytes, readiness)
+               limiter: RateLimiter, readiness: DependencyWatch) -> EdgeHttpApp:
+    return EdgeHttpApp(flow, validator, max_body_bytes, limiter, readiness)

@@ -21,6 +21,7 @@ from edge.flow import ImagesFlow
 from edge.http_app import create_app
 from edge.leases import CreditLeases, LeaseSettings
 from edge.peers import Peers
+from edge.rate_limits import RateLimiter, open_rate_limiter
 from edge.readiness import PEERS_THE_EDGE_NEEDS, peer_watch
 from edge.servicer import SERVICE_NAMES, registrars
 from edge.settings import EdgeSettings
@@ -47,6 +48,7 @@ class RunningEdge:
     _peers: Peers
     _leases: CreditLeases
     _readiness: DependencyWatch
+    limiter: RateLimiter
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop accepting, let in-flight requests finish within the grace period,
@@ -56,6 +58,7 @@ class RunningEdge:
         await asyncio.gather(self._grpc.stop(grace_seconds), self._wait_http(grace_seconds))
         await self._leases.close(grace_seconds)
         await self._peers.close()
+        await self.limiter.close()
 
     async def _wait_http(self, grace_seconds: float) -> None:
         try:
@@ -94,6 +97,11 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         fallback_seconds=settings.lease_fallback_seconds,
         call_timeout_seconds=settings.internal_rpc_timeout_seconds))
     flow = ImagesFlow(peers, leases, settings)
+    limiter = open_rate_limiter(
+        settings.redis_url.get_secret_value() if settings.redis_url else None,
+        settings.redis_unavailable_policy, settings.redis_timeout_seconds, settings.redis_retry_seconds,
+        # A request never outlives its budget; a dead edge's in-flight slots free after it.
+        in_flight_ttl_seconds=settings.request_timeout_seconds + 60)
     validator = RequestValidator()
     readiness = peer_watch(peers, settings.peer_down_grace_seconds)
     try:
@@ -102,9 +110,10 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         await peers.close()
         raise
     http = _EmbeddedUvicorn(uvicorn.Config(
-        create_app(flow, validator, settings.max_body_bytes, readiness),
+        create_app(flow, validator, settings.max_body_bytes, limiter, readiness),
         # No lifespan, access log or proxy-header rewriting: the edge logs its own line per
-        # request and never reads the client address, so each would be per-request work for nothing.
+        # request, and the client address it limits failed authentications by is the
+        # socket's (a forwarded-for header is the client's to forge).
         lifespan="off", access_log=False, proxy_headers=False, log_config=None, server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or 1,
     ))
@@ -117,7 +126,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
             await asyncio.sleep(0.005)
         grpc_server = await create_server(
             settings.listen,
-            registrars(flow, validator),
+            registrars(flow, validator, limiter),
             SERVICE_NAMES,
             settings.max_message_bytes,
             mint_request_ids=True,
@@ -138,7 +147,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     readiness.on_change(follow_peers)
     readiness.start()
     return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers,
-                       leases, readiness)
+                       leases, readiness, limiter)
 
 
 async def _serve(settings: EdgeSettings) -> None:

@@ -34,6 +34,8 @@ _GENERATION_ERRORS: dict[Reason | HttpReason, str] = {
     Reason.UPSTREAM_REJECTED: "the upstream rejected a parameter",
     Reason.UNAUTHENTICATED: "missing, malformed or invalid API key or JWT",
     Reason.INSUFFICIENT_CREDITS: "insufficient credits",
+    Reason.RATE_LIMITED: "the key or account is over its requests per minute or concurrent requests "
+                         "(Retry-After says when to try again; nothing was charged)",
     Reason.MODEL_NOT_FOUND: "unknown model",
     HttpReason.REQUEST_TOO_LARGE: "body over the size limit",
     HttpReason.UNSUPPORTED_MEDIA_TYPE: "Content-Type is not application/json",

@@ -20,6 +20,7 @@ from quantized_runtime.server import Registrar
 
 from edge.errors import internal_error
 from edge.flow import ImagesFlow
+from edge.rate_limits import RateLimiter
 from edge.render import generation_proto
 from edge.validation import RequestValidator
 
@@ -38,18 +39,30 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
             if isinstance(value, str)}
 
 
+def peer_address(peer: str | None) -> str:
+    """The address of a gRPC peer such as `ipv4:10.0.0.7:51234` or `ipv6:[::1]:5000`, without its port."""
+    kind, _, address = (peer or "").partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return peer or ""
+    return address.rsplit(":", 1)[0].strip("[]")
+
+
 class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
-    def __init__(self, flow: ImagesFlow, validator: RequestValidator) -> None:
+    def __init__(self, flow: ImagesFlow, validator: RequestValidator, limiter: RateLimiter) -> None:
         self._flow = flow
+        self._limiter = limiter
         self._validator = validator
 
     async def Generate(self, request: images_pb2.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> images_pb2.GenerateResponse:
         async def run(metadata: dict[str, str], request_id: str) -> images_pb2.GenerateResponse:
             budget = self._flow.budget(context.time_remaining())
-            caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget)
-            outcome = await self._flow.generate(caller, self._validator.from_proto(request),
-                                                metadata.get(PROVIDER_METADATA_KEY, ""), budget)
+            caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
+                                                   peer_address(context.peer()))
+            async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit,
+                                           caller.account_limit):
+                outcome = await self._flow.generate(caller, self._validator.from_proto(request),
+                                                    metadata.get(PROVIDER_METADATA_KEY, ""), budget)
             return generation_proto(outcome, request_id)
 
         return await self._guarded(context, run)
@@ -58,7 +71,8 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
                          context: grpc.aio.ServicerContext) -> images_pb2.ListModelsResponse:
         async def run(metadata: dict[str, str], request_id: str) -> images_pb2.ListModelsResponse:
             budget = self._flow.budget(context.time_remaining())
-            await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget)
+            await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
+                                          peer_address(context.peer()))
             return (await self._flow.list_models(budget)).proto
 
         return await self._guarded(context, run)
@@ -79,6 +93,6 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
             raise internal_error(request_id) from None
 
 
-def registrars(flow: ImagesFlow, validator: RequestValidator) -> list[Registrar]:
-    servicer = ImagesServicer(flow, validator)
+def registrars(flow: ImagesFlow, validator: RequestValidator, limiter: RateLimiter) -> list[Registrar]:
+    servicer = ImagesServicer(flow, validator, limiter)
     return [lambda server: images_pb2_grpc.add_ImagesServiceServicer_to_server(servicer, server)]

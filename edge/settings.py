@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from quantized_runtime import defaults
@@ -51,3 +53,19 @@ class EdgeSettings(ServiceSettings):
     # How long billing or provider_svc may fail its health checks before the edge
     # reports itself not ready (gRPC health NOT_SERVING, GET /readyz 503).
     peer_down_grace_seconds: float = Field(default=3.0, ge=0)
+
+    # How long a token billing refused is refused again without asking billing.
+    auth_failure_cache_ttl_seconds: float = Field(default=5.0, ge=0, le=60)
+    # Refused tokens one client address may send per minute before the edge
+    # stops asking billing about its unknown tokens (0: no limit).
+    auth_failures_per_minute_per_address: int = Field(default=30, ge=0)
+
+    # Rate-limit counters shared by every edge replica; unset: each edge counts alone.
+    redis_url: SecretStr | None = None
+    # When Redis cannot be reached: `local` counts in this edge's memory meanwhile,
+    # `refuse` answers 503 until it is back.
+    redis_unavailable_policy: Literal["local", "refuse"] = "local"
+    # One Redis command's timeout; a slower Redis counts as unavailable.
+    redis_timeout_seconds: float = Field(default=0.25, gt=0, le=5)
+    # After a Redis failure, how long the edge waits before trying Redis again.
+    redis_retry_seconds: float = Field(default=1.0, ge=0)

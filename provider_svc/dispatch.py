@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from provider_svc.admission import RequestAdmission
 from provider_svc.domain import Adapter, GenerationResult, ImageRequest
 from provider_svc.retry import RequestDeadline, with_retry
 from provider_svc.settings import ProviderSettings
@@ -12,12 +13,15 @@ class Dispatcher:
     def __init__(self, adapters: dict[str, Adapter], settings: ProviderSettings) -> None:
         self._adapters = adapters
         self._settings = settings
+        self._admission = RequestAdmission(settings.allowed_model_set(), settings.allowed_region_set(),
+                                           settings.max_images_per_request)
 
     async def generate(self, request: ImageRequest, grpc_time_remaining: float | None) -> GenerationResult:
         adapter = self._adapters.get(request.provider)
         if adapter is None:
             raise ServiceError(Reason.PROVIDER_NOT_OFFERED, f"unknown provider {request.provider!r}",
                                field="provider")
+        self._admission.check(request)
         deadline = RequestDeadline(grpc_time_remaining, self._settings.upstream_timeout_seconds)
         return await with_retry(lambda: adapter.generate(request, deadline), provider=request.provider,
                                 deadline=deadline, retries=self._settings.upstream_retries,

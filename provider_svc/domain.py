@@ -27,6 +27,8 @@ class ImageRequest:
     size_range: SizeRange | None = None
     quality_values: tuple[str, ...] = ()
     n: int = 1
+    # The route's published bound on n; None when the catalog gives none.
+    max_n: int | None = None
     size: str = DEFAULT_SIZE
     quality: str | None = None
     style: str | None = None

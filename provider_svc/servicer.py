@@ -66,6 +66,7 @@ def to_domain(request: provider_pb2.GenerateRequest) -> ImageRequest:
         size_range=_size_range(request.constraints),
         quality_values=tuple(request.constraints.quality_values),
         n=params.n or 1,
+        max_n=request.constraints.max_n if request.constraints.HasField("max_n") else None,
         size=params.size or DEFAULT_SIZE,
         quality=enum_word(images_pb2.Quality.DESCRIPTOR, params.quality),
         style=enum_word(images_pb2.Style.DESCRIPTOR, params.style),

@@ -3,8 +3,10 @@ optional: a provider without credentials fails its own calls, never the start.""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from quantized_runtime.defaults import PROVIDER_ADDR
 from quantized_runtime.settings import InternalServiceSettings
@@ -26,6 +28,19 @@ class ProviderSettings(InternalServiceSettings):
     # Keep-alive pool of the OpenAI client.
     openai_max_connections: int = Field(default=100, ge=1)
 
+    # What this service spends upstream credentials on, whatever a route says
+    # (provider_svc/admission.py). Comma-separated `provider/upstream-model-id`
+    # entries (`provider/*`: every model of it). The default is what the shipped
+    # catalog enables, plus the sandbox.
+    allowed_models: Annotated[list[str], NoDecode] = ["openai/gpt-image-1", "sandbox/sandbox-image-1"]
+    # Regions a route may name (an empty region is the adapter's default). The
+    # default is the regions the shipped catalog's rows name.
+    allowed_regions: Annotated[list[str], NoDecode] = ["us-east-1", "us-west-2", "us-central1"]
+    # The most images one request may ask for, whatever the route's max_n.
+    max_images_per_request: int = Field(default=10, ge=1, le=100)
+    # Bedrock clients kept, one per region, least recently used dropped first.
+    region_client_cache_size: int = Field(default=4, ge=1, le=64)
+
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str = Field(default="https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL")
     openai_organization: str | None = Field(default=None, validation_alias="OPENAI_ORG_ID")
@@ -43,3 +58,16 @@ class ProviderSettings(InternalServiceSettings):
     # that settings built in code (tests, benchmarks) can point at a local upstream.
     bedrock_endpoint_url: str | None = Field(default=None,
                                              validation_alias="AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+
+    @field_validator("allowed_models", "allowed_regions", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    def allowed_model_set(self) -> frozenset[str]:
+        return frozenset(self.allowed_models)
+
+    def allowed_region_set(self) -> frozenset[str]:
+        return frozenset(self.allowed_regions)

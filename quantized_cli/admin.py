@@ -120,6 +120,22 @@ async def key_revoke(args, target, billing, _catalog) -> dict[str, Any]:
     return _message_dict(reply.key)
 
 
+def _limit_setting(args: argparse.Namespace) -> billing_pb2.LimitSetting:
+    return billing_pb2.LimitSetting(requests_per_minute=args.rpm, max_concurrent_requests=args.concurrency)
+
+
+async def key_update(args, target, billing, _catalog) -> dict[str, Any]:
+    reply = await _admin_call(billing.UpdateApiKeyLimits, billing_pb2.UpdateApiKeyLimitsRequest(
+        key_id=args.key_id, limits=_limit_setting(args), use_defaults=args.use_defaults), target)
+    return _message_dict(reply.key)
+
+
+async def account_update(args, target, billing, _catalog) -> dict[str, Any]:
+    reply = await _admin_call(billing.UpdateAccountLimits, billing_pb2.UpdateAccountLimitsRequest(
+        account_id=args.account_id, limits=_limit_setting(args), use_defaults=args.use_defaults), target)
+    return _message_dict(reply.account)
+
+
 async def credits_grant(args, target, billing, _catalog) -> dict[str, Any]:
     reply = await _admin_call(billing.GrantCredits, billing_pb2.GrantCreditsRequest(
         account_id=args.account, amount_micro_credits=args.amount), target)
@@ -185,6 +201,22 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _limit_value(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero (no limit) or a positive whole number")
+    return value
+
+
+def _limit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rpm", type=_limit_value, default=None,
+                        help="requests per minute (0: no limit; omitted: unchanged)")
+    parser.add_argument("--concurrency", type=_limit_value, default=None,
+                        help="requests in flight at once (0: no limit; omitted: unchanged)")
+    parser.add_argument("--use-defaults", action="store_true",
+                        help="clear the stored limits back to billing's defaults (then apply --rpm/--concurrency)")
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     admin = commands.add_parser("admin", help="administer a running deployment or dev stack")
     admin.add_argument("--billing-addr", default=None, help="billing gRPC address")
@@ -205,10 +237,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     amount.add_argument("--unlimited", action="store_true", help="no balance limit")
     show = leaf(account, "show", account_show, "balance, holds and recent usage")
     show.add_argument("account_id")
+    account_limits = leaf(account, "update", account_update, "set an account's rate limits")
+    account_limits.add_argument("account_id")
+    _limit_arguments(account_limits)
 
     key = groups.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
     leaf(key, "create", key_create, "create another key for an account").add_argument("--account", required=True)
     leaf(key, "revoke", key_revoke, "revoke a key by id").add_argument("key_id")
+    key_limits = leaf(key, "update", key_update, "set a key's rate limits")
+    key_limits.add_argument("key_id")
+    _limit_arguments(key_limits)
 
     credit = groups.add_parser("credits", help="credits").add_subparsers(dest="action", required=True)
     grant = leaf(credit, "grant", credits_grant, "add micro-credits to an account")

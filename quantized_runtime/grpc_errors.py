@@ -27,6 +27,7 @@ GRPC_CODE_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.INTERNAL: grpc.StatusCode.INTERNAL,
     Reason.ROUTE_NOT_FOUND: grpc.StatusCode.UNIMPLEMENTED,
     Reason.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Reason.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 _REASON_BY_GRPC_CODE: dict[grpc.StatusCode, Reason] = {

@@ -4,12 +4,20 @@ PostgreSQL tests use the server at QUANTIZED_TEST_POSTGRES_URL (default: the loc
 trust-auth server). Each test gets a database of its own, dropped afterwards.
 Outside CI an unreachable server skips those tests with the reason; in CI
 (CI=true) it fails them, so they can never be skipped silently there.
+
+Redis tests (marked `redis`) start a redis-server of their own on a free port,
+so they can stop it mid-test without touching any Redis the machine runs; the
+same rule applies when `redis-server` is not on PATH.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -89,6 +97,49 @@ async def throwaway_postgres() -> AsyncIterator[ThrowawayPostgres]:
         yield cluster
     finally:
         await cluster.drop()
+
+
+class RedisServer:
+    """A throwaway redis-server: no persistence, bound to loopback, stoppable mid-test."""
+
+    def __init__(self, directory: str) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", directory],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self._process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        message = "redis-server is not on PATH"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer(str(tmp_path))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -14,7 +14,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,6 +23,8 @@ from billing_svc.domain import (
     AccountView,
     ApiKeyInfo,
     Hold,
+    LimitChange,
+    LimitSetting,
     Usage,
     UsageEntry,
     new_id,
@@ -41,14 +43,31 @@ _CREDIT_EXPIRED = (
 _INSERT_LEDGER = ledger.insert()
 
 
+def _limits(row: Row[Any]) -> LimitSetting:
+    return LimitSetting(row.requests_per_minute, row.max_concurrent_requests)
+
+
 def _account(row: Row[Any]) -> Account:
     return Account(account_id=row.id, name=row.name, unlimited=bool(row.unlimited),
-                   balance=row.balance, held=row.held, created_at=row.created_at)
+                   balance=row.balance, held=row.held, created_at=row.created_at,
+                   limits=_limits(row))
 
 
 def _key_info(row: Row[Any]) -> ApiKeyInfo:
     return ApiKeyInfo(key_id=row.id, account_id=row.account_id, prefix=row.prefix,
-                      revoked=row.revoked_at is not None, created_at=row.created_at)
+                      revoked=row.revoked_at is not None, created_at=row.created_at,
+                      limits=_limits(row))
+
+
+def _limit_values(change: LimitChange) -> dict[str, int | None]:
+    """The columns an update writes: both cleared first when asked, then each value given."""
+    values: dict[str, int | None] = (
+        {"requests_per_minute": None, "max_concurrent_requests": None} if change.use_defaults else {})
+    if change.limits.requests_per_minute is not None:
+        values["requests_per_minute"] = change.limits.requests_per_minute
+    if change.limits.max_concurrent_requests is not None:
+        values["max_concurrent_requests"] = change.limits.max_concurrent_requests
+    return values
 
 
 def _hold(row: Row[Any]) -> Hold:
@@ -103,6 +122,24 @@ class AdminStore:
             if row is None:
                 raise not_found("API key", key_id)
             return _key_info(row)
+
+    async def update_key_limits(self, key_id: str, change: LimitChange) -> ApiKeyInfo:
+        return _key_info(await self._update_limits(api_keys, key_id, change, "API key"))
+
+    async def update_account_limits(self, account_id: str, change: LimitChange) -> Account:
+        return _account(await self._update_limits(accounts, account_id, change, "account"))
+
+    async def _update_limits(self, table: Table, row_id: str, change: LimitChange, what: str) -> Row[Any]:
+        """The row after the change (a change that sets nothing only reads it)."""
+        async with self._db.write() as conn:
+            values = _limit_values(change)
+            statement = select(table).where(table.c.id == row_id)
+            if values:
+                statement = update(table).where(table.c.id == row_id).values(**values).returning(*table.c)
+            row = (await conn.execute(statement)).first()
+            if row is None:
+                raise not_found(what, row_id)
+            return row
 
     async def grant(self, account_id: str, amount: int, now: datetime) -> Account:
         async with self._db.write() as conn:

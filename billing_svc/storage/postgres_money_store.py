@@ -37,6 +37,7 @@ from billing_svc.domain import (
     ExtendLeaseOp,
     Hold,
     Identity,
+    LimitSetting,
     Lease,
     LeasePolicy,
     LeaseReturned,
@@ -98,11 +99,14 @@ class _Statement:
 
 
 _AUTHENTICATE_KEY = _Statement(
-    "SELECT k.id, k.account_id, a.unlimited FROM api_keys k "
+    "SELECT k.id, k.account_id, a.unlimited, k.requests_per_minute AS key_rpm, "
+    "k.max_concurrent_requests AS key_concurrency, a.requests_per_minute AS account_rpm, "
+    "a.max_concurrent_requests AS account_concurrency FROM api_keys k "
     "JOIN accounts a ON a.id = k.account_id "
     "WHERE k.secret_hash = :secret_hash AND k.revoked_at IS NULL")
 
-_ACCOUNT_UNLIMITED = _Statement("SELECT unlimited FROM accounts WHERE id = :account_id")
+_ACCOUNT_IDENTITY = _Statement(
+    "SELECT unlimited, requests_per_minute, max_concurrent_requests FROM accounts WHERE id = :account_id")
 
 # Debit only when no hold exists for the request id yet; a concurrent retry that
 # slips past that check fails on the unique (account_id, request_id) instead,
@@ -473,13 +477,17 @@ class PostgresMoneyStore:
         if row is None:
             return None
         return Identity(account_id=row["account_id"], unlimited=row["unlimited"],
-                        key_id=row["id"])
+                        key_id=row["id"],
+                        key_limits=LimitSetting(row["key_rpm"], row["key_concurrency"]),
+                        account_limits=LimitSetting(row["account_rpm"], row["account_concurrency"]))
 
     async def identity_for_account(self, account_id: str) -> Identity | None:
-        row = await self._fetch_row(_ACCOUNT_UNLIMITED, {"account_id": account_id})
+        row = await self._fetch_row(_ACCOUNT_IDENTITY, {"account_id": account_id})
         if row is None:
             return None
-        return Identity(account_id=account_id, unlimited=row["unlimited"])
+        return Identity(account_id=account_id, unlimited=row["unlimited"],
+                        account_limits=LimitSetting(row["requests_per_minute"],
+                                                    row["max_concurrent_requests"]))
 
     async def reserve(self, account_id: str, amount: int, request_id: str,
                       now: datetime, expires_at: datetime) -> Hold:

@@ -79,6 +79,9 @@ accounts = Table(
     # the balance so a read needs no sum.
     Column("held", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Rate limits the edge enforces (0: none); NULL takes billing's default.
+    Column("requests_per_minute", Integer, nullable=True),
+    Column("max_concurrent_requests", Integer, nullable=True),
     # No check keeps a limited balance at zero or above: a late charge (a lease's
     # charge that arrived after the lease closed) is applied, never dropped, and
     # may take it below zero. Reserve and AcquireLease debit only what is there.
@@ -95,6 +98,9 @@ api_keys = Table(
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    # As on accounts: 0 is no limit, NULL takes billing's default.
+    Column("requests_per_minute", Integer, nullable=True),
+    Column("max_concurrent_requests", Integer, nullable=True),
 )
 
 holds = Table(

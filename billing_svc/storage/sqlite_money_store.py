@@ -29,6 +29,7 @@ from billing_svc.domain import (
     ExtendLeaseOp,
     Hold,
     Identity,
+    LimitSetting,
     Lease,
     LeasePolicy,
     LeaseReturned,
@@ -64,10 +65,12 @@ from billing_svc.storage.sqlite_transactions import SqliteTransactions
 from quantized_runtime.errors import ServiceError
 
 _AUTHENTICATE_KEY = (
-    "SELECT k.id, k.account_id, a.unlimited FROM api_keys k "
+    "SELECT k.id, k.account_id, a.unlimited, k.requests_per_minute, k.max_concurrent_requests, "
+    "a.requests_per_minute, a.max_concurrent_requests FROM api_keys k "
     "JOIN accounts a ON a.id = k.account_id "
     "WHERE k.secret_hash = ? AND k.revoked_at IS NULL")
-_ACCOUNT_UNLIMITED = "SELECT unlimited FROM accounts WHERE id = ?"
+_ACCOUNT_IDENTITY = (
+    "SELECT unlimited, requests_per_minute, max_concurrent_requests FROM accounts WHERE id = ?")
 _ACCOUNT_BALANCE = "SELECT balance FROM accounts WHERE id = ?"
 _HOLD_FOR_REQUEST = (
     "SELECT id, kind, amount, expires_at FROM holds WHERE account_id = ? AND request_id = ?")
@@ -329,15 +332,19 @@ class SqliteMoneyStore:
             lambda cursor: cursor.execute(_AUTHENTICATE_KEY, (secret_hash,)).fetchone())
         if row is None:
             return None
-        key_id, account_id, unlimited = row
-        return Identity(account_id=account_id, unlimited=bool(unlimited), key_id=key_id)
+        key_id, account_id, unlimited, key_rpm, key_concurrency, account_rpm, account_concurrency = row
+        return Identity(account_id=account_id, unlimited=bool(unlimited), key_id=key_id,
+                        key_limits=LimitSetting(key_rpm, key_concurrency),
+                        account_limits=LimitSetting(account_rpm, account_concurrency))
 
     async def identity_for_account(self, account_id: str) -> Identity | None:
         row = await self._sqlite.read(
-            lambda cursor: cursor.execute(_ACCOUNT_UNLIMITED, (account_id,)).fetchone())
+            lambda cursor: cursor.execute(_ACCOUNT_IDENTITY, (account_id,)).fetchone())
         if row is None:
             return None
-        return Identity(account_id=account_id, unlimited=bool(row[0]))
+        unlimited, rpm, concurrency = row
+        return Identity(account_id=account_id, unlimited=bool(unlimited),
+                        account_limits=LimitSetting(rpm, concurrency))
 
     async def reserve(self, account_id: str, amount: int, request_id: str,
                       now: datetime, expires_at: datetime) -> Hold:

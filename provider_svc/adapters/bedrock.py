@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -104,7 +105,9 @@ class BedrockAdapter:
             max_pool_connections=settings.bedrock_max_workers,
         )
         self._session = boto3.session.Session()
-        self._clients: dict[str, Any] = {}
+        # Least recently used first; bounded, as a region is whatever a route names.
+        self._clients: OrderedDict[str, Any] = OrderedDict()
+        self._client_cache_size = settings.region_client_cache_size
         # boto3 sessions are not thread-safe for client creation.
         self._lock = threading.Lock()
 
@@ -115,6 +118,12 @@ class BedrockAdapter:
                 client = self._session.client("bedrock-runtime", region_name=region,
                                               endpoint_url=self._endpoint_url, config=self._config)
                 self._clients[region] = client
+                if len(self._clients) > self._client_cache_size:
+                    # Not closed: another thread may still be calling through it;
+                    # its pool goes when its last call lets go of it.
+                    self._clients.popitem(last=False)
+            else:
+                self._clients.move_to_end(region)
             return client
 
     def _invoke(self, region: str, model_id: str, body: bytes) -> dict[str, Any]:
@@ -214,7 +223,8 @@ def _stability_result(payload: dict[str, Any]) -> GenerationResult:
             images.append(Image(flagged=True, flag_reason=str(reason), seed=seed))
             continue
         if reason:
-            raise unavailable(PROVIDER, f"upstream reported {reason!r}", retryable=True)
+            raise unavailable(PROVIDER, "upstream did not finish the image", retryable=True,
+                              upstream_text=str(reason))
         blob = decode_b64(encoded)
         images.append(Image(data=blob, mime_type=sniff_mime(blob), seed=seed))
     rendered = [image.data for image in images if not image.flagged]

@@ -123,6 +123,8 @@ EXPECTED_PROBLEM = {
     "unknown_account": "unknown account",
     "tampered_payload": "do not verify",
     "hs512": "algorithm not accepted",
+    "ten_year_lifetime": "over the maximum of 86400 seconds",
+    "missing_iat": "missing claim 'iat'",
 }
 
 
@@ -157,6 +159,10 @@ async def test_bad_tokens_are_unauthenticated(jwt_client, account_id, rsa_key, e
                                                        headers={"kid": "rsa-1"})),
         "hs512": lambda: jwt.encode(claims(account_id), HMAC_SECRET + "x" * 40,
                                     algorithm="HS512"),
+        "ten_year_lifetime": lambda: jwt.encode(claims(account_id, exp=now + 10 * 365 * 86400),
+                                                HMAC_SECRET, algorithm="HS256"),
+        "missing_iat": lambda: jwt.encode(claims(account_id, iat=None), HMAC_SECRET,
+                                          algorithm="HS256"),
     }
     token = tokens[case]()
     error = await expect_error(jwt_client.authenticate(token), "UNAUTHENTICATED")
@@ -180,14 +186,26 @@ async def test_without_jwt_configuration_every_jwt_is_refused(start_billing) -> 
     await expect_error(client.authenticate(token), "UNAUTHENTICATED")
 
 
-async def test_issuer_and_audience_are_optional_when_not_configured(start_billing) -> None:
-    client = await start_billing(jwt_secret=HMAC_SECRET)
+@pytest.mark.parametrize(("configured", "missing"), [
+    ({"jwt_audience": AUDIENCE}, "QUANTIZED_JWT_ISSUER"),
+    ({"jwt_issuer": ISSUER}, "QUANTIZED_JWT_AUDIENCE"),
+    ({}, "QUANTIZED_JWT_ISSUER and QUANTIZED_JWT_AUDIENCE"),
+])
+async def test_jwt_without_issuer_or_audience_stops_the_start(start_billing, jwks_file, configured,
+                                                              missing) -> None:
+    for key in ({"jwt_secret": HMAC_SECRET}, {"jwt_jwks_file": jwks_file}):
+        with pytest.raises(SettingsError) as caught:
+            await start_billing(**key, **configured)
+        assert f"{missing} required when JWT is enabled" in str(caught.value)
+
+
+async def test_a_lifetime_maximum_of_zero_accepts_long_tokens_and_no_iat(start_billing) -> None:
+    client = await start_billing(jwt_secret=HMAC_SECRET, jwt_issuer=ISSUER, jwt_audience=AUDIENCE,
+                                 jwt_max_lifetime_seconds=0)
     account_id = (await client.create_account()).account.account_id
-    token = jwt.encode(claims(account_id, iss=None, aud=None), HMAC_SECRET, algorithm="HS256")
+    long_lived = claims(account_id, iat=None, exp=int(time.time()) + 10 * 365 * 86400)
+    token = jwt.encode(long_lived, HMAC_SECRET, algorithm="HS256")
     assert (await client.authenticate(token)).account_id == account_id
-    # A token meant for some audience is not accepted by a service that names none.
-    aimed = jwt.encode(claims(account_id, aud="another-api"), HMAC_SECRET, algorithm="HS256")
-    await expect_error(client.authenticate(aimed), "UNAUTHENTICATED")
 
 
 @pytest.mark.parametrize(("content", "problem"), [

@@ -133,6 +133,8 @@ class MoneyStack:
                if self.catalog_database_url else {}),
             # One upstream call per request, so calls can be counted against answers.
             "QUANTIZED_PROVIDER_UPSTREAM_RETRIES": "0",
+            # Enabling a row the shipped catalog leaves off takes provider_svc's consent too.
+            "QUANTIZED_PROVIDER_ALLOWED_MODELS": f"openai/{MODEL}",
             "OPENAI_BASE_URL": self.upstream.base_url,
             "OPENAI_API_KEY": self.upstream.api_key,
             # `quantized serve` asks Linux for SIGTERM should this test process die.

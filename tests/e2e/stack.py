@@ -74,7 +74,9 @@ class Stack:
             openai_base_url=self.openai.base_url, openai_api_key=self.openai.api_key,
             bedrock_endpoint_url=self.bedrock.url,
             gemini_base_url=self.google.base_url, gemini_api_key=self.google.gemini_api_key,
-            vertex_base_url=self.google.base_url, vertex_api_key=self.google.vertex_api_key)
+            vertex_base_url=self.google.base_url, vertex_api_key=self.google.vertex_api_key,
+            # The tests enable catalog rows the shipped file leaves off; the fakes serve them all.
+            allowed_models=["openai/*", "bedrock/*", "gemini/*", "sandbox/*"])
         self.provider = await start_provider(self.provider_settings)
         self.edge = await start_edge(EdgeSettings(
             **tls_fields(certificates["edge"]),

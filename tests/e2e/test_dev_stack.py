@@ -246,6 +246,25 @@ def test_admin_cli_keys_and_credits(stack):
     assert bad.returncode == 2 and "positive" in bad.stderr
 
 
+def test_admin_cli_rate_limits_a_key_and_an_account(stack):
+    account = _json_admin(stack, "account", "create", "--name", "limited", "--credits", "100000000")
+    key = _json_admin(stack, "key", "create", "--account", account["account_id"])
+    updated = _json_admin(stack, "key", "update", key["key_id"], "--rpm", "2", "--concurrency", "1")
+    assert updated["limits"] == {"requests_per_minute": 2, "max_concurrent_requests": 1}
+    client = openai.OpenAI(api_key=key["api_key"], base_url=stack.base_url, max_retries=0)
+    for _ in range(2):
+        assert client.images.generate(model="sandbox-image-1", prompt="x", size="64x64").data
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.images.generate(model="sandbox-image-1", prompt="x", size="64x64")
+    assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60
+    shown = _json_admin(stack, "account", "update", account["account_id"], "--rpm", "100")
+    assert shown["limits"] == {"requests_per_minute": 100}
+    cleared = _json_admin(stack, "key", "update", key["key_id"], "--use-defaults")
+    assert cleared["limits"] == {}
+    bad = stack.admin("key", "update", key["key_id"], "--rpm", "-1")
+    assert bad.returncode == 2 and "no limit" in bad.stderr
+
+
 def test_admin_cli_catalog_operations_take_effect_without_restart(stack):
     client = openai.OpenAI(api_key=stack.api_key, base_url=stack.base_url, max_retries=0)
     disabled = _json_admin(stack, "provider-model", "disable", "--provider", "sandbox", "--model", "sandbox-image-1")

@@ -209,12 +209,13 @@ def test_upstream_rate_limit_is_503_and_releases_the_hold(upstreams):
     assert _spendable(shown.account) == OPENING_CREDITS
 
 
-def test_upstream_parameter_rejection_is_400_with_the_upstream_message(upstreams):
+def test_upstream_parameter_rejection_is_400_naming_the_upstream_not_quoting_it(upstreams):
     account = upstreams.create_account(OPENING_CREDITS)
     upstreams.openai.then(upstreams.openai.error("invalid_value"))
     reply = _post(upstreams, account.api_key, {"model": "gpt-image-1", "prompt": "x"})
     assert reply.status_code == 400
-    assert "Invalid value" in reply.json()["error"]["message"]
+    assert reply.json()["error"]["message"] == (
+        f"the openai upstream rejected the request (request id {reply.headers['x-request-id']})")
     assert _balance(upstreams, account.account_id) == OPENING_CREDITS
 
 

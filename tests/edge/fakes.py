@@ -141,6 +141,10 @@ class Account:
     balance: int
     unlimited: bool = False
     held: int = 0
+    # What billing's Authenticate hands the edge (0: no limit).
+    key_id: str = ""
+    key_limits: billing_pb2.RateLimits = field(default_factory=billing_pb2.RateLimits)
+    account_limits: billing_pb2.RateLimits = field(default_factory=billing_pb2.RateLimits)
 
     @property
     def spendable(self) -> int | None:
@@ -196,7 +200,9 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
         account = self.accounts.get(request.token)
         if account is None:
             raise ServiceError(Reason.UNAUTHENTICATED, "invalid API key")
-        return billing_pb2.AuthenticateResponse(account_id=account.account_id, unlimited=account.unlimited)
+        return billing_pb2.AuthenticateResponse(account_id=account.account_id, unlimited=account.unlimited,
+                                                key_id=account.key_id, key_limits=account.key_limits,
+                                                account_limits=account.account_limits)
 
     def _account(self, account_id: str) -> Account:
         return next(a for a in self.accounts.values() if a.account_id == account_id)

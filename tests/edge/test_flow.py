@@ -231,12 +231,15 @@ async def test_authentication_routes_and_quotes_are_cached(stack: Stack) -> None
     assert stack.peers.billing.count("AcquireLease") == 1 and stack.peers.billing.count("Charge") == 4
 
 
-async def test_a_failed_authentication_is_not_cached(stack: Stack) -> None:
+async def test_a_failed_authentication_is_remembered_briefly(stack: Stack) -> None:
+    """Within QUANTIZED_EDGE_AUTH_FAILURE_CACHE_TTL_SECONDS (5 s here) a refused
+    token is refused again without asking billing; tests/edge/test_rate_limits.py
+    shows it asked again afterwards."""
     stack.peers.billing.accounts.pop(VALID_KEY)
     assert (await generate(stack, {"model": "dall-e-3", "prompt": "x"})).status_code == 401
     stack.peers.billing.accounts[VALID_KEY] = Account("acct_valid", 100_000_000)
-    assert (await generate(stack, {"model": "dall-e-3", "prompt": "x"})).status_code == 200
-    assert stack.peers.billing.count("Authenticate") == 2
+    assert (await generate(stack, {"model": "dall-e-3", "prompt": "x"})).status_code == 401
+    assert stack.peers.billing.count("Authenticate") == 1
 
 
 async def test_catalog_errors_are_cached_like_routes(stack: Stack) -> None:

@@ -123,6 +123,11 @@ class Harness:
         return from_call_error(answer)
 
 
+# The fake upstreams serve every model of the catalog, so these tests allow them all.
+EVERY_FAKE_UPSTREAM_MODEL = ["openai/*", "bedrock/*", "gemini/*", "sandbox/*"]
+TEST_REGIONS = ["us-east-1", "us-west-2", "us-central1", "eu-west-1"]
+
+
 def settings_for(openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle, **overrides: Any) -> ProviderSettings:
     values: dict[str, Any] = dict(
         listen="127.0.0.1:0", upstream_timeout_seconds=15.0, upstream_retries=2, retry_backoff_seconds=0.01,
@@ -131,6 +136,7 @@ def settings_for(openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle, *
         bedrock_endpoint_url=bedrock.url,
         gemini_api_key=google.gemini_api_key, gemini_base_url=google.base_url,
         vertex_api_key=google.vertex_api_key, vertex_base_url=google.base_url,
+        allowed_models=EVERY_FAKE_UPSTREAM_MODEL, allowed_regions=TEST_REGIONS,
     )
     values.update(overrides)
     return ProviderSettings(**values)

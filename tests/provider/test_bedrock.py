@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 
 from quantized.common.v1 import images_pb2
@@ -132,11 +135,27 @@ async def test_stability_inference_error_is_retried_as_an_upstream_failure(harne
     assert len(harness.bedrock.requests) == 3
 
 
+@pytest.mark.parametrize(("name", "upstream_text"), [
+    ("ValidationException", "ValidationException: Malformed input request"),
+    ("ResourceNotFoundException", "ResourceNotFoundException: Model not found."),
+])
+async def test_a_rejection_names_the_upstream_and_logs_its_text(harness: Harness, caplog, name: str,
+                                                                upstream_text: str) -> None:
+    harness.bedrock.always(harness.bedrock.error(name))
+
+    with caplog.at_level(logging.WARNING, logger="quantized.provider.upstream"):
+        failure = await harness.fail(TITAN)
+
+    assert failure.reason == Reason.UPSTREAM_REJECTED
+    assert re.fullmatch(r"the bedrock upstream rejected the request \(request id \S+\)", failure.message)
+    assert upstream_text.split(": ")[1] not in failure.message
+    logged = [record for record in caplog.records if record.getMessage() == "upstream rejected the request"]
+    [logged_text] = [record.fields["upstream_message"] for record in logged]
+    assert logged_text.startswith(upstream_text)
+    assert len(harness.bedrock.requests) == 1
+
+
 @pytest.mark.parametrize(("name", "reason", "message"), [
-    ("ValidationException", Reason.UPSTREAM_REJECTED,
-     "bedrock: upstream rejected the request: ValidationException: Malformed input request"),
-    ("ResourceNotFoundException", Reason.UPSTREAM_REJECTED,
-     "bedrock: upstream rejected the request: ResourceNotFoundException: Model not found."),
     ("ServiceQuotaExceededException", Reason.UPSTREAM_UNAVAILABLE, "bedrock: service quota exceeded"),
     ("AccessDeniedException", Reason.UPSTREAM_UNAVAILABLE, "bedrock: access to the model is denied"),
     ("UnrecognizedClientException", Reason.UPSTREAM_UNAVAILABLE,

@@ -3,12 +3,15 @@ against the fake Google endpoints with the real google-genai SDK."""
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 
 from quantized.common.v1 import images_pb2
 from quantized_runtime.errors import Reason
 from tests.fake_upstreams.google import ACCESS_TOKEN, FLASH_IMAGE, GEMINI_API_KEY, IMAGEN_MODELS, VERTEX_API_KEY
-from tests.provider.conftest import Harness
+from tests.provider.conftest import Harness, generate_once, generate_request
 
 ALL_OPTIONAL = dict(quality="hd", style="vivid", background="transparent", output_format="jpeg",
                     output_compression=80, moderation="low", seed=42, negative_prompt="blurry",
@@ -153,10 +156,6 @@ async def test_imagen_with_everything_filtered_flags_every_requested_image(harne
 @pytest.mark.parametrize(("name", "reason", "message"), [
     ("api_key_invalid", Reason.UPSTREAM_UNAVAILABLE, "gemini: upstream rejected our credentials (INVALID_ARGUMENT)"),
     ("permission_denied", Reason.UPSTREAM_UNAVAILABLE, "gemini: upstream denied access (PERMISSION_DENIED)"),
-    ("not_found", Reason.UPSTREAM_REJECTED,
-     "gemini: upstream rejected the request: models/gemini-9 is not found for API version v1."),
-    ("invalid_argument", Reason.UPSTREAM_REJECTED,
-     "gemini: upstream rejected the request: Invalid value at 'generation_config.image_config.aspect_ratio'."),
 ])
 @pytest.mark.parametrize("model", [FLASH_IMAGE, IMAGEN])
 async def test_errors_that_are_not_retried(harness: Harness, model: str, name: str, reason: Reason,
@@ -168,6 +167,27 @@ async def test_errors_that_are_not_retried(harness: Harness, model: str, name: s
     assert failure.reason == reason and failure.message == message
     assert len(harness.google.requests) == 1
     assert GEMINI_API_KEY not in failure.message and VERTEX_API_KEY not in failure.message
+
+
+@pytest.mark.parametrize(("name", "upstream_text"), [
+    ("not_found", "models/gemini-9 is not found for API version v1."),
+    ("invalid_argument", "Invalid value at 'generation_config.image_config.aspect_ratio'."),
+])
+@pytest.mark.parametrize("model", [FLASH_IMAGE, IMAGEN])
+async def test_a_rejection_names_the_upstream_and_logs_its_text(harness: Harness, caplog, model: str, name: str,
+                                                                upstream_text: str) -> None:
+    harness.google.always(harness.google.error(name))
+
+    with caplog.at_level(logging.WARNING, logger="quantized.provider.upstream"):
+        failure = await harness.fail(model)
+
+    assert failure.reason == Reason.UPSTREAM_REJECTED
+    assert re.fullmatch(r"the gemini upstream rejected the request \(request id \S+\)", failure.message)
+    logged = [record for record in caplog.records if record.getMessage() == "upstream rejected the request"]
+    [logged_text] = [record.fields["upstream_message"] for record in logged]
+    assert logged_text.startswith(upstream_text)
+    for secret in (GEMINI_API_KEY, VERTEX_API_KEY):
+        assert secret not in failure.message and secret not in logged_text
 
 
 @pytest.mark.parametrize(("name", "message"), [
@@ -204,7 +224,10 @@ async def test_a_slow_upstream_times_out(harness_factory) -> None:
 
 
 async def test_flash_image_asks_for_n_candidates(harness: Harness) -> None:
-    response = await harness.generate(FLASH_IMAGE, n=2)
+    # The catalog publishes max_n 1 for this model; a route without one shows the wire mapping.
+    request = generate_request(FLASH_IMAGE, n=2)
+    request.constraints.ClearField("max_n")
+    response = await generate_once(harness.stub, request, timeout=30)
 
     assert harness.google.last.json()["generationConfig"]["candidateCount"] == 2
     assert len(response.images) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import io
 
 import pytest
@@ -105,8 +107,8 @@ async def test_a_30_mb_image_passes_intact(harness: Harness) -> None:
     ("invalid_api_key", Reason.UPSTREAM_UNAVAILABLE, "openai: upstream rejected our credentials (invalid_api_key)"),
     ("organization_not_verified", Reason.UPSTREAM_UNAVAILABLE, "openai: organisation verification required"),
     ("insufficient_quota", Reason.UPSTREAM_UNAVAILABLE, "openai: upstream quota exhausted"),
-    ("unknown_model", Reason.UPSTREAM_REJECTED, "Invalid value: 'gpt-image-9'"),
-    ("invalid_value", Reason.UPSTREAM_REJECTED, "Invalid value: '999x999'"),
+    ("unknown_model", Reason.UPSTREAM_REJECTED, "the openai upstream rejected the request (request id "),
+    ("invalid_value", Reason.UPSTREAM_REJECTED, "the openai upstream rejected the request (request id "),
 ])
 async def test_errors_that_are_not_retried(harness: Harness, name: str, reason: Reason, fragment: str) -> None:
     harness.openai.always(harness.openai.error(name))
@@ -117,6 +119,23 @@ async def test_errors_that_are_not_retried(harness: Harness, name: str, reason: 
     assert fragment in failure.message
     assert len(harness.openai.requests) == 1
     assert API_KEY not in failure.message and API_KEY[:8] not in failure.message
+
+
+@pytest.mark.parametrize(("name", "upstream_text"), [
+    ("unknown_model", "Invalid value: 'gpt-image-9'"),
+    ("invalid_value", "Invalid value: '999x999'"),
+])
+async def test_the_upstreams_own_text_goes_to_the_log_only(harness: Harness, caplog, name: str,
+                                                           upstream_text: str) -> None:
+    harness.openai.always(harness.openai.error(name))
+
+    with caplog.at_level(logging.WARNING, logger="quantized.provider.upstream"):
+        failure = await harness.fail("gpt-image-1")
+
+    assert upstream_text not in failure.message
+    [logged] = [record for record in caplog.records if record.getMessage() == "upstream rejected the request"]
+    assert upstream_text in logged.fields["upstream_message"]
+    assert API_KEY not in logged.fields["upstream_message"]
 
 
 @pytest.mark.parametrize("name", ["rate_limit", "server_error", "service_unavailable"])

@@ -39,13 +39,17 @@ async def test_errors_carry_the_reason_and_provider_on_the_wire(harness: Harness
     assert error.reason == errors_pb2.ERROR_REASON_UPSTREAM_UNAVAILABLE and error.metadata["provider"] == "openai"
 
 
-async def test_a_rejected_parameter_is_upstream_rejected_with_the_upstream_message(harness: Harness) -> None:
+async def test_a_rejected_parameter_is_upstream_rejected_naming_the_upstream(harness: Harness, caplog) -> None:
     harness.bedrock.then(harness.bedrock.error("ValidationException"))
 
-    failure = await harness.fail(NOVA)
+    with caplog.at_level(logging.WARNING, logger="quantized.provider.upstream"):
+        failure = await harness.fail(NOVA)
 
     assert failure.reason == Reason.UPSTREAM_REJECTED
-    assert "extraneous key [foo] is not permitted" in failure.message
+    assert failure.message.startswith("the bedrock upstream rejected the request (request id ")
+    assert "extraneous key" not in failure.message
+    assert any("extraneous key [foo] is not permitted" in getattr(record, "fields", {}).get("upstream_message", "")
+               for record in caplog.records)
 
 
 async def test_unknown_provider(harness: Harness) -> None:

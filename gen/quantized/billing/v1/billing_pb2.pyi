@@ -18,14 +18,34 @@ class AuthenticateRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ...) -> None: ...
 
 class AuthenticateResponse(_message.Message):
-    __slots__ = ("account_id", "unlimited", "key_id")
+    __slots__ = ("account_id", "unlimited", "key_id", "key_limits", "account_limits")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     UNLIMITED_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_LIMITS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     unlimited: bool
     key_id: str
-    def __init__(self, account_id: _Optional[str] = ..., unlimited: _Optional[bool] = ..., key_id: _Optional[str] = ...) -> None: ...
+    key_limits: RateLimits
+    account_limits: RateLimits
+    def __init__(self, account_id: _Optional[str] = ..., unlimited: _Optional[bool] = ..., key_id: _Optional[str] = ..., key_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., account_limits: _Optional[_Union[RateLimits, _Mapping]] = ...) -> None: ...
+
+class RateLimits(_message.Message):
+    __slots__ = ("requests_per_minute", "max_concurrent_requests")
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests_per_minute: int
+    max_concurrent_requests: int
+    def __init__(self, requests_per_minute: _Optional[int] = ..., max_concurrent_requests: _Optional[int] = ...) -> None: ...
+
+class LimitSetting(_message.Message):
+    __slots__ = ("requests_per_minute", "max_concurrent_requests")
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests_per_minute: int
+    max_concurrent_requests: int
+    def __init__(self, requests_per_minute: _Optional[int] = ..., max_concurrent_requests: _Optional[int] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ("account_id", "amount_micro_credits", "request_id")
@@ -228,32 +248,36 @@ class LedgerResponse(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[LedgerResult, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class Account(_message.Message):
-    __slots__ = ("account_id", "name", "unlimited", "balance_micro_credits", "held_micro_credits", "created_at")
+    __slots__ = ("account_id", "name", "unlimited", "balance_micro_credits", "held_micro_credits", "created_at", "limits")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     UNLIMITED_FIELD_NUMBER: _ClassVar[int]
     BALANCE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     HELD_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     name: str
     unlimited: bool
     balance_micro_credits: int
     held_micro_credits: int
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, account_id: _Optional[str] = ..., name: _Optional[str] = ..., unlimited: _Optional[bool] = ..., balance_micro_credits: _Optional[int] = ..., held_micro_credits: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    limits: LimitSetting
+    def __init__(self, account_id: _Optional[str] = ..., name: _Optional[str] = ..., unlimited: _Optional[bool] = ..., balance_micro_credits: _Optional[int] = ..., held_micro_credits: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[LimitSetting, _Mapping]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
-    __slots__ = ("key_id", "prefix", "revoked", "created_at")
+    __slots__ = ("key_id", "prefix", "revoked", "created_at", "limits")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     prefix: str
     revoked: bool
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, key_id: _Optional[str] = ..., prefix: _Optional[str] = ..., revoked: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    limits: LimitSetting
+    def __init__(self, key_id: _Optional[str] = ..., prefix: _Optional[str] = ..., revoked: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[LimitSetting, _Mapping]] = ...) -> None: ...
 
 class Hold(_message.Message):
     __slots__ = ("hold_id", "amount_micro_credits", "request_id", "expires_at")
@@ -356,3 +380,35 @@ class GetAccountResponse(_message.Message):
     holds: _containers.RepeatedCompositeFieldContainer[Hold]
     recent_usage: _containers.RepeatedCompositeFieldContainer[UsageEntry]
     def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ..., holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ..., recent_usage: _Optional[_Iterable[_Union[UsageEntry, _Mapping]]] = ...) -> None: ...
+
+class UpdateApiKeyLimitsRequest(_message.Message):
+    __slots__ = ("key_id", "limits", "use_defaults")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    USE_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    limits: LimitSetting
+    use_defaults: bool
+    def __init__(self, key_id: _Optional[str] = ..., limits: _Optional[_Union[LimitSetting, _Mapping]] = ..., use_defaults: _Optional[bool] = ...) -> None: ...
+
+class UpdateApiKeyLimitsResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: ApiKey
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
+
+class UpdateAccountLimitsRequest(_message.Message):
+    __slots__ = ("account_id", "limits", "use_defaults")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    USE_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    limits: LimitSetting
+    use_defaults: bool
+    def __init__(self, account_id: _Optional[str] = ..., limits: _Optional[_Union[LimitSetting, _Mapping]] = ..., use_defaults: _Optional[bool] = ...) -> None: ...
+
+class UpdateAccountLimitsResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...

@@ -334,6 +334,16 @@ class BillingAdminServiceStub:
                 request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountRequest.SerializeToString,
                 response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountResponse.FromString,
                 _registered_method=True)
+        self.UpdateApiKeyLimits = channel.unary_unary(
+                '/quantized.billing.v1.BillingAdminService/UpdateApiKeyLimits',
+                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyLimitsRequest.SerializeToString,
+                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyLimitsResponse.FromString,
+                _registered_method=True)
+        self.UpdateAccountLimits = channel.unary_unary(
+                '/quantized.billing.v1.BillingAdminService/UpdateAccountLimits',
+                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsRequest.SerializeToString,
+                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsResponse.FromString,
+                _registered_method=True)
 
 
 class BillingAdminServiceServicer:
@@ -370,6 +380,19 @@ class BillingAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateApiKeyLimits(self, request, context):
+        """Set an API key's or an account's rate limits (docs/operations.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAccountLimits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -397,6 +420,16 @@ def add_BillingAdminServiceServicer_to_server(servicer, server):
                     servicer.GetAccount,
                     request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountRequest.FromString,
                     response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountResponse.SerializeToString,
+            ),
+            'UpdateApiKeyLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateApiKeyLimits,
+                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyLimitsRequest.FromString,
+                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyLimitsResponse.SerializeToString,
+            ),
+            'UpdateAccountLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAccountLimits,
+                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsRequest.FromString,
+                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -535,6 +568,60 @@ class BillingAdminService:
             '/quantized.billing.v1.BillingAdminService/GetAccount',
             quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountRequest.SerializeToString,
             quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateApiKeyLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quantized.billing.v1.BillingAdminService/UpdateApiKeyLimits',
+            quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyLimitsRequest.SerializeToString,
+            quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAccountLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quantized.billing.v1.BillingAdminService/UpdateAccountLimits',
+            quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsRequest.SerializeToString,
+            quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,
