@@ -2,15 +2,16 @@
 
 Starts a real billing server as a separate process (so server and client each
 have a core), on SQLite and on PostgreSQL, and measures:
-  - the floor: bare health-check RPCs on the same server (no database);
-  - Reserve+Settle pairs per second, C concurrent callers, one account each;
+  - the floor: bare health-check RPCs on the same server (no database),
+    C concurrent callers;
+  - Reserve+Settle pairs per second through the Ledger stream, with the edge's
+    own client (edge.ledger_client.LedgerClient and its natural batching): L
+    logical callers, one account each, share one stream; while N batches are in
+    flight (the edge allows MAX_BATCHES_IN_FLIGHT) the next accumulates;
   - the same with every caller on one hot account (the row-lock worst case);
-  - the same pairs through the Ledger stream, with the edge's own client
-    (edge.ledger_client.LedgerClient and its natural batching): L logical
-    callers share one stream; while N batches are in flight (the edge allows
-    MAX_BATCHES_IN_FLIGHT) the next accumulates;
   - Authenticate latency (p50/p99), sequential, for an API key and an HS256 JWT;
-  - billing's domain and storage alone, in process, without gRPC;
+  - billing's domain and storage alone, in process, without gRPC: C callers,
+    each Reserve and Settle a batch of one (Billing.apply_batch);
   - a cached authentication as the edge does it (a dict hit, no RPC), for scale.
 
 Usage: .venv/bin/python bench/billing_bench.py [--seconds 8] [--concurrency 16]
@@ -46,7 +47,7 @@ import grpc  # noqa: E402
 import jwt  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from billing_svc.domain import LeasePolicy, Usage  # noqa: E402
+from billing_svc.domain import LeasePolicy, LedgerOp, ReserveOp, SettleOp, Usage  # noqa: E402
 from billing_svc.jwt_verifier import JwtVerifier  # noqa: E402
 from billing_svc.service import Billing  # noqa: E402
 from billing_svc.storage.admin_store import AdminStore  # noqa: E402
@@ -58,6 +59,7 @@ from edge.ledger_client import LedgerClient  # noqa: E402
 from quantized.billing.v1 import billing_pb2 as pb  # noqa: E402
 from quantized.billing.v1 import billing_pb2_grpc  # noqa: E402
 from quantized_runtime.channels import open_channel  # noqa: E402
+from quantized_runtime.errors import ServiceError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token"
@@ -114,46 +116,6 @@ def cpu_seconds(pid: int) -> float:
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def pairs_per_second(stub, admin, server_pid: int, concurrency: int, seconds: float,
-                           hot_account: bool) -> tuple[float, float, float]:
-    """Pairs per second, and server and client CPU milliseconds per pair."""
-    funding = 10**14
-    if hot_account:
-        shared = (await admin.CreateAccount(pb.CreateAccountRequest(
-            name="hot", credits_micro_credits=funding), metadata=ADMIN)).account.account_id
-        account_ids = [shared] * concurrency
-    else:
-        account_ids = [(await admin.CreateAccount(pb.CreateAccountRequest(
-            name=f"bench-{i}", credits_micro_credits=funding), metadata=ADMIN)).account.account_id
-            for i in range(concurrency)]
-    done = 0
-    stop_at = 0.0
-
-    async def worker(account_id: str) -> None:
-        nonlocal done
-        while time.perf_counter() < stop_at:
-            hold = await stub.Reserve(pb.ReserveRequest(
-                account_id=account_id, amount_micro_credits=PRICE,
-                request_id=uuid.uuid4().hex), timeout=10)
-            await stub.Settle(pb.SettleRequest(
-                hold_id=hold.hold_id, amount_micro_credits=PRICE // 2,
-                usage=pb.UsageRecord(model_id="gpt-image-1", provider="openai", images=1)),
-                timeout=10)
-            done += 1
-
-    # Warm-up: fill the connection pools and compiled-statement caches.
-    stop_at = time.perf_counter() + 1.0
-    await asyncio.gather(*(worker(a) for a in account_ids))
-    done = 0
-    server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
-    started = time.perf_counter()
-    stop_at = started + seconds
-    await asyncio.gather(*(worker(a) for a in account_ids))
-    elapsed = time.perf_counter() - started
-    return (done / elapsed, (cpu_seconds(server_pid) - server_cpu) * 1000 / done,
-            (time.process_time() - client_cpu) * 1000 / done)
 
 
 class CountingLedgerClient(LedgerClient):
@@ -236,12 +198,18 @@ async def domain_pairs_per_second(database_url: str, concurrency: int,
     done = 0
     stop_at = time.perf_counter() + 1.0
 
+    async def apply(op: LedgerOp) -> Any:
+        [outcome] = await billing.apply_batch([op])
+        if isinstance(outcome, ServiceError):
+            raise outcome
+        return outcome
+
     async def worker(account_id: str) -> None:
         nonlocal done
         while time.perf_counter() < stop_at:
-            hold = await billing.reserve(account_id, PRICE, uuid.uuid4().hex)
-            await billing.settle(hold.hold_id, PRICE // 2,
-                                 Usage(model_id="gpt-image-1", provider="openai", images=1))
+            hold = await apply(ReserveOp(account_id, PRICE, uuid.uuid4().hex))
+            await apply(SettleOp(hold.hold_id, PRICE // 2,
+                                 Usage(model_id="gpt-image-1", provider="openai", images=1)))
             done += 1
 
     try:
@@ -310,10 +278,6 @@ async def run_backend(name: str, database_url: str, data_dir: str, args) -> None
     try:
         stub = billing_pb2_grpc.BillingServiceStub(channel)
         admin = billing_pb2_grpc.BillingAdminServiceStub(channel)
-        spread = await pairs_per_second(stub, admin, process.pid, args.concurrency,
-                                        args.seconds, False)
-        hot = await pairs_per_second(stub, admin, process.pid, args.concurrency,
-                                     args.seconds, True)
         ledger_spread = await ledger_pairs_per_second(stub, admin, process.pid, args, False)
         ledger_hot = await ledger_pairs_per_second(stub, admin, process.pid, args, True)
         bare = await bare_rpc_cost(channel, process.pid, args.concurrency, args.seconds / 2)
@@ -323,11 +287,6 @@ async def run_backend(name: str, database_url: str, data_dir: str, args) -> None
         token = jwt.encode({"sub": created.account.account_id, "exp": int(time.time()) + 3600},
                            JWT_SECRET, algorithm="HS256")
         jwt_p50, jwt_p99 = await auth_latency(stub, token, args.auth_calls)
-        for label, (rate, server_ms, client_ms) in (("one account each", spread),
-                                                    ("one hot account", hot)):
-            print(f"{name}: reserve+settle, {args.concurrency} callers, {label}: "
-                  f"{rate:.0f} pairs/s; CPU per pair: server {server_ms:.2f} ms, "
-                  f"client {client_ms:.2f} ms")
         for label, (rate, server_ms, client_ms, batch_size) in (
                 ("one account each", ledger_spread), ("one hot account", ledger_hot)):
             print(f"{name}: reserve+settle through Ledger, {args.ledger_callers} callers on "
@@ -352,7 +311,8 @@ async def run_backend(name: str, database_url: str, data_dir: str, args) -> None
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="callers of the floor's health checks and of the domain-only run")
     parser.add_argument("--ledger-callers", type=int, default=64,
                         help="logical callers sharing the Ledger stream(s)")
     parser.add_argument("--ledger-streams", type=int, default=1)

@@ -23,7 +23,6 @@ from billing_svc.domain import (
     ApiKeyInfo,
     ChargeOp,
     Charged,
-    Closed,
     ExtendLeaseOp,
     Hold,
     Identity,
@@ -162,7 +161,7 @@ def _checked_return_lease(op: ReturnLeaseOp) -> ReturnLeaseOp:
 
 
 def _checked(op: LedgerOp) -> LedgerOp:
-    """The operation as storage takes it, or the ServiceError its unary call raises."""
+    """The operation as storage takes it, or the ServiceError that refuses it."""
     if isinstance(op, ReserveOp):
         return _checked_reserve(op)
     if isinstance(op, SettleOp):
@@ -227,30 +226,12 @@ class Billing:
         key = self._limit_defaults.key.over(identity.key_limits) if identity.key_id else RateLimits()
         return key, self._limit_defaults.account.over(identity.account_limits)
 
-    async def reserve(self, account_id: str, amount: int, request_id: str) -> Hold:
-        op = _checked_reserve(ReserveOp(account_id, amount, request_id))
-        now = self._clock()
-        hold = await self._money.reserve(op.account_id, op.amount, op.request_id, now,
-                                        now + self._hold_ttl)
-        conflict = _amount_conflict(op, hold)
-        if conflict is not None:
-            raise conflict
-        return hold
-
-    async def settle(self, hold_id: str, amount: int, usage: Usage) -> Closed:
-        op = _checked_settle(SettleOp(hold_id, amount, usage))
-        return await self._money.settle(op.hold_id, op.amount, op.usage, self._clock())
-
-    async def release(self, hold_id: str) -> Closed:
-        op = _checked_release(ReleaseOp(hold_id))
-        return await self._money.release(op.hold_id, self._clock())
-
     async def apply_batch(self, operations: Sequence[LedgerOp]) -> list[LedgerOutcome]:
         """Reserves, Settles, Releases and the lease operations in one storage
-        transaction, one outcome per operation, in order. Each operation is checked as its unary call is; one
-        that fails its checks gets that error and never reaches storage. Storage
-        applies the rest in order, so an operation sees the batch's earlier ones
-        (two Reserves on one account draw on one balance)."""
+        transaction, one outcome per operation, in order. Each operation is checked
+        first; one that fails its checks gets that error and never reaches storage.
+        Storage applies the rest in order, so an operation sees the batch's earlier
+        ones (two Reserves on one account draw on one balance)."""
         outcomes: list[LedgerOutcome | None] = [None] * len(operations)
         accepted: list[tuple[int, LedgerOp]] = []
         for index, op in enumerate(operations):

@@ -217,23 +217,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                                 key_limits=_rate_limits(key_limits),
                                                 account_limits=_rate_limits(account_limits))
 
-    async def Reserve(self, request: billing_pb2.ReserveRequest,
-                      context: grpc.aio.ServicerContext) -> billing_pb2.ReserveResponse:
-        async with self._database():
-            return _reserve_response(await self._billing.reserve(
-                request.account_id, request.amount_micro_credits, request.request_id))
-
-    async def Settle(self, request: billing_pb2.SettleRequest,
-                     context: grpc.aio.ServicerContext) -> billing_pb2.SettleResponse:
-        async with self._database():
-            return _settle_response(await self._billing.settle(
-                request.hold_id, request.amount_micro_credits, _usage_from_proto(request.usage)))
-
-    async def Release(self, request: billing_pb2.ReleaseRequest,
-                      context: grpc.aio.ServicerContext) -> billing_pb2.ReleaseResponse:
-        async with self._database():
-            return _release_response(await self._billing.release(request.hold_id))
-
     async def Ledger(self, request_iterator: AsyncIterator[billing_pb2.LedgerRequest],
                      context: grpc.aio.ServicerContext) -> None:
         """Each batch is applied by a task of its own as soon as it arrives, and

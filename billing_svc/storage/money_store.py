@@ -1,5 +1,5 @@
-"""The money path's storage interface: what the request path (Authenticate,
-Reserve, Settle, Release and Ledger batches) asks of billing's database, and
+"""The money path's storage interface: what the request path (Authenticate and
+Ledger batches) asks of billing's database, and
 the refusals every implementation raises alike. Each supported database has
 one implementation written for it (sqlite_money_store.py on a SQLite file,
 postgres_money_store.py on PostgreSQL), so this stays the one narrow surface
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from billing_svc.domain import Closed, Hold, Identity, LedgerOp, LedgerOutcome, Usage
+from billing_svc.domain import Identity, LedgerOp, LedgerOutcome
 from quantized_runtime.errors import Reason, ServiceError
 
 OPEN = "open"
@@ -34,15 +34,6 @@ class MoneyStore(Protocol):
     async def identity_for_key_hash(self, secret_hash: str) -> Identity | None: ...
 
     async def identity_for_account(self, account_id: str) -> Identity | None: ...
-
-    async def reserve(self, account_id: str, amount: int, request_id: str,
-                      now: datetime, expires_at: datetime) -> Hold:
-        """A new hold, or the existing one of this (account, request id)."""
-        ...
-
-    async def settle(self, hold_id: str, charged: int, usage: Usage, now: datetime) -> Closed: ...
-
-    async def release(self, hold_id: str, now: datetime) -> Closed: ...
 
     async def apply_batch(self, operations: Sequence[LedgerOp], now: datetime,
                           expires_at: datetime) -> list[LedgerOutcome]:

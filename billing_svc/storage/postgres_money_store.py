@@ -1,22 +1,21 @@
-"""The money path on PostgreSQL: Authenticate, Reserve, Settle and Release each
-as ONE statement sent without BEGIN/COMMIT (a statement is atomic by itself), so
-each costs one round trip instead of four to six. Data-modifying CTEs chain the
-steps and write the ledger rows listed in money_store.py. The statements go
-straight to asyncpg (prepared once per connection), and so does the explanation
-of a refusal.
+"""The money path on PostgreSQL: Authenticate, and Ledger batches. Reserve,
+Settle and Release are each ONE statement, so each costs one round trip instead
+of four to six: data-modifying CTEs chain the steps and write the ledger rows
+listed in money_store.py. The statements go straight to asyncpg (prepared once
+per connection), and so does the explanation of a refusal.
 
 The conditional UPDATE of the account row takes its row lock, and a waiting
 writer re-checks the balance against the committed row before it debits, so
 concurrent Reserves cannot overdraw.
 
-A Ledger batch runs the same statements, one per operation, in one transaction
-on one connection; the credit-lease operations (Ledger only) run a few
-statements each on rows the batch has locked. Its row locks last until its commit, so it first locks every
-hold it closes and then every account it touches, each set in id order: two
-batches (or a batch and the reaper, or a unary call) then never wait for each
-other in a circle. A refused operation's statement changed nothing, so the
-batch carries on; its explanation is read on the same connection, where the
-batch's own earlier operations are visible.
+A Ledger batch runs these statements, one per operation, in one transaction on
+one connection; the credit-lease operations run a few statements each on rows
+the batch has locked. Its row locks last until its commit, so it first locks
+every hold it closes and then every account it touches, each set in id order:
+two batches (or a batch and the reaper) then never wait for each other in a
+circle. A refused operation's statement changed nothing, so the batch carries
+on; its explanation is read on the same connection, where the batch's own
+earlier operations are visible.
 """
 
 from __future__ import annotations
@@ -488,25 +487,6 @@ class PostgresMoneyStore:
         return Identity(account_id=account_id, unlimited=row["unlimited"],
                         account_limits=LimitSetting(row["requests_per_minute"],
                                                     row["max_concurrent_requests"]))
-
-    async def reserve(self, account_id: str, amount: int, request_id: str,
-                      now: datetime, expires_at: datetime) -> Hold:
-        async with self._db.driver_connection() as conn:
-            try:
-                return await _place_hold(conn, account_id, amount, request_id, now,
-                                         expires_at)
-            except asyncpg.UniqueViolationError:
-                # A concurrent Reserve of this request id committed first and this
-                # statement was undone: its hold is the answer.
-                return await _existing_hold_or_refusal(conn, account_id, amount, request_id)
-
-    async def settle(self, hold_id: str, charged: int, usage: Usage, now: datetime) -> Closed:
-        async with self._db.driver_connection() as conn:
-            return await _close_hold(conn, hold_id, charged, usage, now)
-
-    async def release(self, hold_id: str, now: datetime) -> Closed:
-        async with self._db.driver_connection() as conn:
-            return await _close_hold(conn, hold_id, 0, None, now)
 
     async def apply_batch(self, operations: Sequence[LedgerOp], now: datetime,
                           expires_at: datetime) -> list[LedgerOutcome]:

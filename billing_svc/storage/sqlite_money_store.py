@@ -1,6 +1,6 @@
-"""The money path on a SQLite file: Authenticate, Reserve, Settle and Release,
-and Ledger batches of those and of the credit-lease operations (AcquireLease,
-ExtendLease, Charge, ReturnLease: Ledger only), as short synchronous transactions
+"""The money path on a SQLite file: Authenticate, and Ledger batches of Reserve,
+Settle and Release and of the credit-lease operations (AcquireLease,
+ExtendLease, Charge, ReturnLease), as short synchronous transactions
 through the standard library driver (see sqlite_transactions.py for why, and for
 how a busy file is waited on).
 
@@ -345,18 +345,6 @@ class SqliteMoneyStore:
         unlimited, rpm, concurrency = row
         return Identity(account_id=account_id, unlimited=bool(unlimited),
                         account_limits=LimitSetting(rpm, concurrency))
-
-    async def reserve(self, account_id: str, amount: int, request_id: str,
-                      now: datetime, expires_at: datetime) -> Hold:
-        return await self._sqlite.write(
-            lambda cursor: _place_hold(cursor, account_id, amount, request_id, now, expires_at))
-
-    async def settle(self, hold_id: str, charged: int, usage: Usage, now: datetime) -> Closed:
-        return await self._sqlite.write(
-            lambda cursor: _close_hold(cursor, hold_id, charged, usage, now))
-
-    async def release(self, hold_id: str, now: datetime) -> Closed:
-        return await self._sqlite.write(lambda cursor: _close_hold(cursor, hold_id, 0, None, now))
 
     async def apply_batch(self, operations: Sequence[LedgerOp], now: datetime,
                           expires_at: datetime) -> list[LedgerOutcome]:

@@ -1,7 +1,7 @@
 """Short SQLite transactions run synchronously on the event loop.
 
-The request path on SQLite (Authenticate, Reserve, Settle, Release) is a handful
-of indexed statements: with WAL and `synchronous = NORMAL` a whole transaction,
+The request path on SQLite (Authenticate, and the operations of a Ledger batch)
+is a handful of indexed statements: with WAL and `synchronous = NORMAL` a whole transaction,
 commit included, is cheap. Handing each statement to aiosqlite's thread (a
 future, a thread switch and a loop wake-up per statement) cost far more than the
 work itself (docs/benchmarks.md), so these transactions run directly on the

@@ -1,6 +1,7 @@
 """Fixtures for the billing tests: a database on SQLite and PostgreSQL, real
 billing servers started with `billing_svc.main.start`, and a client that reads
-typed errors off the wire."""
+typed errors off the wire: a unary call's status, or a Ledger operation's
+CallError."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -21,7 +23,7 @@ from quantized.billing.v1 import billing_pb2 as pb
 from quantized.billing.v1 import billing_pb2_grpc
 from quantized_runtime import client as rpc
 from quantized_runtime.defaults import sqlite_url
-from quantized_runtime.errors import ServiceError
+from quantized_runtime.errors import ServiceError, from_call_error
 from tests.harness import serving
 
 ADMIN_TOKEN = "test-admin-token-for-billing-0123456"
@@ -76,18 +78,33 @@ class BillingClient:
     async def authenticate(self, token: str) -> pb.AuthenticateResponse:
         return await self.call(self.billing.Authenticate, pb.AuthenticateRequest(token=token))
 
+    async def ledger_operation(self, operation: pb.LedgerOperation) -> Any:
+        """The operation alone in a batch on a Ledger stream of its own: its result
+        (a ReserveResponse for a reserve, ...), or the ServiceError of its CallError."""
+        call = self.billing.Ledger(timeout=30)
+        await call.write(pb.LedgerRequest(batch_id=1, operations=[operation]))
+        await call.done_writing()
+        answer = await call.read()
+        assert await call.code() == grpc.StatusCode.OK
+        [result] = answer.results
+        kind = result.WhichOneof("result")
+        if kind == "error":
+            raise from_call_error(result.error)
+        return getattr(result, kind)
+
     async def reserve(self, account_id: str, amount: int,
                       request_id: str = "req-1") -> pb.ReserveResponse:
-        return await self.call(self.billing.Reserve, pb.ReserveRequest(
-            account_id=account_id, amount_micro_credits=amount, request_id=request_id))
+        return await self.ledger_operation(pb.LedgerOperation(reserve=pb.ReserveRequest(
+            account_id=account_id, amount_micro_credits=amount, request_id=request_id)))
 
     async def settle(self, hold_id: str, amount: int,
                      usage: pb.UsageRecord | None = None) -> pb.SettleResponse:
-        return await self.call(self.billing.Settle, pb.SettleRequest(
-            hold_id=hold_id, amount_micro_credits=amount, usage=usage))
+        return await self.ledger_operation(pb.LedgerOperation(settle=pb.SettleRequest(
+            hold_id=hold_id, amount_micro_credits=amount, usage=usage)))
 
     async def release(self, hold_id: str) -> pb.ReleaseResponse:
-        return await self.call(self.billing.Release, pb.ReleaseRequest(hold_id=hold_id))
+        return await self.ledger_operation(pb.LedgerOperation(
+            release=pb.ReleaseRequest(hold_id=hold_id)))
 
 
 StartBilling = Callable[..., Awaitable[BillingClient]]

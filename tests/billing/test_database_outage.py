@@ -13,7 +13,6 @@ from billing_svc.main import start
 from billing_svc.servicer import SERVICE_NAMES
 from quantized.billing.v1 import billing_pb2 as pb
 from quantized.billing.v1 import billing_pb2_grpc
-from quantized_runtime import client as rpc
 from quantized_runtime.errors import Reason, from_call_error
 from tests.billing.conftest import BillingClient, expect_error, make_settings, read_books
 from tests.harness import serving
@@ -94,8 +93,7 @@ async def test_billing_answers_service_unavailable_while_postgres_is_down_and_he
         reply = await _ledger_batch(client, 2, pb.LedgerOperation(reserve=pb.ReserveRequest(
             account_id=account_id, amount_micro_credits=100, request_id="req-batch")))
         assert reply.results[0].HasField("reserve")
-        await rpc.call(client.billing.Release, pb.ReleaseRequest(
-            hold_id=reply.results[0].reserve.hold_id), timeout=CALL_BOUND_SECONDS)
+        await client.release(reply.results[0].reserve.hold_id)
 
         books = await read_books(url, account_id)
         assert books.balance == books.ledger_sum == OPENING - 60 - 40

@@ -1,7 +1,8 @@
 """The Ledger stream through a real billing server and the generated stub, on
 SQLite and PostgreSQL: each batch is answered by batch_id with one result per
-operation, in order; each operation succeeds or fails as its unary call would,
-a refused one writes nothing, and the books balance."""
+operation, in order; each operation succeeds or fails on its own (as it does
+alone in a batch, tests/billing/test_money.py), a refused one writes nothing,
+and the books balance."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Reserve, settle and release through a real billing server, on SQLite and
-PostgreSQL: the arithmetic, the usage record, and the ledger matching the balance."""
+"""Reserve, settle and release through a real billing server's Ledger stream, each
+operation alone in its batch, on SQLite and PostgreSQL: the arithmetic, the usage
+record, and the ledger matching the balance."""
 
 from __future__ import annotations
 

@@ -58,13 +58,6 @@ TARGETS = [
            lambda a: catalog_pb2.ListAuditEventsRequest()),
     Target("billing", "/quantized.billing.v1.BillingService/Authenticate",
            lambda a: billing_pb2.AuthenticateRequest(token=a.api_key)),
-    Target("billing", "/quantized.billing.v1.BillingService/Reserve",
-           lambda a: billing_pb2.ReserveRequest(account_id=a.account_id, amount_micro_credits=BALANCE,
-                                                request_id="req_intruder")),
-    Target("billing", "/quantized.billing.v1.BillingService/Settle",
-           lambda a: billing_pb2.SettleRequest(hold_id="hold_intruder", amount_micro_credits=BALANCE)),
-    Target("billing", "/quantized.billing.v1.BillingService/Release",
-           lambda a: billing_pb2.ReleaseRequest(hold_id="hold_intruder")),
     Target("billing", "/quantized.billing.v1.BillingService/Ledger",
            lambda a: billing_pb2.LedgerRequest(batch_id=1, operations=[billing_pb2.LedgerOperation(
                reserve=billing_pb2.ReserveRequest(account_id=a.account_id, amount_micro_credits=BALANCE,
@@ -78,6 +71,12 @@ TARGETS = [
            lambda a: billing_pb2.RevokeApiKeyRequest(key_id=a.key_id)),
     Target("billing", "/quantized.billing.v1.BillingAdminService/GrantCredits",
            lambda a: billing_pb2.GrantCreditsRequest(account_id=a.account_id, amount_micro_credits=BALANCE)),
+    Target("billing", "/quantized.billing.v1.BillingAdminService/UpdateApiKeyLimits",
+           lambda a: billing_pb2.UpdateApiKeyLimitsRequest(
+               key_id=a.key_id, limits=billing_pb2.LimitSetting(requests_per_minute=1))),
+    Target("billing", "/quantized.billing.v1.BillingAdminService/UpdateAccountLimits",
+           lambda a: billing_pb2.UpdateAccountLimitsRequest(
+               account_id=a.account_id, limits=billing_pb2.LimitSetting(requests_per_minute=1))),
     Target("billing", "/quantized.billing.v1.BillingAdminService/GetAccount",
            lambda a: billing_pb2.GetAccountRequest(account_id=a.account_id)),
     Target("provider", "/quantized.provider.v1.ProviderService/GenerateStream",
@@ -197,7 +196,7 @@ def test_the_allowed_identity_gets_through(stack, victim):
 
 
 def test_a_refusal_is_logged_with_method_peer_and_identity(stack, victim, caplog):
-    target = next(t for t in TARGETS if t.method.endswith("/Reserve"))
+    target = next(t for t in TARGETS if t.method.endswith("BillingService/Authenticate"))
     with caplog.at_level("WARNING", logger="quantized.authorization"):
         _attempt(stack, target, victim, stack.pki.issue("provider"))
     fields = next(record.fields for record in caplog.records if record.getMessage() == "call refused")

@@ -40,21 +40,6 @@ class BillingServiceStub:
                 request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.AuthenticateRequest.SerializeToString,
                 response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.AuthenticateResponse.FromString,
                 _registered_method=True)
-        self.Reserve = channel.unary_unary(
-                '/quantized.billing.v1.BillingService/Reserve',
-                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReserveRequest.SerializeToString,
-                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReserveResponse.FromString,
-                _registered_method=True)
-        self.Settle = channel.unary_unary(
-                '/quantized.billing.v1.BillingService/Settle',
-                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.SettleRequest.SerializeToString,
-                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.SettleResponse.FromString,
-                _registered_method=True)
-        self.Release = channel.unary_unary(
-                '/quantized.billing.v1.BillingService/Release',
-                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseRequest.SerializeToString,
-                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseResponse.FromString,
-                _registered_method=True)
         self.Ledger = channel.stream_stream(
                 '/quantized.billing.v1.BillingService/Ledger',
                 request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerRequest.SerializeToString,
@@ -74,40 +59,15 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Reserve(self, request, context):
-        """Hold the worst-case price, or fail with INSUFFICIENT_CREDITS. No caller
-        in production: the edge sends its Reserves on Ledger. Called by the
-        billing tests and bench/billing_bench.py's unary mode.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Settle(self, request, context):
-        """Charge the actual price (at most the hold) and release the rest. No
-        caller in production: the edge sends its Settles on Ledger. Called by
-        the billing tests and bench/billing_bench.py's unary mode.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Release(self, request, context):
-        """Return the whole hold. No caller in production: the edge sends its
-        Releases on Ledger. Called by the billing tests.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def Ledger(self, request_iterator, context):
-        """Reserve, Settle and Release (and the lease operations) in batches over
-        one long-lived stream. Its caller is the edge (edge/ledger_client.py),
-        which has many requests in flight. Each LedgerRequest is applied in one
-        database transaction and answered by one LedgerResponse with the same
-        batch_id; batches may be answered out of order. Each
-        operation succeeds or fails on its own, exactly as its unary RPC would,
-        and a failed operation writes nothing.
+        """Money in batches over one long-lived stream: Reserve, Settle and Release
+        of per-request holds (ReserveRequest, SettleRequest, ReleaseRequest) and
+        the credit-lease operations, each a LedgerOperation. Its caller is the edge
+        (edge/ledger_client.py), which has many requests in flight. Each
+        LedgerRequest is applied in one database transaction and answered by one
+        LedgerResponse with the same batch_id; batches may be answered out of
+        order. Each operation succeeds or fails on its own, and a failed operation
+        writes nothing.
 
         The server ends the stream with status OK once the caller has closed its
         side and every batch read is answered. When the server stops, it first
@@ -130,21 +90,6 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.Authenticate,
                     request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.AuthenticateRequest.FromString,
                     response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.AuthenticateResponse.SerializeToString,
-            ),
-            'Reserve': grpc.unary_unary_rpc_method_handler(
-                    servicer.Reserve,
-                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReserveRequest.FromString,
-                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReserveResponse.SerializeToString,
-            ),
-            'Settle': grpc.unary_unary_rpc_method_handler(
-                    servicer.Settle,
-                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.SettleRequest.FromString,
-                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.SettleResponse.SerializeToString,
-            ),
-            'Release': grpc.unary_unary_rpc_method_handler(
-                    servicer.Release,
-                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseRequest.FromString,
-                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseResponse.SerializeToString,
             ),
             'Ledger': grpc.stream_stream_rpc_method_handler(
                     servicer.Ledger,
@@ -180,87 +125,6 @@ class BillingService:
             '/quantized.billing.v1.BillingService/Authenticate',
             quantized_dot_billing_dot_v1_dot_billing__pb2.AuthenticateRequest.SerializeToString,
             quantized_dot_billing_dot_v1_dot_billing__pb2.AuthenticateResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Reserve(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/quantized.billing.v1.BillingService/Reserve',
-            quantized_dot_billing_dot_v1_dot_billing__pb2.ReserveRequest.SerializeToString,
-            quantized_dot_billing_dot_v1_dot_billing__pb2.ReserveResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Settle(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/quantized.billing.v1.BillingService/Settle',
-            quantized_dot_billing_dot_v1_dot_billing__pb2.SettleRequest.SerializeToString,
-            quantized_dot_billing_dot_v1_dot_billing__pb2.SettleResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Release(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/quantized.billing.v1.BillingService/Release',
-            quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseRequest.SerializeToString,
-            quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,
