@@ -51,7 +51,7 @@ def _run(upstream_port: int, extra_env: dict[str, str], total: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         processes, ports, admin_token = start_stack(Path(tmp), upstream_port, extra_env)
         try:
-            api_key = asyncio.run(create_account(ports["billing"], admin_token))
+            api_key = asyncio.run(create_account(ports["billing"], admin_token, unlimited=True))
             return asyncio.run(_measure(ports, api_key, processes, total))
         finally:
             for process in processes.values():

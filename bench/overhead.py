@@ -30,6 +30,7 @@ import json
 import os
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -127,19 +128,38 @@ UNREACHED_LIMITS = billing_pb2.LimitSetting(requests_per_minute=10_000_000, max_
 NO_LIMITS = billing_pb2.LimitSetting(requests_per_minute=0, max_concurrent_requests=0)
 
 
-async def create_account(billing_port: int, admin_token: str, limiter: str,
-                         operator: TlsFiles | None = None) -> str:
+# A limited account that the bench cannot spend, so its requests take the path of
+# every paying caller (a credit lease, or exact holds with --exact-holds).
+BENCH_CREDITS = 10**14
+
+
+async def create_account(billing_port: int, admin_token: str, limiter: str = "local",
+                         operator: TlsFiles | None = None, unlimited: bool = False) -> str:
     metadata = [("authorization", f"Bearer {admin_token}")]
     limits = NO_LIMITS if limiter == "off" else UNREACHED_LIMITS
+    account = (billing_pb2.CreateAccountRequest(name="bench", unlimited=True) if unlimited
+               else billing_pb2.CreateAccountRequest(name="bench", credits_micro_credits=BENCH_CREDITS))
     async with open_channel(f"127.0.0.1:{billing_port}", tls=operator, peer="billing") as channel:
         admin = billing_pb2_grpc.BillingAdminServiceStub(channel)
-        reply = await admin.CreateAccount(billing_pb2.CreateAccountRequest(name="bench", unlimited=True),
-                                          metadata=metadata, timeout=10)
+        reply = await admin.CreateAccount(account, metadata=metadata, timeout=10)
         await admin.UpdateApiKeyLimits(billing_pb2.UpdateApiKeyLimitsRequest(
             key_id=reply.key.key_id, limits=limits), metadata=metadata, timeout=10)
         await admin.UpdateAccountLimits(billing_pb2.UpdateAccountLimitsRequest(
             account_id=reply.account.account_id, limits=limits), metadata=metadata, timeout=10)
     return reply.api_key
+
+
+def billing_operations(database: Path) -> dict:
+    """What billing wrote for the whole run: requests charged, and how often the
+    edge had to ask for money (lease grants and extensions, or exact holds)."""
+    with sqlite3.connect(database) as books:
+        charged = books.execute("SELECT count(*) FROM usage_records").fetchone()[0]
+        lease_grants = books.execute(
+            "SELECT count(*) FROM ledger JOIN holds ON holds.id = ledger.hold_id "
+            "WHERE ledger.kind = 'hold' AND holds.kind = 'lease'").fetchone()[0]
+        exact_holds = books.execute("SELECT count(*) FROM holds WHERE kind = 'request'").fetchone()[0]
+    return {"requests_charged": charged, "lease_grants": lease_grants, "exact_holds": exact_holds,
+            "requests_per_money_request": round(charged / max(1, lease_grants + exact_holds), 1)}
 
 
 def summarise(label: str, result) -> dict:
@@ -234,6 +254,10 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=30)
     parser.add_argument("--mtls", action="store_true", help="mutual TLS between the services")
     parser.add_argument("--limiter", choices=("off", "local", "redis"), default="local")
+    parser.add_argument("--exact-holds", action="store_true",
+                        help="no credit leases: an exact hold at billing for every request")
+    parser.add_argument("--unlimited", action="store_true",
+                        help="an unlimited account (no lease, no hold; charges only)")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "zero_latency_openai.py"),
@@ -247,7 +271,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         certificates = issue_dev_certificates(Path(tmp) / "tls") if args.mtls else None
         redis_server = None
-        extra_env = {}
+        extra_env = {"QUANTIZED_EDGE_CREDIT_LEASES": "false"} if args.exact_holds else {}
         if args.limiter == "redis":
             redis_port = free_port()
             redis_server = subprocess.Popen(
@@ -259,10 +283,12 @@ def main() -> None:
                                                     certificates=certificates)
         try:
             api_key = asyncio.run(create_account(ports["billing"], admin_token, args.limiter,
-                                                 certificates["operator"] if certificates else None))
+                                                 certificates["operator"] if certificates else None,
+                                                 unlimited=args.unlimited))
             report = asyncio.run(measure(ports, upstream_port, api_key, processes, args.requests,
                                          bare, bare_port))
             report["big_image"] = asyncio.run(measure_big(ports, upstream_port, api_key, processes))
+            report["billing_operations"] = billing_operations(Path(tmp) / "billing.db")
         finally:
             for process in (*processes.values(), bare):
                 process.terminate()
@@ -274,6 +300,8 @@ def main() -> None:
             if redis_server is not None:
                 redis_server.terminate()
                 redis_server.wait(10)
+    report["credit_leases"] = not args.exact_holds
+    report["account"] = "unlimited" if args.unlimited else "limited"
     report["mtls"] = args.mtls
     report["limiter"] = args.limiter
     print(json.dumps(report, indent=2))

@@ -104,7 +104,7 @@ def run(edges: int, upstream_port: int, per_client: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         processes, http_ports, billing_port, admin_token = start(Path(tmp), upstream_port, edges)
         try:
-            api_key = asyncio.run(create_account(billing_port, admin_token))
+            api_key = asyncio.run(create_account(billing_port, admin_token, unlimited=True))
             return asyncio.run(measure(http_ports, api_key, processes, per_client))
         finally:
             for process in processes.values():
