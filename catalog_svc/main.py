@@ -13,12 +13,12 @@ from quantized_runtime.server import RunningServer, create_server, serve_until_s
 from quantized_runtime.settings import load_settings
 
 from catalog_svc.catalog_file import CatalogFileError
-from catalog_svc.core import CatalogCore
+from catalog_svc.service import CatalogCore
 from catalog_svc.migrate import upgrade_to_head
 from catalog_svc.pricing import Pricer
 from catalog_svc.servicer import CATALOG_ADMIN_SERVICE_NAME, SERVICE_NAMES, registrars
 from catalog_svc.settings import CatalogSettings
-from catalog_svc.store import CatalogRepository
+from catalog_svc.storage import CatalogRepository
 
 
 @dataclass

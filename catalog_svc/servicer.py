@@ -17,7 +17,7 @@ from quantized_runtime.tls import caller_identity
 from quantized_runtime.enum_names import enum_word, enum_words
 from quantized_runtime.server import Registrar
 
-from catalog_svc.core import CatalogCore
+from catalog_svc.service import CatalogCore
 from catalog_svc.catalog_file import Constraints
 from catalog_svc.snapshot import CatalogSnapshot, ModelInfo, RouteRow
 

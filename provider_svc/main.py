@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from provider_svc.adapters import build_adapters
-from provider_svc.dispatch import Dispatcher
+from provider_svc.service import Dispatcher
 from provider_svc.servicer import SERVICE_NAMES, registrars
 from provider_svc.settings import ProviderSettings
 from quantized_runtime.event_loop import run_service

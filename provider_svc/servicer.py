@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from provider_svc.dispatch import Dispatcher
+from provider_svc.service import Dispatcher
 from provider_svc.domain import GenerationResult, Image, ImageRequest
 from provider_svc.families import family_named
 from provider_svc.sizes import SizeRange

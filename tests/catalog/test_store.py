@@ -15,10 +15,10 @@ from quantized_runtime.errors import Reason, ServiceError
 
 from catalog_svc import tables
 from catalog_svc.catalog_file import CatalogFileError
-from catalog_svc.core import CatalogCore
+from catalog_svc.service import CatalogCore
 from catalog_svc.migrate import upgrade_to_head
 from catalog_svc.pricing import Pricer
-from catalog_svc.store import CatalogRepository
+from catalog_svc.storage import CatalogRepository
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from catalog_svc.snapshot import (
     RouteRow,
     effective_activity,
 )
-from catalog_svc.store import ApplyResult, AuditRecord, CatalogRepository, StoredCatalog
+from catalog_svc.storage import ApplyResult, AuditRecord, CatalogRepository, StoredCatalog
 
 log = logging.getLogger("quantized.catalog")
 
