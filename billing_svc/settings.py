@@ -105,7 +105,4 @@ class BillingSettings(InternalServiceSettings):
 
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file (creating its directory)."""
-        if self.database_url:
-            return self.database_url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return defaults.sqlite_url(self.data_dir, "billing.db")
+        return defaults.database_url_or_embedded(self.database_url, self.data_dir, "billing.db")

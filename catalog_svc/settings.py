@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from quantized_runtime.admin_auth import admin_token_problem
-from quantized_runtime.defaults import CATALOG_ADDR, default_data_dir, sqlite_url
+from quantized_runtime.defaults import CATALOG_ADDR, database_url_or_embedded, default_data_dir
 from quantized_runtime.settings import InternalServiceSettings
 
 from catalog_svc.pricing import DEFAULT_CREDITS_PER_USD
@@ -42,7 +42,4 @@ class CatalogSettings(InternalServiceSettings):
 
     def resolved_database_url(self) -> str:
         """The database URL; for the SQLite default, the data directory is created."""
-        if self.database_url:
-            return self.database_url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return sqlite_url(self.data_dir, "catalog.db")
+        return database_url_or_embedded(self.database_url, self.data_dir, "catalog.db")

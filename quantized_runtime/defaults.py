@@ -20,3 +20,12 @@ def default_data_dir() -> Path:
 
 def sqlite_url(data_dir: Path | str, name: str) -> str:
     return f"sqlite+aiosqlite:///{Path(data_dir) / name}"
+
+
+def database_url_or_embedded(configured: str | None, data_dir: Path, file_name: str) -> str:
+    """The configured database URL, or the embedded SQLite file in the data
+    directory (created if need be): catalog's and billing's one rule."""
+    if configured:
+        return configured
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return sqlite_url(data_dir, file_name)
