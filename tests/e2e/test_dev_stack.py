@@ -356,44 +356,47 @@ def test_a_child_killed_during_a_burst_gives_503_never_500_charges_nothing_for_t
     # answered, so its hold is only returned when it expires.
     running = start_dev_stack(tmp_path, settings={"QUANTIZED_BILLING_HOLD_TTL_SECONDS": "2",
                                                   "QUANTIZED_BILLING_REAPER_INTERVAL_SECONDS": "0.2"})
-    account = _json_admin(running, "account", "create", "--name", "burst", "--credits", str(BURST_CREDITS))
-    burst = _Burst(running.base_url, account["api_key"])
     try:
-        burst.wait_for(200, 12)
-        victim = service_pid(running.process.pid, service)
-        killed_at = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
-        running.wait_for_line(f"quantized dev: {service} exited (pid {victim}, killed by SIGKILL)")
-        running.wait_for_line(f"quantized dev: {service} is back")
-        back_at = time.monotonic()
-        burst.wait_for(200, 12, since=back_at)
-    finally:
-        burst.stop()
+        account = _json_admin(running, "account", "create", "--name", "burst", "--credits", str(BURST_CREDITS))
+        burst = _Burst(running.base_url, account["api_key"])
+        try:
+            burst.wait_for(200, 12)
+            victim = service_pid(running.process.pid, service)
+            killed_at = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            running.wait_for_line(f"quantized dev: {service} exited (pid {victim}, killed by SIGKILL)")
+            running.wait_for_line(f"quantized dev: {service} is back")
+            back_at = time.monotonic()
+            burst.wait_for(200, 12, since=back_at)
+        finally:
+            burst.stop()
 
-    statuses = Counter(reply.status_code for _, reply in burst.answers)
-    assert set(statuses) <= {200, 503}, statuses
-    for _, reply in burst.answers:
-        if reply.status_code == 503:
-            assert reply.json()["error"]["code"] == "service_unavailable"
-            assert reply.headers["retry-after"] == "1"
-            assert reply.headers["x-request-id"] in reply.json()["error"]["message"]
-    assert running.process.poll() is None
-    charged = sum(reply.json()["usage"]["credits_used"] for _, reply in burst.answers if reply.status_code == 200)
-    give_up = time.monotonic() + 30
-    while int((shown := _json_admin(running, "account", "show", account["account_id"])["account"])
-              .get("held_micro_credits", 0)):
-        assert time.monotonic() < give_up, f"holds still open: {shown}"
-        time.sleep(0.2)
-    assert int(shown["balance_micro_credits"]) == BURST_CREDITS - charged
-    # The catalog's routes and quotes are cached at the edge: a short catalog
-    # outage may pass without a single 503.
-    unavailable = [at for at, reply in burst.answers if reply.status_code == 503]
-    if service != "catalog":
-        assert unavailable, "no request met the outage"
-    first_503 = f"{min(unavailable) - killed_at:.3f}" if unavailable else "none"
-    last_503 = f"{max(unavailable) - back_at:.3f}" if unavailable else "none"
-    with capsys.disabled():  # the figure line shows in a plain run
-        print(f"\n[figures] {service} SIGKILL under quantized dev: requests={len(burst.answers)} "
-              f"statuses={dict(statuses)} first_503_after_kill_s={first_503} "
-              f"last_503_after_back_s={last_503} credits_charged={charged}")
-    assert running.stop(signal.SIGTERM) == 0
+        statuses = Counter(reply.status_code for _, reply in burst.answers)
+        assert set(statuses) <= {200, 503}, statuses
+        for _, reply in burst.answers:
+            if reply.status_code == 503:
+                assert reply.json()["error"]["code"] == "service_unavailable"
+                assert reply.headers["retry-after"] == "1"
+                assert reply.headers["x-request-id"] in reply.json()["error"]["message"]
+        assert running.process.poll() is None
+        charged = sum(reply.json()["usage"]["credits_used"] for _, reply in burst.answers if reply.status_code == 200)
+        give_up = time.monotonic() + 30
+        while int((shown := _json_admin(running, "account", "show", account["account_id"])["account"])
+                  .get("held_micro_credits", 0)):
+            assert time.monotonic() < give_up, f"holds still open: {shown}"
+            time.sleep(0.2)
+        assert int(shown["balance_micro_credits"]) == BURST_CREDITS - charged
+        # The catalog's routes and quotes are cached at the edge: a short catalog
+        # outage may pass without a single 503.
+        unavailable = [at for at, reply in burst.answers if reply.status_code == 503]
+        if service != "catalog":
+            assert unavailable, "no request met the outage"
+        first_503 = f"{min(unavailable) - killed_at:.3f}" if unavailable else "none"
+        last_503 = f"{max(unavailable) - back_at:.3f}" if unavailable else "none"
+        with capsys.disabled():  # the figure line shows in a plain run
+            print(f"\n[figures] {service} SIGKILL under quantized dev: requests={len(burst.answers)} "
+                  f"statuses={dict(statuses)} first_503_after_kill_s={first_503} "
+                  f"last_503_after_back_s={last_503} credits_charged={charged}")
+        assert running.stop(signal.SIGTERM) == 0
+    finally:
+        running.stop()  # a failed assertion leaves no stack behind
