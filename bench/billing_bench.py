@@ -62,9 +62,10 @@ from quantized_runtime.channels import open_channel  # noqa: E402
 from quantized_runtime.errors import ServiceError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_TOKEN = "bench-admin-token"
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 JWT_SECRET = "bench-hs256-secret-with-at-least-32-bytes"
+JWT_ISSUER, JWT_AUDIENCE = "https://issuer.bench.example", "quantized-bench"
 POSTGRES_DSN = os.environ.get("QUANTIZED_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
 PRICE = 40_000
@@ -82,6 +83,7 @@ async def start_server(database_url: str, data_dir: str) -> tuple[subprocess.Pop
            "QUANTIZED_BILLING_LISTEN": f"127.0.0.1:{port}",
            "QUANTIZED_BILLING_DATABASE_URL": database_url, "QUANTIZED_DATA_DIR": data_dir,
            "QUANTIZED_ADMIN_TOKEN": ADMIN_TOKEN, "QUANTIZED_JWT_SECRET": JWT_SECRET,
+           "QUANTIZED_JWT_ISSUER": JWT_ISSUER, "QUANTIZED_JWT_AUDIENCE": JWT_AUDIENCE,
            "QUANTIZED_BILLING_LOG_LEVEL": "WARNING"}
     profile = os.environ.get("BILLING_BENCH_PROFILE")
     command = ([sys.executable, "-m", "cProfile", "-o", profile, "-m", "billing_svc.main"]
@@ -105,6 +107,10 @@ async def start_server(database_url: str, data_dir: str) -> tuple[subprocess.Pop
         await channel.close()
     process.terminate()
     raise SystemExit("billing server did not become healthy")
+
+
+def servers_cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -132,7 +138,7 @@ class CountingLedgerClient(LedgerClient):
         return super()._answered(batch, answer)
 
 
-async def ledger_pairs_per_second(stub, admin, server_pid: int, args,
+async def ledger_pairs_per_second(stub, admin, server_pids: list[int], args,
                                   hot_account: bool) -> tuple[float, float, float, float]:
     """Pairs per second through Ledger streams, server and client CPU milliseconds
     per pair, and the mean operations per batch."""
@@ -168,12 +174,12 @@ async def ledger_pairs_per_second(stub, admin, server_pid: int, args,
         done = 0
         batches_before = sum(b.batches for b in batchers)
         operations_before = sum(b.operations for b in batchers)
-        server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
+        server_cpu, client_cpu = servers_cpu_seconds(server_pids), time.process_time()
         started = time.perf_counter()
         stop_at = started + args.seconds
         await asyncio.gather(*(caller(i, a) for i, a in enumerate(account_ids)))
         elapsed = time.perf_counter() - started
-        server_ms = (cpu_seconds(server_pid) - server_cpu) * 1000 / done
+        server_ms = (servers_cpu_seconds(server_pids) - server_cpu) * 1000 / done
         client_ms = (time.process_time() - client_cpu) * 1000 / done
         batch_size = ((sum(b.operations for b in batchers) - operations_before)
                       / (sum(b.batches for b in batchers) - batches_before))
@@ -225,7 +231,7 @@ async def domain_pairs_per_second(database_url: str, concurrency: int,
         await database.dispose()
 
 
-async def bare_rpc_cost(channel, server_pid: int, concurrency: int,
+async def bare_rpc_cost(channel, server_pids: list[int], concurrency: int,
                         seconds: float) -> tuple[float, float, float]:
     """The floor: health checks on the same server (no interceptor, no database)."""
     health = health_pb2_grpc.HealthStub(channel)
@@ -240,12 +246,12 @@ async def bare_rpc_cost(channel, server_pid: int, concurrency: int,
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     done = 0
-    server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
+    server_cpu, client_cpu = servers_cpu_seconds(server_pids), time.process_time()
     started = time.perf_counter()
     stop_at = started + seconds
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return (done / elapsed, (cpu_seconds(server_pid) - server_cpu) * 1000 / done,
+    return (done / elapsed, (servers_cpu_seconds(server_pids) - server_cpu) * 1000 / done,
             (time.process_time() - client_cpu) * 1000 / done)
 
 
@@ -273,23 +279,29 @@ def cached_auth_latency(token: str, calls: int) -> tuple[float, float]:
 
 
 async def run_backend(name: str, database_url: str, data_dir: str, args) -> None:
-    process, address = await start_server(database_url, data_dir)
-    channel = open_channel(address)
+    # Replicas share the database; the channel balances round robin over them, so
+    # each Ledger stream (one per --ledger-streams) opens on the next replica.
+    servers = [await start_server(database_url, data_dir) for _ in range(args.replicas)]
+    processes = [process for process, _ in servers]
+    pids = [process.pid for process in processes]
+    channel = open_channel(",".join(address for _, address in servers))
     try:
         stub = billing_pb2_grpc.BillingServiceStub(channel)
         admin = billing_pb2_grpc.BillingAdminServiceStub(channel)
-        ledger_spread = await ledger_pairs_per_second(stub, admin, process.pid, args, False)
-        ledger_hot = await ledger_pairs_per_second(stub, admin, process.pid, args, True)
-        bare = await bare_rpc_cost(channel, process.pid, args.concurrency, args.seconds / 2)
+        ledger_spread = await ledger_pairs_per_second(stub, admin, pids, args, False)
+        ledger_hot = await ledger_pairs_per_second(stub, admin, pids, args, True)
+        bare = await bare_rpc_cost(channel, pids, args.concurrency, args.seconds / 2)
         created = await admin.CreateAccount(pb.CreateAccountRequest(
             name="auth", credits_micro_credits=1), metadata=ADMIN)
         key_p50, key_p99 = await auth_latency(stub, created.api_key, args.auth_calls)
-        token = jwt.encode({"sub": created.account.account_id, "exp": int(time.time()) + 3600},
-                           JWT_SECRET, algorithm="HS256")
+        now = int(time.time())
+        token = jwt.encode({"sub": created.account.account_id, "iss": JWT_ISSUER, "aud": JWT_AUDIENCE,
+                            "iat": now, "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
         jwt_p50, jwt_p99 = await auth_latency(stub, token, args.auth_calls)
         for label, (rate, server_ms, client_ms, batch_size) in (
                 ("one account each", ledger_spread), ("one hot account", ledger_hot)):
-            print(f"{name}: reserve+settle through Ledger, {args.ledger_callers} callers on "
+            print(f"{name}: reserve+settle through Ledger, {args.replicas} billing replica(s), "
+                  f"{args.ledger_callers} callers on "
                   f"{args.ledger_streams} stream(s), up to {args.ledger_in_flight} batch(es) "
                   f"in flight each, {label}: {rate:.0f} pairs/s; CPU per "
                   f"pair: server {server_ms:.2f} ms, client {client_ms:.2f} ms; "
@@ -301,8 +313,10 @@ async def run_backend(name: str, database_url: str, data_dir: str, args) -> None
         print(f"{name}: Authenticate HS256 JWT p50 {jwt_p50:.3f} ms, p99 {jwt_p99:.3f} ms")
     finally:
         await channel.close()
-        process.terminate()
-        process.wait(timeout=20)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
     rate, cpu_ms = await domain_pairs_per_second(database_url, args.concurrency, args.seconds)
     print(f"{name}: domain only (no gRPC), {args.concurrency} callers, one account each: "
           f"{rate:.0f} pairs/s; CPU per pair {cpu_ms:.2f} ms")
@@ -320,6 +334,8 @@ async def main() -> None:
                         help="batches in flight per stream before the next one waits (default: the edge's)")
     parser.add_argument("--auth-calls", type=int, default=2000)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="billing processes on the one database (PostgreSQL: the scale-out case)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
           f"load average at start {os.getloadavg()[0]:.2f}")

@@ -49,7 +49,7 @@ async def _time_rpc(method, request, calls: int) -> list[float]:
 async def main(calls: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = CatalogSettings(listen="127.0.0.1:0", database_url=sqlite_url(tmp, "catalog.db"),
-                                   file=BUNDLED_CATALOG_FILE, admin_token="bench", data_dir=Path(tmp))
+                                   file=BUNDLED_CATALOG_FILE, admin_token="bench-admin-token-0123456789abcdef", data_dir=Path(tmp))
         running = await start(settings)
         channel = open_channel(f"127.0.0.1:{running.port}")
         try:
