@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from catalog_svc.catalog_file import load_catalog_file
 from catalog_svc.settings import BUNDLED_CATALOG_FILE
-from provider_svc.adapters import bedrock, gemini, openai, sandbox
+from provider_svc.adapters import bedrock, gemini, openai
 from provider_svc.families import family_named
 
 FAMILIES_OF = {"openai": openai.FAMILIES, "bedrock": bedrock.FAMILIES, "gemini": gemini.FAMILIES,

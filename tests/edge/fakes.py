@@ -314,7 +314,8 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
         return [lease for lease in self.leases.values() if lease.open]
 
     async def Ledger(self, request_iterator: Any, context: Any) -> Any:
-        """Each batched operation through the unary handler above, in order; the
+        """Each batched operation through its handler above (named after the
+        operation, not an RPC: billing serves these on Ledger only), in order; the
         stream's lifecycle is billing's (quantized_runtime.call_stream)."""
         stream = CallStreamServer(context, self.drain, billing_pb2.LedgerResponse(draining=True))
 
