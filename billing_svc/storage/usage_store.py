@@ -27,14 +27,21 @@ _BUCKET = "bucket"
 
 
 def _bucket_key(grouping: Grouping, dialect: str) -> ColumnElement[str]:
-    """The bucket a record falls in, as text whose order is the buckets' order."""
+    """The bucket a record falls in, as text whose byte order is the buckets' order
+    (SQLite compares text bytewise; PostgreSQL is told to, whatever its locale)."""
     created_at = usage_records.c.created_at
-    if grouping is Grouping.DAY:
-        if dialect == "sqlite":
+    if dialect == "sqlite":
+        if grouping is Grouping.DAY:
             # Stored as naive UTC text, `YYYY-MM-DD HH:MM:SS.ffffff` (schema.UTCDateTime).
             return func.substr(created_at, 1, 10, type_=String)
+        return _group_column(grouping)
+    if grouping is Grouping.DAY:
         return func.to_char(func.timezone(literal_column("'UTC'"), created_at),
                             literal_column("'YYYY-MM-DD'"), type_=String)
+    return _group_column(grouping).collate("C")
+
+
+def _group_column(grouping: Grouping) -> ColumnElement[str]:
     if grouping is Grouping.MODEL:
         return usage_records.c.model_id
     return func.coalesce(usage_records.c.api_key_id, literal_column("''"), type_=String)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from billing_svc.storage.schema import usage_records
@@ -128,11 +128,30 @@ async def test_buckets_total_the_records_by_utc_day_model_and_key(client: Billin
     assert await _report(client, account_id, admin=True, group_by=KEY, **window) == by_key
 
 
+# Byte order is not a locale's order: "Zeta" before "alpha", "_x" after "Zeta".
+MIXED_CASE_MODELS = ("alpha", "Zeta", "beta", "_x", "Beta", "a-b", "ab")
+
+
+async def _locale_ordered_model_ids(database_url: str) -> None:
+    """On PostgreSQL, model ids compared as a database with a language locale
+    would (this server's default is C); SQLite has no locales."""
+    if not database_url.startswith("postgresql"):
+        return
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text('ALTER TABLE usage_records ALTER COLUMN model_id TYPE VARCHAR(200) '
+                                    'COLLATE "und-x-icu"'))
+    finally:
+        await engine.dispose()
+
+
 async def test_pages_cover_every_bucket_once_in_order(client: BillingClient, database_url) -> None:
+    await _locale_ordered_model_ids(database_url)
     account_id = (await client.create_account(credits=PRICE)).account.account_id
     first_day = datetime(2026, 10, 1, 12, tzinfo=UTC)
     await _seed(database_url, account_id, [
-        {"request_id": f"r{index}", "model_id": f"model-{index % 7}", "images": 1, "credits": index,
+        {"request_id": f"r{index}", "model_id": MIXED_CASE_MODELS[index % 7], "images": 1, "credits": index,
          "api_key_id": None, "created_at": first_day + timedelta(days=index % 11)} for index in range(40)])
     expected: dict[str, int] = defaultdict(int)
     for index in range(40):
