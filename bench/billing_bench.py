@@ -54,6 +54,7 @@ from billing_svc.storage.admin_store import AdminStore  # noqa: E402
 from billing_svc.storage.engine import Database, create_engine  # noqa: E402
 from billing_svc.storage.factory import money_store_for  # noqa: E402
 from billing_svc.storage.migrate import upgrade_to_head  # noqa: E402
+from billing_svc.storage.usage_store import UsageStore  # noqa: E402
 from edge import ledger_client  # noqa: E402
 from edge.ledger_client import LedgerClient  # noqa: E402
 from quantized.billing.v1 import billing_pb2 as pb  # noqa: E402
@@ -196,9 +197,9 @@ async def domain_pairs_per_second(database_url: str, concurrency: int,
     database = Database(create_engine(database_url, pool_size=concurrency))
     await upgrade_to_head(database.engine)
     lease_policy = LeasePolicy(share=Fraction(1, 2), ttl=timedelta(seconds=30))
-    billing = Billing(money_store_for(database, lease_policy), AdminStore(database), JwtVerifier(
-        secret=None, public_keys=[], issuer=None, audience=None, leeway_seconds=0),
-        timedelta(minutes=8))
+    billing = Billing(money_store_for(database, lease_policy), AdminStore(database), UsageStore(database),
+                      JwtVerifier(secret=None, public_keys=[], issuer=None, audience=None, leeway_seconds=0),
+                      timedelta(minutes=8))
     account_ids = [(await billing.create_account(f"domain-{i}", 10**14, False))[0].account_id
                    for i in range(concurrency)]
     done = 0

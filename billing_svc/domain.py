@@ -122,6 +122,8 @@ class Usage:
     total_tokens: int | None = None
     megapixels: float | None = None
     user: str | None = None
+    # The API key the request was made with; None for a JWT caller.
+    key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from billing_svc.settings import BillingSettings
 from billing_svc.storage.admin_store import AdminStore
 from billing_svc.storage.engine import Database, create_engine
 from billing_svc.storage.factory import money_store_for
+from billing_svc.storage.usage_store import UsageStore
 from billing_svc.storage.migrate import upgrade_to_head
 from quantized_runtime.database_health import DatabaseHealth
 from quantized_runtime.event_loop import run_service
@@ -85,7 +86,8 @@ async def start(settings: BillingSettings) -> RunningBilling:
         await upgrade_to_head(database.engine)
         lease_policy = LeasePolicy(share=Fraction(settings.lease_share),
                                    ttl=timedelta(seconds=settings.lease_ttl_seconds))
-        billing = Billing(money_store_for(database, lease_policy), AdminStore(database), verifier,
+        billing = Billing(money_store_for(database, lease_policy), AdminStore(database),
+                          UsageStore(database), verifier,
                           timedelta(seconds=settings.hold_ttl_seconds),
                           limit_defaults=LimitDefaults(key=settings.default_key_limits(),
                                                        account=settings.default_account_limits()))

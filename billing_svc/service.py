@@ -42,6 +42,9 @@ from billing_svc.domain import (
 from billing_svc.jwt_verifier import JwtVerifier
 from billing_svc.storage.admin_store import AdminStore
 from billing_svc.storage.money_store import MoneyStore
+from billing_svc.storage.schema import ID_LENGTH
+from billing_svc.storage.usage_store import UsageStore
+from billing_svc.usage import UsageQuery, UsageReport, checked_window, report
 from quantized_runtime.clock import utc_now
 from quantized_runtime.errors import Reason, ServiceError
 
@@ -51,7 +54,7 @@ log = logging.getLogger("quantized.billing.leases")
 MAX_TOKEN_LENGTH = 8192
 # Usage labels are descriptive; an over-long one is cut rather than failing a
 # settlement for an image that was already generated.
-USAGE_LABEL_LIMITS = {"model_id": 200, "provider": 64, "user": 256}
+USAGE_LABEL_LIMITS = {"model_id": 200, "provider": 64, "user": 256, "key_id": ID_LENGTH}
 # The holds.holder column.
 MAX_HOLDER_LENGTH = 200
 
@@ -89,7 +92,8 @@ def _check_usage(usage: Usage) -> Usage:
                  provider=usage.provider[:USAGE_LABEL_LIMITS["provider"]],
                  images=usage.images, input_tokens=usage.input_tokens,
                  output_tokens=usage.output_tokens, total_tokens=usage.total_tokens,
-                 megapixels=usage.megapixels, user=user)
+                 megapixels=usage.megapixels, user=user,
+                 key_id=usage.key_id[:USAGE_LABEL_LIMITS["key_id"]] if usage.key_id else None)
 
 
 def _require_request_id(value: str) -> str:
@@ -187,12 +191,13 @@ def _amount_conflict(op: ReserveOp, hold: Hold) -> ServiceError | None:
 
 
 class Billing:
-    def __init__(self, money: MoneyStore, admin: AdminStore, jwt_verifier: JwtVerifier,
+    def __init__(self, money: MoneyStore, admin: AdminStore, usage: UsageStore, jwt_verifier: JwtVerifier,
                  hold_ttl: timedelta, clock: Callable[[], datetime] = utc_now,
                  limit_defaults: LimitDefaults = LimitDefaults()) -> None:
         self._money = money
         self._limit_defaults = limit_defaults
         self._admin = admin
+        self._usage = usage
         self._jwt = jwt_verifier
         self._hold_ttl = hold_ttl
         self._clock = clock
@@ -310,3 +315,10 @@ class Billing:
     async def account_view(self, account_id: str) -> AccountView:
         return await self._admin.account_view(_require_id(account_id, "account_id"),
                                              RECENT_USAGE_LIMIT)
+
+    # Usage reports: for the account's owner (through the edge) and for operators alike.
+
+    async def usage_report(self, account_id: str, query: UsageQuery) -> UsageReport:
+        account_id = _require_id(account_id, "account_id")
+        window = checked_window(query, self._clock())
+        return report(window, await self._usage.usage_page(account_id, window))

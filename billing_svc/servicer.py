@@ -39,8 +39,9 @@ from billing_svc.domain import (
     UsageEntry,
 )
 from billing_svc.service import Billing
+from billing_svc.usage import Grouping, UsageQuery, UsageReport, UsageTotals
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
-from quantized.common.v1 import images_pb2
+from quantized.common.v1 import images_pb2, usage_pb2
 from quantized_runtime.admin_auth import require_admin
 from quantized_runtime.call_stream import CallStreamServer
 from quantized_runtime.database_health import DatabaseGuard
@@ -66,13 +67,13 @@ def _usage_from_proto(record: billing_pb2.UsageRecord) -> Usage:
         output_tokens=upstream.output_tokens if upstream.HasField("output_tokens") else None,
         total_tokens=upstream.total_tokens if upstream.HasField("total_tokens") else None,
         megapixels=upstream.megapixels if upstream.HasField("megapixels") else None,
-        user=record.user or None)
+        user=record.user or None, key_id=record.key_id or None)
 
 
 def _usage_to_proto(usage: Usage) -> billing_pb2.UsageRecord:
     return billing_pb2.UsageRecord(
         model_id=usage.model_id, provider=usage.provider, images=usage.images,
-        user=usage.user or "",
+        user=usage.user or "", key_id=usage.key_id or "",
         usage=images_pb2.UpstreamUsage(input_tokens=usage.input_tokens,
                                        output_tokens=usage.output_tokens,
                                        total_tokens=usage.total_tokens,
@@ -117,6 +118,54 @@ def _usage_entry(entry: UsageEntry) -> billing_pb2.UsageEntry:
     return billing_pb2.UsageEntry(time=_timestamp(entry.time), request_id=entry.request_id,
                                   usage=_usage_to_proto(entry.usage),
                                   micro_credits=entry.credits)
+
+
+_GROUPINGS = {
+    usage_pb2.USAGE_GROUPING_UNSPECIFIED: Grouping.DAY,
+    usage_pb2.USAGE_GROUPING_DAY: Grouping.DAY,
+    usage_pb2.USAGE_GROUPING_MODEL: Grouping.MODEL,
+    usage_pb2.USAGE_GROUPING_KEY: Grouping.KEY,
+}
+_GROUPING_PROTOS = {grouping: number for number, grouping in _GROUPINGS.items() if number}
+
+
+def _usage_query(query: usage_pb2.UsageQuery) -> UsageQuery:
+    grouping = _GROUPINGS.get(query.group_by)
+    if grouping is None:
+        raise ServiceError(Reason.INVALID_REQUEST, f"group_by {query.group_by} is not a grouping",
+                           field="group_by")
+    return UsageQuery(start=query.start, end=query.end, grouping=grouping,
+                      limit=query.limit if query.HasField("limit") else None, page=query.page)
+
+
+def _utc_text(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _usage_bucket(grouping: Grouping, totals: UsageTotals) -> usage_pb2.UsageBucket:
+    """The bucket's group in the field its grouping names; a key bucket is the one
+    place that says what is shown of a key."""
+    bucket = usage_pb2.UsageBucket(
+        requests=totals.requests, images=totals.images, input_tokens=totals.input_tokens,
+        output_tokens=totals.output_tokens, total_tokens=totals.total_tokens,
+        megapixels=totals.megapixels, credits_used=totals.credits)
+    if grouping is Grouping.DAY:
+        bucket.day = totals.key
+    elif grouping is Grouping.MODEL:
+        bucket.model = totals.key
+    else:
+        bucket.key_id, bucket.key_prefix = totals.key, totals.key_prefix
+    return bucket
+
+
+def _usage_report(report: UsageReport) -> usage_pb2.UsageReport:
+    window, page = report.window, report.page
+    return usage_pb2.UsageReport(
+        start=_utc_text(window.start), end=_utc_text(window.end),
+        group_by=_GROUPING_PROTOS[window.grouping],
+        buckets=[_usage_bucket(window.grouping, totals) for totals in page.buckets],
+        has_more=page.has_more, next_page=report.next_page,
+        credits_remaining=page.credits_remaining, unlimited=page.unlimited)
 
 
 def _operation(message: billing_pb2.LedgerOperation) -> LedgerOp | ServiceError:
@@ -216,6 +265,13 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                                 key_id=identity.key_id,
                                                 key_limits=_rate_limits(key_limits),
                                                 account_limits=_rate_limits(account_limits))
+
+    async def GetUsage(self, request: billing_pb2.GetUsageRequest,
+                       context: grpc.aio.ServicerContext) -> billing_pb2.GetUsageResponse:
+        query = _usage_query(request.query)
+        async with self._database():
+            report = await self._billing.usage_report(request.account_id, query)
+        return billing_pb2.GetUsageResponse(report=_usage_report(report))
 
     async def Ledger(self, request_iterator: AsyncIterator[billing_pb2.LedgerRequest],
                      context: grpc.aio.ServicerContext) -> None:
@@ -341,6 +397,14 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
             holds=[_hold(h) for h in view.open_holds],
             recent_usage=[_usage_entry(u) for u in view.recent_usage])
 
+
+    async def GetAccountUsage(self, request: billing_pb2.GetAccountUsageRequest,
+                              context: grpc.aio.ServicerContext) -> billing_pb2.GetAccountUsageResponse:
+        self._authorize(context)
+        query = _usage_query(request.query)
+        async with self._database():
+            report = await self._billing.usage_report(request.account_id, query)
+        return billing_pb2.GetAccountUsageResponse(report=_usage_report(report))
 
 def registrars(billing: Billing, admin_token: str, drain: StreamDrain,
                database: DatabaseGuard) -> list[Registrar]:

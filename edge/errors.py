@@ -26,6 +26,7 @@ class HttpReason(enum.StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    INVALID_QUERY_PARAMETER = "INVALID_QUERY_PARAMETER"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ HTTP_ERROR_BY_REASON: dict[Reason | HttpReason, HttpError] = {
     HttpReason.METHOD_NOT_ALLOWED: HttpError(405, "invalid_request_error"),
     HttpReason.REQUEST_TOO_LARGE: HttpError(413, "invalid_request_error"),
     HttpReason.UNSUPPORTED_MEDIA_TYPE: HttpError(415, "invalid_request_error"),
+    # A query string the route refuses (GET /v1/usage); `param` names the parameter.
+    HttpReason.INVALID_QUERY_PARAMETER: HttpError(400, "invalid_request_error"),
 }
 
 # Reasons a peer may hand back to the caller unchanged. Anything else from a peer
@@ -84,10 +87,11 @@ CALLER_FACING_REASONS = frozenset({
 class HttpRejection(Exception):
     """The HTTP transport refused the request before the flow saw it."""
 
-    def __init__(self, reason: HttpReason, message: str) -> None:
+    def __init__(self, reason: HttpReason, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.param = param
 
 
 def internal_error(request_id: str) -> ServiceError:

@@ -32,6 +32,7 @@ from google.protobuf.message import Message
 from quantized.billing.v1 import billing_pb2
 from quantized.catalog.v1 import catalog_pb2
 from quantized.common.v1 import images_pb2 as common_pb2
+from quantized.common.v1 import usage_pb2
 from quantized.images.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
 from quantized_runtime.client import call
@@ -169,6 +170,14 @@ class ImagesFlow:
             self._models_cache.put(_MODEL_LIST_KEY, rendered)
         return rendered
 
+    async def usage(self, caller: Caller, query: usage_pb2.UsageQuery,
+                    budget: RequestBudget) -> usage_pb2.UsageReport:
+        """The caller's own account's usage report, as billing builds it (edge/usage.py)."""
+        answer: billing_pb2.GetUsageResponse = await self._call(
+            self._peers.billing.GetUsage,
+            billing_pb2.GetUsageRequest(account_id=caller.account_id, query=query), budget)
+        return answer.report
+
     async def generate(self, caller: Caller, request: images_pb2.GenerateRequest, provider_override: str,
                        budget: RequestBudget) -> Outcome:
         """Generate for an authenticated caller and a request that passed validation."""
@@ -185,7 +194,8 @@ class ImagesFlow:
             generated = sum(1 for image in answer.images if not image.flagged)
             price = price_generation(quote, generated, answer.usage)
             usage = billing_pb2.UsageRecord(model_id=resolved.model_id, provider=route.provider,
-                                            images=generated, usage=answer.usage, user=params.user)
+                                            images=generated, usage=answer.usage, user=params.user,
+                                            key_id=caller.key_id)
             # A Charge never written is withdrawn, so it may go once more; a Settle may have been applied.
             charged = await self._ledger(
                 "charge", lambda timeout: self._leases.finish(admission, price, usage, timeout),

@@ -37,6 +37,7 @@ from edge.openapi import openapi_document
 from edge.rate_limits import RateLimiter
 from edge.readiness import LIVE_BODY, readiness_answer
 from edge.render import Base64Text, BodyPart, generation_json
+from edge.usage import USAGE_PATH, usage_json, usage_query, usage_query_rejection
 from edge.validation import RequestValidator
 
 log = logging.getLogger("quantized.edge.http")
@@ -145,7 +146,7 @@ async def _answer(handler: Callable[[], Awaitable[Body]], method: str, path: str
         except ServiceError as error:
             status, body, headers = service_error_response(error)
         except HttpRejection as rejection:
-            status, body = error_response(rejection.reason, rejection.message)
+            status, body = error_response(rejection.reason, rejection.message, rejection.param)
         except Exception:
             log.exception("unhandled error", extra={"fields": {"path": path}})
             status, body, headers = service_error_response(internal_error(request_id))
@@ -261,6 +262,18 @@ class EdgeHttpApp:
                                     _client_address(request.scope))
             return (await flow.list_models(budget)).json
 
+        async def usage(request: Request) -> bytes:
+            budget = flow.budget()
+            caller = await flow.authenticate(request.headers.get(AUTHORIZATION_HEADER), budget,
+                                             _client_address(request.scope))
+            async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit,
+                                           caller.account_limit):
+                try:
+                    report = await flow.usage(caller, usage_query(request.query_params.multi_items()), budget)
+                except ServiceError as error:
+                    raise usage_query_rejection(error) from None
+            return usage_json(report)
+
         async def openapi(request: Request) -> bytes:
             return openapi_body
 
@@ -296,6 +309,7 @@ class EdgeHttpApp:
         routes = [
             Route(GENERATIONS_PATH, _endpoint(generate_images), methods=["POST"]),
             Route("/v1/models", _endpoint(list_models), methods=["GET"]),
+            Route(USAGE_PATH, _endpoint(usage), methods=["GET"]),
             Route("/openapi.json", _endpoint(openapi), methods=["GET"]),
             Route("/healthz", liveness, methods=["GET"]),
             Route("/readyz", readiness, methods=["GET"]),

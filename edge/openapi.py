@@ -7,6 +7,7 @@ from typing import Any
 from quantized_runtime.errors import Reason
 
 from edge.errors import HTTP_ERROR_BY_REASON, HttpReason
+from edge.usage import GROUPINGS, USAGE_PATH
 from edge.validation import BOOLEAN, ENUM, INTEGER, STRING, FieldSpec, RequestValidator
 
 _ERROR_SCHEMA = {
@@ -45,9 +46,33 @@ _GENERATION_ERRORS: dict[Reason | HttpReason, str] = {
 }
 
 
-def _error_responses() -> dict[str, Any]:
+# What GET /v1/usage can answer besides 200.
+_USAGE_ERRORS: dict[Reason | HttpReason, str] = {
+    HttpReason.INVALID_QUERY_PARAMETER: "a query parameter is invalid, unknown or repeated (param names it)",
+    Reason.UNAUTHENTICATED: "missing, malformed or invalid API key or JWT",
+    Reason.RATE_LIMITED: "the key or account is over its requests per minute or concurrent requests",
+    Reason.INTERNAL: "internal error (generic message with a request id)",
+}
+
+_USAGE_PARAMETERS = [
+    {"name": "start", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "ISO 8601 date or date-time, inclusive (no offset: UTC); default 30 days before end"},
+    {"name": "end", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "ISO 8601 date or date-time, exclusive, at most 366 days after start; "
+                    "default the start of the next UTC day"},
+    {"name": "group_by", "in": "query", "required": False,
+     "schema": {"type": "string", "enum": list(GROUPINGS), "default": "day"}},
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+     "description": "buckets per page"},
+    {"name": "page", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "the previous page's next_page"},
+]
+
+
+def _error_responses(errors: dict[Reason | HttpReason, str] = _GENERATION_ERRORS) -> dict[str, Any]:
     descriptions: dict[int, list[str]] = {}
-    for reason, description in _GENERATION_ERRORS.items():
+    for reason, description in errors.items():
         descriptions.setdefault(HTTP_ERROR_BY_REASON[reason].status, []).append(description)
     return {
         str(status): {"description": "; ".join(parts),
@@ -114,6 +139,12 @@ def openapi_document(validator: RequestValidator) -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/ImageGenerationRequest"}}}},
                 "responses": {"200": {"description": "Generated images"}, **error_responses},
+            }},
+            USAGE_PATH: {"get": {
+                "summary": "The caller's account's usage per UTC day, model or API key, with its balance",
+                "parameters": _USAGE_PARAMETERS,
+                "responses": {"200": {"description": "Usage buckets, a page at a time (docs/api.md)"},
+                              **_error_responses(_USAGE_ERRORS)},
             }},
             "/v1/models": {"get": {
                 "summary": "List models with discovery fields",

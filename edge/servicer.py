@@ -77,6 +77,19 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
 
         return await self._guarded(context, run)
 
+    async def GetUsage(self, request: images_pb2.GetUsageRequest,
+                       context: grpc.aio.ServicerContext) -> images_pb2.GetUsageResponse:
+        async def run(metadata: dict[str, str], request_id: str) -> images_pb2.GetUsageResponse:
+            budget = self._flow.budget(context.time_remaining())
+            caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
+                                                   peer_address(context.peer()))
+            async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit,
+                                           caller.account_limit):
+                report = await self._flow.usage(caller, request.query, budget)
+            return images_pb2.GetUsageResponse(report=report, request_id=request_id)
+
+        return await self._guarded(context, run)
+
     async def _guarded(self, context: grpc.aio.ServicerContext,
                        run: Callable[[dict[str, str], str], Awaitable[ResponseT]]) -> ResponseT:
         """No unexplained failure; the request id was minted for this call by the

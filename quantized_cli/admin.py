@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
 import os
 import sys
@@ -26,10 +27,12 @@ from google.protobuf import json_format
 
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from quantized.common.v1 import usage_pb2
 from quantized_cli.state_file import read_state
 from quantized_runtime import defaults
 from quantized_runtime.channels import is_loopback, open_channel
 from quantized_runtime.client import call
+from quantized_runtime.enum_names import enum_words
 from quantized_runtime.errors import ServiceError
 from quantized_runtime.tls import TLS_VARIABLES, TlsFiles, tls_files_from_environment
 
@@ -162,8 +165,57 @@ async def catalog_audit(args, target, _billing, catalog) -> dict[str, Any]:
         catalog.ListAuditEvents, catalog_pb2.ListAuditEventsRequest(limit=args.limit), target))
 
 
-def _print_result(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
+# `quantized admin usage`: every page of the report, then one table, CSV or JSON.
+USAGE_GROUPINGS = enum_words(usage_pb2.UsageGrouping.DESCRIPTOR)
+USAGE_GROUP_COLUMNS = {"day": ["day"], "model": ["model"], "key": ["key_id", "key_prefix"]}
+USAGE_TOTAL_COLUMNS = ["requests", "images", "input_tokens", "output_tokens", "total_tokens",
+                       "megapixels", "credits_used"]
+
+
+async def usage_report(args, target, billing, _catalog) -> dict[str, Any]:
+    query = usage_pb2.UsageQuery(start=args.start or "", end=args.end or "",
+                                 group_by=USAGE_GROUPINGS[args.group_by])  # type: ignore[arg-type]
+    columns = USAGE_GROUP_COLUMNS[args.group_by] + USAGE_TOTAL_COLUMNS
+    buckets: list[dict[str, Any]] = []
+    while True:
+        reply = await _admin_call(billing.GetAccountUsage, billing_pb2.GetAccountUsageRequest(
+            account_id=args.account, query=query), target)
+        report = reply.report
+        buckets.extend({column: getattr(bucket, column) for column in columns} for bucket in report.buckets)
+        if not report.has_more:
+            break
+        query.page = report.next_page
+    return {"account_id": args.account, "start": report.start, "end": report.end,
+            "group_by": args.group_by, "buckets": buckets,
+            "credits_remaining": (report.credits_remaining if report.HasField("credits_remaining")
+                                  else None),
+            "unlimited": report.unlimited}
+
+
+def _print_usage(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """A table by default; --csv for a spreadsheet, --json for scripts."""
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return
+    columns = USAGE_GROUP_COLUMNS[result["group_by"]] + USAGE_TOTAL_COLUMNS
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(result["buckets"])
+        return
+    remaining = "unlimited" if result["unlimited"] else f"{result['credits_remaining']} micro-credits"
+    print(f"account {result['account_id']}: {result['start']} to {result['end']}, "
+          f"by {result['group_by']}; credits remaining: {remaining}")
+    rows = [columns] + [[str(bucket[column]) for column in columns] for bucket in result["buckets"]]
+    widths = [max(len(row[index]) for row in rows) for index in range(len(columns))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) if index < len(columns) - len(USAGE_TOTAL_COLUMNS)
+                        else cell.rjust(width)
+                        for index, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip())
+
+
+def _print_result(result: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return
     for key, value in result.items():
@@ -171,7 +223,10 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
         print(f"{key}: {rendered}")
 
 
-def _execute(handler: Handler) -> Callable[[argparse.Namespace], int]:
+Printer = Callable[[dict[str, Any], argparse.Namespace], None]
+
+
+def _execute(handler: Handler, printer: Printer = _print_result) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             target = resolve_target(args)
@@ -182,7 +237,7 @@ def _execute(handler: Handler) -> Callable[[argparse.Namespace], int]:
         except ServiceError as exc:
             print(f"quantized admin: {exc.reason.value}: {exc.message}", file=sys.stderr)
             return 1
-        _print_result(result, args.json)
+        printer(result, args)
         return 0
     return run
 
@@ -264,3 +319,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     leaf(catalog, "list", catalog_list, "models and provider-model rows")
     leaf(catalog, "reload", catalog_reload, "re-read the catalog file without a restart")
     leaf(catalog, "audit", catalog_audit, "recent catalog changes").add_argument("--limit", type=int, default=50)
+
+    usage = groups.add_parser("usage", help="an account's usage per day, model or API key (UTC)")
+    output = usage.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--csv", action="store_true", help="print CSV (a header row, then one row per bucket)")
+    usage.add_argument("--account", required=True)
+    usage.add_argument("--start", default=None,
+                       help="ISO 8601 date or date-time, inclusive (default: 30 days before --end)")
+    usage.add_argument("--end", default=None,
+                       help="ISO 8601 date or date-time, exclusive (default: the start of tomorrow, UTC)")
+    usage.add_argument("--group-by", choices=list(USAGE_GROUPINGS), default="day")
+    usage.set_defaults(handler=_execute(usage_report, _print_usage))

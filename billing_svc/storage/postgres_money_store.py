@@ -138,12 +138,12 @@ def _close_statement(status: str, ledger_kind: str, *, with_usage: bool) -> _Sta
     usage_insert = """, usage AS (
     INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images,
                                input_tokens, output_tokens, total_tokens, megapixels,
-                               credits, end_user, created_at)
+                               credits, end_user, api_key_id, created_at)
     SELECT account_id, id, request_id, CAST(:model_id AS VARCHAR), CAST(:provider AS VARCHAR),
            CAST(:images AS INTEGER), CAST(:input_tokens AS BIGINT),
            CAST(:output_tokens AS BIGINT), CAST(:total_tokens AS BIGINT),
            CAST(:megapixels AS DOUBLE PRECISION), CAST(:charged AS BIGINT),
-           CAST(:end_user AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
+           CAST(:end_user AS VARCHAR), CAST(:api_key_id AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
       FROM closed
 )""" if with_usage else ""
     return _Statement(f"""
@@ -215,11 +215,11 @@ _USAGE_FOR_REQUEST = _Statement(
 _INSERT_CHARGE_USAGE = _Statement("""
 INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images,
                            input_tokens, output_tokens, total_tokens, megapixels, credits,
-                           end_user, late, created_at)
+                           end_user, api_key_id, late, created_at)
 VALUES (:account_id, :hold_id, :request_id, :model_id, :provider, CAST(:images AS INTEGER),
         CAST(:input_tokens AS BIGINT), CAST(:output_tokens AS BIGINT),
         CAST(:total_tokens AS BIGINT), CAST(:megapixels AS DOUBLE PRECISION),
-        CAST(:amount AS BIGINT), :end_user, :late, CAST(:now AS TIMESTAMPTZ))
+        CAST(:amount AS BIGINT), :end_user, :api_key_id, :late, CAST(:now AS TIMESTAMPTZ))
 """)
 
 # A batch's locks, taken up front in one global order (byte order of the ids, as
@@ -276,7 +276,7 @@ async def _close_hold(conn: asyncpg.Connection, hold_id: str, charged: int,
             "model_id": usage.model_id, "provider": usage.provider, "images": usage.images,
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             "total_tokens": usage.total_tokens, "megapixels": usage.megapixels,
-            "end_user": usage.user})
+            "end_user": usage.user, "api_key_id": usage.key_id})
     if row is not None:
         return Closed(charged=charged, balance=None if row["unlimited"] else row["balance"],
                       spendable=_spendable(row))
@@ -401,7 +401,7 @@ async def _charge(conn: asyncpg.Connection, op: ChargeOp, now: datetime) -> Char
         "images": usage.images, "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
         "megapixels": usage.megapixels, "amount": op.amount, "end_user": usage.user,
-        "late": late, "now": now}))
+        "api_key_id": usage.key_id, "late": late, "now": now}))
     return Charged(op.amount, late, _spendable(after), repeated=False)
 
 

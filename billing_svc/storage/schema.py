@@ -165,6 +165,9 @@ usage_records = Table(
     Column("megapixels", Float, nullable=True),
     Column("credits", BigInteger, nullable=False),
     Column("end_user", String(256), nullable=True),
+    # The API key the request was made with; NULL for a JWT caller. A label like
+    # model_id, not a foreign key: a Charge is never refused over it.
+    Column("api_key_id", String(ID_LENGTH), nullable=True),
     # A Charge its lease could not take, applied to the balance instead.
     Column("late", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),

@@ -94,8 +94,8 @@ _CREDIT_ON_CLOSE = (
     "RETURNING balance, held, unlimited")
 _INSERT_USAGE = (
     "INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images, "
-    "input_tokens, output_tokens, total_tokens, megapixels, credits, end_user, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    "input_tokens, output_tokens, total_tokens, megapixels, credits, end_user, api_key_id, "
+    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 # Credit leases (storage/leases.py). Each operation reads what it decides on
 # first; under BEGIN IMMEDIATE that cannot change before the commit.
@@ -118,8 +118,8 @@ _USAGE_FOR_REQUEST = (
     "SELECT credits, late FROM usage_records WHERE account_id = ? AND request_id = ?")
 _INSERT_CHARGE_USAGE = (
     "INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images, "
-    "input_tokens, output_tokens, total_tokens, megapixels, credits, end_user, late, "
-    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    "input_tokens, output_tokens, total_tokens, megapixels, credits, end_user, api_key_id, "
+    "late, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def stored_time(value: datetime) -> str:
@@ -185,7 +185,7 @@ def _close_hold(cursor: sqlite3.Cursor, hold_id: str, charged: int, usage: Usage
         cursor.execute(_INSERT_USAGE, (
             account_id, hold_id, request_id, usage.model_id, usage.provider, usage.images,
             usage.input_tokens, usage.output_tokens, usage.total_tokens, usage.megapixels,
-            charged, usage.user, closed_at))
+            charged, usage.user, usage.key_id, closed_at))
     return Closed(charged=charged, balance=None if unlimited else balance,
                   spendable=spendable(balance, held_after, bool(unlimited)))
 
@@ -287,7 +287,8 @@ def _charge(cursor: sqlite3.Cursor, op: ChargeOp, now: datetime) -> Charged:
     cursor.execute(_INSERT_CHARGE_USAGE, (
         op.account_id, op.lease_id if from_lease else None, op.request_id, usage.model_id,
         usage.provider, usage.images, usage.input_tokens, usage.output_tokens,
-        usage.total_tokens, usage.megapixels, op.amount, usage.user, late, created))
+        usage.total_tokens, usage.megapixels, op.amount, usage.user, usage.key_id, late,
+        created))
     return Charged(op.amount, late, spendable(*after), repeated=False)
 
 

@@ -44,8 +44,12 @@ class Account:
 
 
 class Stack:
-    def __init__(self, data_dir: Path, openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle) -> None:
+    def __init__(self, data_dir: Path, openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle,
+                 billing_overrides: dict[str, Any] | None = None) -> None:
+        """`billing_overrides`: BillingSettings fields, such as a PostgreSQL
+        `database_url` or the JWT settings."""
         self.data_dir = data_dir
+        self.billing_overrides = billing_overrides or {}
         self.openai, self.bedrock, self.google = openai, bedrock, google
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-stack", daemon=True)
@@ -66,7 +70,8 @@ class Stack:
         self.catalog_settings = CatalogSettings(**common, **tls_fields(certificates["catalog"]),
                                                 enable_sandbox=True)
         self.catalog = await start_catalog(self.catalog_settings)
-        self.billing_settings = BillingSettings(**common, **tls_fields(certificates["billing"]))
+        self.billing_settings = BillingSettings(**common, **tls_fields(certificates["billing"]),
+                                                **self.billing_overrides)
         self.billing = await start_billing(self.billing_settings)
         self.provider_settings = ProviderSettings(
             **tls_fields(certificates["provider"]),

@@ -10,7 +10,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, st
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from quantized.common.v1 import field_rules_pb2, images_pb2 as common_pb2
+from quantized.common.v1 import field_rules_pb2, usage_pb2
+from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.images.v1 import images_pb2
 from quantized_runtime.client import call
 from quantized_runtime.errors import Reason, ServiceError
@@ -40,7 +41,7 @@ def test_every_request_field_but_model_reaches_the_provider() -> None:
 def _request_with_extra_field() -> tuple[Any, type]:
     """GenerateRequest as if someone added `steps` (int32, 1..50, default 30) to the proto."""
     pool = descriptor_pool.DescriptorPool()
-    for module in (descriptor_pb2, struct_pb2, field_rules_pb2, common_pb2, images_pb2):
+    for module in (descriptor_pb2, struct_pb2, field_rules_pb2, common_pb2, usage_pb2, images_pb2):
         file_proto = descriptor_pb2.FileDescriptorProto()
         module.DESCRIPTOR.CopyToProto(file_proto)
         if module is images_pb2:

@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from quantized.common.v1 import errors_pb2 as _errors_pb2
 from quantized.common.v1 import images_pb2 as _images_pb2
+from quantized.common.v1 import usage_pb2 as _usage_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -66,18 +67,20 @@ class ReserveResponse(_message.Message):
     def __init__(self, hold_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class UsageRecord(_message.Message):
-    __slots__ = ("model_id", "provider", "images", "usage", "user")
+    __slots__ = ("model_id", "provider", "images", "usage", "user", "key_id")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     provider: str
     images: int
     usage: _images_pb2.UpstreamUsage
     user: str
-    def __init__(self, model_id: _Optional[str] = ..., provider: _Optional[str] = ..., images: _Optional[int] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ..., user: _Optional[str] = ...) -> None: ...
+    key_id: str
+    def __init__(self, model_id: _Optional[str] = ..., provider: _Optional[str] = ..., images: _Optional[int] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ..., user: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
     __slots__ = ("hold_id", "amount_micro_credits", "usage")
@@ -412,3 +415,31 @@ class UpdateAccountLimitsResponse(_message.Message):
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     account: Account
     def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("account_id", "query")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    query: _usage_pb2.UsageQuery
+    def __init__(self, account_id: _Optional[str] = ..., query: _Optional[_Union[_usage_pb2.UsageQuery, _Mapping]] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: _usage_pb2.UsageReport
+    def __init__(self, report: _Optional[_Union[_usage_pb2.UsageReport, _Mapping]] = ...) -> None: ...
+
+class GetAccountUsageRequest(_message.Message):
+    __slots__ = ("account_id", "query")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    query: _usage_pb2.UsageQuery
+    def __init__(self, account_id: _Optional[str] = ..., query: _Optional[_Union[_usage_pb2.UsageQuery, _Mapping]] = ...) -> None: ...
+
+class GetAccountUsageResponse(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: _usage_pb2.UsageReport
+    def __init__(self, report: _Optional[_Union[_usage_pb2.UsageReport, _Mapping]] = ...) -> None: ...

@@ -45,6 +45,11 @@ class BillingServiceStub:
                 request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerRequest.SerializeToString,
                 response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/quantized.billing.v1.BillingService/GetUsage',
+                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -83,6 +88,14 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """An account's usage, totalled per bucket, for its owner (GET /v1/usage).
+        Caller: the edge, with the authenticated caller's account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +108,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.Ledger,
                     request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerRequest.FromString,
                     response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.LedgerResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageRequest.FromString,
+                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -162,6 +180,33 @@ class BillingService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quantized.billing.v1.BillingService/GetUsage',
+            quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageRequest.SerializeToString,
+            quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class BillingAdminServiceStub:
     """Account operations; every call needs the admin token in `authorization` metadata.
@@ -207,6 +252,11 @@ class BillingAdminServiceStub:
                 '/quantized.billing.v1.BillingAdminService/UpdateAccountLimits',
                 request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsRequest.SerializeToString,
                 response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsResponse.FromString,
+                _registered_method=True)
+        self.GetAccountUsage = channel.unary_unary(
+                '/quantized.billing.v1.BillingAdminService/GetAccountUsage',
+                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountUsageRequest.SerializeToString,
+                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountUsageResponse.FromString,
                 _registered_method=True)
 
 
@@ -257,6 +307,13 @@ class BillingAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAccountUsage(self, request, context):
+        """GetUsage for any account (`quantized admin usage`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -294,6 +351,11 @@ def add_BillingAdminServiceServicer_to_server(servicer, server):
                     servicer.UpdateAccountLimits,
                     request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsRequest.FromString,
                     response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsResponse.SerializeToString,
+            ),
+            'GetAccountUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccountUsage,
+                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountUsageRequest.FromString,
+                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +548,33 @@ class BillingAdminService:
             '/quantized.billing.v1.BillingAdminService/UpdateAccountLimits',
             quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsRequest.SerializeToString,
             quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccountUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quantized.billing.v1.BillingAdminService/GetAccountUsage',
+            quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountUsageRequest.SerializeToString,
+            quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,6 @@
 from quantized.common.v1 import field_rules_pb2 as _field_rules_pb2
 from quantized.common.v1 import images_pb2 as _images_pb2
+from quantized.common.v1 import usage_pb2 as _usage_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -79,3 +80,17 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[_images_pb2.Model]
     def __init__(self, models: _Optional[_Iterable[_Union[_images_pb2.Model, _Mapping]]] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("query",)
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    query: _usage_pb2.UsageQuery
+    def __init__(self, query: _Optional[_Union[_usage_pb2.UsageQuery, _Mapping]] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("report", "request_id")
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    report: _usage_pb2.UsageReport
+    request_id: str
+    def __init__(self, report: _Optional[_Union[_usage_pb2.UsageReport, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...

@@ -47,6 +47,11 @@ class ImagesServiceStub:
                 request_serializer=quantized_dot_images_dot_v1_dot_images__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=quantized_dot_images_dot_v1_dot_images__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/quantized.images.v1.ImagesService/GetUsage',
+                request_serializer=quantized_dot_images_dot_v1_dot_images__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=quantized_dot_images_dot_v1_dot_images__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class ImagesServiceServicer:
@@ -67,6 +72,13 @@ class ImagesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """The caller's account's usage: GET /v1/usage (docs/api.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImagesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +91,11 @@ def add_ImagesServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=quantized_dot_images_dot_v1_dot_images__pb2.ListModelsRequest.FromString,
                     response_serializer=quantized_dot_images_dot_v1_dot_images__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=quantized_dot_images_dot_v1_dot_images__pb2.GetUsageRequest.FromString,
+                    response_serializer=quantized_dot_images_dot_v1_dot_images__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +155,33 @@ class ImagesService:
             '/quantized.images.v1.ImagesService/ListModels',
             quantized_dot_images_dot_v1_dot_images__pb2.ListModelsRequest.SerializeToString,
             quantized_dot_images_dot_v1_dot_images__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quantized.images.v1.ImagesService/GetUsage',
+            quantized_dot_images_dot_v1_dot_images__pb2.GetUsageRequest.SerializeToString,
+            quantized_dot_images_dot_v1_dot_images__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,
