@@ -19,6 +19,7 @@ from billing_svc.domain import (
     Account,
     AcquireLeaseOp,
     ApiKeyInfo,
+    CapChange,
     ChargeOp,
     Charged,
     Closed,
@@ -35,6 +36,7 @@ from billing_svc.domain import (
     ReserveOp,
     ReturnLeaseOp,
     SettleOp,
+    SpendingCaps,
     Usage,
     UsageEntry,
 )
@@ -96,6 +98,16 @@ def _limit_change(limits: billing_pb2.LimitSetting, use_defaults: bool) -> Limit
     ), use_defaults)
 
 
+def _spending_caps(caps: SpendingCaps) -> billing_pb2.SpendingCaps:
+    return billing_pb2.SpendingCaps(daily_micro_credits=caps.daily, total_micro_credits=caps.total)
+
+
+def _cap_change(caps: billing_pb2.SpendingCaps) -> CapChange:
+    return CapChange(
+        caps.daily_micro_credits if caps.HasField("daily_micro_credits") else None,
+        caps.total_micro_credits if caps.HasField("total_micro_credits") else None)
+
+
 def _account(account: Account) -> billing_pb2.Account:
     return billing_pb2.Account(
         account_id=account.account_id, name=account.name, unlimited=account.unlimited,
@@ -105,7 +117,11 @@ def _account(account: Account) -> billing_pb2.Account:
 
 def _key(key: ApiKeyInfo) -> billing_pb2.ApiKey:
     return billing_pb2.ApiKey(key_id=key.key_id, prefix=key.prefix, revoked=key.revoked,
-                              created_at=_timestamp(key.created_at), limits=_limit_setting(key.limits))
+                              created_at=_timestamp(key.created_at), limits=_limit_setting(key.limits),
+                              caps=_spending_caps(key.caps),
+                              spend=billing_pb2.KeySpend(total_micro_credits=key.spend.total,
+                                                         today_micro_credits=key.spend.today,
+                                                         held_micro_credits=key.spend.held))
 
 
 def _hold(hold: Hold) -> billing_pb2.Hold:
@@ -123,7 +139,8 @@ def _operation(message: billing_pb2.LedgerOperation) -> LedgerOp | ServiceError:
     kind = message.WhichOneof("operation")
     if kind == "reserve":
         reserve = message.reserve
-        return ReserveOp(reserve.account_id, reserve.amount_micro_credits, reserve.request_id)
+        return ReserveOp(reserve.account_id, reserve.amount_micro_credits, reserve.request_id,
+                         reserve.key_id)
     if kind == "settle":
         settle = message.settle
         return SettleOp(settle.hold_id, settle.amount_micro_credits,
@@ -142,7 +159,7 @@ def _operation(message: billing_pb2.LedgerOperation) -> LedgerOp | ServiceError:
     if kind == "charge":
         charge = message.charge
         return ChargeOp(charge.account_id, charge.request_id, charge.lease_id,
-                        charge.amount_micro_credits, _usage_from_proto(charge.usage))
+                        charge.amount_micro_credits, _usage_from_proto(charge.usage), charge.key_id)
     if kind == "return_lease":
         return ReturnLeaseOp(message.return_lease.lease_id)
     return ServiceError(Reason.INVALID_REQUEST,
@@ -215,7 +232,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                                 unlimited=identity.unlimited,
                                                 key_id=identity.key_id,
                                                 key_limits=_rate_limits(key_limits),
-                                                account_limits=_rate_limits(account_limits))
+                                                account_limits=_rate_limits(account_limits),
+                                                key_caps=_spending_caps(identity.key_caps))
 
     async def Ledger(self, request_iterator: AsyncIterator[billing_pb2.LedgerRequest],
                      context: grpc.aio.ServicerContext) -> None:
@@ -298,7 +316,7 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
                            context: grpc.aio.ServicerContext) -> billing_pb2.CreateApiKeyResponse:
         self._authorize(context)
         async with self._database():
-            issued = await self._billing.create_key(request.account_id)
+            issued = await self._billing.create_key(request.account_id, _cap_change(request.caps))
         return billing_pb2.CreateApiKeyResponse(api_key=issued.secret, key=_key(issued.info))
 
     async def RevokeApiKey(self, request: billing_pb2.RevokeApiKeyRequest,
@@ -322,6 +340,14 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
         key = await self._billing.update_key_limits(
             request.key_id, _limit_change(request.limits, request.use_defaults))
         return billing_pb2.UpdateApiKeyLimitsResponse(key=_key(key))
+
+    async def UpdateApiKeyCaps(self, request: billing_pb2.UpdateApiKeyCapsRequest,
+                               context: grpc.aio.ServicerContext,
+                               ) -> billing_pb2.UpdateApiKeyCapsResponse:
+        self._authorize(context)
+        async with self._database():
+            key = await self._billing.update_key_caps(request.key_id, _cap_change(request.caps))
+        return billing_pb2.UpdateApiKeyCapsResponse(key=_key(key))
 
     async def UpdateAccountLimits(self, request: billing_pb2.UpdateAccountLimitsRequest,
                                   context: grpc.aio.ServicerContext,
