@@ -14,7 +14,7 @@ from collections import defaultdict
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import BigInteger, Table, bindparam, cast, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -75,7 +75,8 @@ def _cap_values(change: CapChange) -> dict[str, int | None]:
 
 
 # The worst cases of a key's open holds, counted against its caps.
-_KEY_HELD = (select(holds.c.api_key_id, func.sum(holds.c.amount).label("held"))
+# PostgreSQL sums BIGINTs as NUMERIC: cast back.
+_KEY_HELD = (select(holds.c.api_key_id, cast(func.sum(holds.c.amount), BigInteger).label("held"))
              .where(holds.c.status == OPEN, holds.c.api_key_id.is_not(None))
              .group_by(holds.c.api_key_id))
 

@@ -227,7 +227,7 @@ _USAGE_FOR_REQUEST = _Statement(
 # Spending caps (storage/key_caps.py), on rows under the batch's account locks.
 _KEY_STATE = _Statement("""
 SELECT k.account_id, k.daily_cap, k.total_cap, k.spent_total, k.spent_on_day, k.spend_day,
-       (SELECT COALESCE(SUM(h.amount), 0) FROM holds h
+       (SELECT CAST(COALESCE(SUM(h.amount), 0) AS BIGINT) FROM holds h
          WHERE h.api_key_id = k.id AND h.status = 'open') AS held
   FROM api_keys k WHERE k.id = :key_id
 """)
