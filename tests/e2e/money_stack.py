@@ -239,6 +239,21 @@ class MoneyStack:
                                       name=name, credits_micro_credits=credits))
         return reply.account.account_id, reply.api_key
 
+    async def create_key(self, account_id: str, *, daily_cap: int | None = None,
+                         total_cap: int | None = None) -> tuple[str, str]:
+        """Another key of the account, with spending caps: its id and the key."""
+        reply = await self._admin(self.addresses["billing"], billing_pb2_grpc.BillingAdminServiceStub,
+                                  "CreateApiKey", billing_pb2.CreateApiKeyRequest(
+                                      account_id=account_id, caps=billing_pb2.SpendingCaps(
+                                          daily_micro_credits=daily_cap, total_micro_credits=total_cap)))
+        return reply.key.key_id, reply.api_key
+
+    async def key_spend(self, account_id: str) -> dict[str, billing_pb2.KeySpend]:
+        """Each key's spend as billing counts it against the key's caps."""
+        reply = await self._admin(self.addresses["billing"], billing_pb2_grpc.BillingAdminServiceStub,
+                                  "GetAccount", billing_pb2.GetAccountRequest(account_id=account_id))
+        return {key.key_id: key.spend for key in reply.keys}
+
     async def price_per_image(self) -> int:
         """The catalog's price of one MODEL image at SIZE, which is also its worst case."""
         async with grpc.aio.insecure_channel(self.addresses["catalog"]) as channel:
