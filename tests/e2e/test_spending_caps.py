@@ -27,6 +27,7 @@ from billing_svc.storage.schema import api_keys
 from quantized_runtime.clock import utc_now
 from tests.e2e.money_stack import MoneyStack, body, client_for, post, steer, upstream_calls
 from tests.fake_upstreams import FakeOpenAI
+from tests.polling import eventually_true
 
 pytestmark = pytest.mark.slow
 
@@ -92,12 +93,18 @@ async def test_a_request_over_its_keys_cap_is_402_naming_the_cap_before_any_upst
     assert upstream_calls(upstream, "capped-2") == 0
     assert await stack.books(account_id) == before
 
-    # The cap is the key's, not the account's: its other key spends on.
+    # The cap is the key's, not the account's: its other key spends on (on the
+    # account's lease), and its Charge, answered after the response, counts too.
     async with client_for(first, uncapped_key, 1) as other:
         assert (await post(other, body("uncapped"))).status == 200
     spend = await stack.key_spend(account_id)
     assert spend[key_id].total_micro_credits == price
     assert spend[key_id].held_micro_credits == 0
+    [uncapped_key_id] = [other_id for other_id in spend if other_id != key_id]
+
+    async def uncapped_spend_counted() -> bool:
+        return (await stack.key_spend(account_id))[uncapped_key_id].total_micro_credits == price
+    await eventually_true(uncapped_spend_counted)
 
 
 async def test_the_daily_cap_starts_again_on_the_next_utc_day(stack: MoneyStack, database_url: str) -> None:
