@@ -267,6 +267,8 @@ class Charged:
     late: bool
     spendable: int | None
     repeated: bool
+    # The charge named a key that has a spending cap (storage/key_caps.py).
+    key_capped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,7 +201,7 @@ def _result(op: LedgerOp, outcome: LedgerOutcome) -> billing_pb2.LedgerResult:
     if isinstance(outcome, Charged):
         return billing_pb2.LedgerResult(charge=billing_pb2.ChargeResponse(
             charged_micro_credits=outcome.amount, late=outcome.late,
-            spendable_micro_credits=outcome.spendable))
+            spendable_micro_credits=outcome.spendable, key_capped=outcome.key_capped))
     if isinstance(outcome, LeaseReturned):
         return billing_pb2.LedgerResult(return_lease=billing_pb2.ReturnLeaseResponse(
             returned_micro_credits=outcome.returned,

@@ -28,7 +28,10 @@ the money of every admitted request is held at billing, in the lease.
   that billing checks against the key's caps as well as the balance (a
   lease is the account's, shared by all its keys, so it cannot keep a key
   under its cap). Every Reserve and Charge names the request's key, so
-  billing counts the key's spend on either path.
+  billing counts the key's spend on either path. A Charge answer saying the
+  key has a cap (put on it after this edge cached its authentication) sends
+  the key's next requests to exact holds at once, for as long as that
+  authentication may still be cached.
 - `credits_remaining` for a caller is this edge's view: the spendable credits
   billing last reported for the account, minus the charges sent since and not
   yet answered. Under concurrency from several edges it is a snapshot.
@@ -177,6 +180,10 @@ class LeaseSettings:
     fallback_seconds: float
     # The ceiling of one billing operation the edge waits for.
     call_timeout_seconds: float
+    # How long a key billing reported capped on a Charge answer is admitted by
+    # exact holds, whatever its cached authentication says: the authentication
+    # cache's lifetime, after which Authenticate says so itself.
+    capped_key_memory_seconds: float
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
 
 
@@ -191,6 +198,8 @@ class CreditLeases:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._look_over: asyncio.Task[None] | None = None
         self._closed = False
+        # Keys billing reported capped, until when (monotonic): see _reported_capped.
+        self._capped_keys: dict[str, float] = {}
         # Requests admitted, and of those admitted locally on a lease (the hit rate).
         self.admitted = 0
         self.admitted_locally = 0
@@ -205,6 +214,7 @@ class CreditLeases:
                     timeout: float, *, key_id: str = "", capped: bool = False) -> Admission:
         """Set aside `quote` for a request, or raise (INSUFFICIENT_CREDITS: the 402).
         A capped key's request always takes an exact hold, whatever the account."""
+        capped = capped or self._reported_capped(key_id)
         if unlimited and not capped:
             return Admission(AdmissionKind.UNLIMITED, account_id, request_id, quote, key_id)
         if self._closed:
@@ -234,6 +244,15 @@ class CreditLeases:
                 return await self._hold(account, quote, request_id, key_id, give_up - now)
             await self._renewed(account, quote, give_up - now)
             now = time.monotonic()
+
+    def _reported_capped(self, key_id: str) -> bool:
+        until = self._capped_keys.get(key_id)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._capped_keys[key_id]
+        return False
 
     async def _hold(self, account: _Account, quote: int, request_id: str, key_id: str,
                     timeout: float) -> Admission:
@@ -356,18 +375,18 @@ class CreditLeases:
             lease.unspent += admission.amount - price
         charge.waiter.add_done_callback(lambda waiter: self._charge_answered(admission, price, waiter))
 
-    @staticmethod
-    def _charge_answered(admission: Admission, price: int, waiter: asyncio.Future[Any]) -> None:
+    def _charge_answered(self, admission: Admission, price: int, waiter: asyncio.Future[Any]) -> None:
         account, lease = admission._account, admission._lease
         if lease is not None:
             lease.in_flight -= 1
-        if account is None:
-            return
-        account.unanswered -= price
+        if account is not None:
+            account.unanswered -= price
         if waiter.cancelled() or waiter.exception() is not None:
             return
         answer: billing_pb2.ChargeResponse = waiter.result()
-        if answer.HasField("spendable_micro_credits"):
+        if answer.key_capped and admission.key_id:
+            self._capped_keys[admission.key_id] = time.monotonic() + self._settings.capped_key_memory_seconds
+        if account is not None and answer.HasField("spendable_micro_credits"):
             account.spendable = answer.spendable_micro_credits
 
     async def cancel(self, admission: Admission, timeout: float) -> None:

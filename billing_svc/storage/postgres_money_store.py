@@ -240,6 +240,7 @@ UPDATE api_keys
                            ELSE CAST(:amount AS BIGINT) END,
        spend_day = GREATEST(spend_day, CAST(:today AS DATE))
  WHERE id = :key_id AND account_id = :account_id
+RETURNING daily_cap, total_cap
 """)
 _INSERT_CHARGE_USAGE = _Statement("""
 INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images,
@@ -287,10 +288,13 @@ async def _check_key(conn: asyncpg.Connection, op: ReserveOp, now: datetime) -> 
 
 
 async def _add_key_spend(conn: asyncpg.Connection, key_id: str, account_id: str, amount: int,
-                         now: datetime) -> None:
-    if key_id:
-        await conn.execute(_ADD_KEY_SPEND.sql, *_ADD_KEY_SPEND.arguments({
-            "amount": amount, "today": now.date(), "key_id": key_id, "account_id": account_id}))
+                         now: datetime) -> bool:
+    """Count the charge toward the key's spend; whether the key has a cap."""
+    if not key_id:
+        return False
+    row = await _fetch_row(conn, _ADD_KEY_SPEND, {
+        "amount": amount, "today": now.date(), "key_id": key_id, "account_id": account_id})
+    return row is not None and SpendingCaps(row["daily_cap"], row["total_cap"]).any
 
 
 async def _place_hold(conn: asyncpg.Connection, op: ReserveOp, now: datetime,
@@ -458,7 +462,7 @@ async def _charge(conn: asyncpg.Connection, op: ChargeOp, now: datetime) -> Char
     late = charged_late(from_lease, op, unlimited=after["unlimited"])
     if not from_lease and op.amount:
         await _write_ledger(conn, op.account_id, "charge", -op.amount, None, now)
-    await _add_key_spend(conn, op.key_id, op.account_id, op.amount, now)
+    key_capped = await _add_key_spend(conn, op.key_id, op.account_id, op.amount, now)
     usage = op.usage
     await conn.execute(_INSERT_CHARGE_USAGE.sql, *_INSERT_CHARGE_USAGE.arguments({
         "account_id": op.account_id, "hold_id": op.lease_id if from_lease else None,
@@ -467,7 +471,7 @@ async def _charge(conn: asyncpg.Connection, op: ChargeOp, now: datetime) -> Char
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
         "megapixels": usage.megapixels, "amount": op.amount, "end_user": usage.user,
         "late": late, "now": now}))
-    return Charged(op.amount, late, _spendable(after), repeated=False)
+    return Charged(op.amount, late, _spendable(after), repeated=False, key_capped=key_capped)
 
 
 async def _return_lease(conn: asyncpg.Connection, op: ReturnLeaseOp,

@@ -128,7 +128,8 @@ _KEY_STATE = (
 _ADD_KEY_SPEND = (
     "UPDATE api_keys SET spent_total = spent_total + ?1, "
     "spent_on_day = CASE WHEN spend_day >= ?2 THEN spent_on_day + ?1 ELSE ?1 END, "
-    "spend_day = MAX(COALESCE(spend_day, ?2), ?2) WHERE id = ?3 AND account_id = ?4")
+    "spend_day = MAX(COALESCE(spend_day, ?2), ?2) WHERE id = ?3 AND account_id = ?4 "
+    "RETURNING daily_cap, total_cap")
 _INSERT_CHARGE_USAGE = (
     "INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images, "
     "input_tokens, output_tokens, total_tokens, megapixels, credits, end_user, late, "
@@ -172,9 +173,13 @@ def _check_key(cursor: sqlite3.Cursor, op: ReserveOp, now: datetime) -> None:
 
 
 def _add_key_spend(cursor: sqlite3.Cursor, key_id: str | None, account_id: str, amount: int,
-                   now: datetime) -> None:
-    if key_id:
-        cursor.execute(_ADD_KEY_SPEND, (amount, now.date().isoformat(), key_id, account_id))
+                   now: datetime) -> bool:
+    """Count the charge toward the key's spend; whether the key has a cap."""
+    if not key_id:
+        return False
+    row = cursor.execute(_ADD_KEY_SPEND, (amount, now.date().isoformat(), key_id,
+                                          account_id)).fetchone()
+    return row is not None and SpendingCaps(*row).any
 
 
 def _place_hold(cursor: sqlite3.Cursor, op: ReserveOp, now: datetime,
@@ -326,13 +331,13 @@ def _charge(cursor: sqlite3.Cursor, op: ChargeOp, now: datetime) -> Charged:
     late = charged_late(from_lease, op, unlimited=after[2])
     if not from_lease and op.amount:
         cursor.execute(_INSERT_LEDGER, (op.account_id, "charge", -op.amount, None, created))
-    _add_key_spend(cursor, op.key_id, op.account_id, op.amount, now)
+    key_capped = _add_key_spend(cursor, op.key_id, op.account_id, op.amount, now)
     usage = op.usage
     cursor.execute(_INSERT_CHARGE_USAGE, (
         op.account_id, op.lease_id if from_lease else None, op.request_id, usage.model_id,
         usage.provider, usage.images, usage.input_tokens, usage.output_tokens,
         usage.total_tokens, usage.megapixels, op.amount, usage.user, late, created))
-    return Charged(op.amount, late, spendable(*after), repeated=False)
+    return Charged(op.amount, late, spendable(*after), repeated=False, key_capped=key_capped)
 
 
 def _return_lease(cursor: sqlite3.Cursor, op: ReturnLeaseOp, now: datetime) -> LeaseReturned:

@@ -104,7 +104,8 @@ async def test_charges_count_toward_the_keys_spend_late_ones_too(client: Billing
     lease = await client.ledger_operation(pb.LedgerOperation(acquire_lease=pb.AcquireLeaseRequest(
         account_id=account_id, holder="edge-test", request_id="lease-1", min_micro_credits=PRICE,
         want_micro_credits=4 * PRICE, unit_micro_credits=PRICE)))
-    assert not (await _charge(client, account_id, key_id, PRICE, "req-1", lease.lease_id)).late
+    first = await _charge(client, account_id, key_id, PRICE, "req-1", lease.lease_id)
+    assert not first.late and not first.key_capped
     await client.ledger_operation(pb.LedgerOperation(return_lease=pb.ReturnLeaseRequest(
         lease_id=lease.lease_id)))
     assert (await _charge(client, account_id, key_id, PRICE, "req-2", lease.lease_id)).late
@@ -118,6 +119,9 @@ async def test_charges_count_toward_the_keys_spend_late_ones_too(client: Billing
         key_id=key_id, caps=pb.SpendingCaps(total_micro_credits=3 * PRICE)))
     await expect_error(_reserve(client, account_id, key_id, 2 * PRICE, "req-3"), "INSUFFICIENT_CREDITS")
     await _reserve(client, account_id, key_id, PRICE, "req-4")
+    # A Charge on the lease path (an edge that has not heard of the cap yet) is
+    # applied, and its answer says the key is capped now.
+    assert (await _charge(client, account_id, key_id, PRICE, "req-5")).key_capped
 
 
 async def test_the_daily_cap_counts_the_current_utc_day_only(client: BillingClient,

@@ -160,3 +160,31 @@ async def test_two_keys_with_different_caps_under_concurrent_load_never_pass_the
     assert books.balance == books.ledger_sum == (FUNDS_IN_IMAGES - sum(room.values())) * price
     assert books.held == books.open_holds == 0
     figures(" | ".join(lines))
+
+
+async def test_a_cap_put_on_a_key_in_use_reaches_the_edge_with_its_next_charge_answer(
+        tmp_path, database_url: str, upstream: FakeOpenAI) -> None:
+    """The edge caches the key's authentication (uncapped) for 30 s here, longer
+    than the test: only billing's Charge answer can tell it of the new cap."""
+    stack = MoneyStack(tmp_path, database_url, upstream, edges=1,
+                       edge_env={"QUANTIZED_EDGE_AUTH_CACHE_TTL_SECONDS": "30"})
+    await stack.start()
+    try:
+        price = await stack.price_per_image()
+        account_id, api_key = await stack.create_account(FUNDS_IN_IMAGES * price)
+        async with client_for(stack.edges[0], api_key, 1) as client:
+            assert (await post(client, body("before-cap"))).status == 200
+            [key_id] = await stack.key_spend(account_id)
+            await stack.set_caps(key_id, total_cap=price + price // 2)
+            # Admitted on the account's lease: the edge has not heard of the cap.
+            assert (await post(client, body("stale"))).status == 200
+
+            async def charged_twice() -> bool:
+                return (await stack.key_spend(account_id))[key_id].total_micro_credits == 2 * price
+            await eventually_true(charged_twice)
+            refused = await client.post("/images/generations", json=body("after-answer"))
+        assert refused.status_code == 402
+        assert "total spending cap" in refused.json()["error"]["message"]
+        assert upstream_calls(upstream, "after-answer") == 0
+    finally:
+        await stack.stop()

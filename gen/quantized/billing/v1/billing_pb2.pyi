@@ -174,14 +174,16 @@ class ChargeRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class ChargeResponse(_message.Message):
-    __slots__ = ("charged_micro_credits", "late", "spendable_micro_credits")
+    __slots__ = ("charged_micro_credits", "late", "spendable_micro_credits", "key_capped")
     CHARGED_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     LATE_FIELD_NUMBER: _ClassVar[int]
     SPENDABLE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    KEY_CAPPED_FIELD_NUMBER: _ClassVar[int]
     charged_micro_credits: int
     late: bool
     spendable_micro_credits: int
-    def __init__(self, charged_micro_credits: _Optional[int] = ..., late: _Optional[bool] = ..., spendable_micro_credits: _Optional[int] = ...) -> None: ...
+    key_capped: bool
+    def __init__(self, charged_micro_credits: _Optional[int] = ..., late: _Optional[bool] = ..., spendable_micro_credits: _Optional[int] = ..., key_capped: _Optional[bool] = ...) -> None: ...
 
 class ReturnLeaseRequest(_message.Message):
     __slots__ = ("lease_id",)
