@@ -134,7 +134,8 @@ BENCH_CREDITS = 10**14
 
 
 async def create_account(billing_port: int, admin_token: str, limiter: str = "local",
-                         operator: TlsFiles | None = None, unlimited: bool = False) -> str:
+                         operator: TlsFiles | None = None, unlimited: bool = False,
+                         capped: bool = False) -> str:
     metadata = [("authorization", f"Bearer {admin_token}")]
     limits = NO_LIMITS if limiter == "off" else UNREACHED_LIMITS
     account = (billing_pb2.CreateAccountRequest(name="bench", unlimited=True) if unlimited
@@ -146,6 +147,11 @@ async def create_account(billing_port: int, admin_token: str, limiter: str = "lo
             key_id=reply.key.key_id, limits=limits), metadata=metadata, timeout=10)
         await admin.UpdateAccountLimits(billing_pb2.UpdateAccountLimitsRequest(
             account_id=reply.account.account_id, limits=limits), metadata=metadata, timeout=10)
+        if capped:
+            # A cap the run never reaches: every request takes a hold checked against it.
+            await admin.UpdateApiKeyCaps(billing_pb2.UpdateApiKeyCapsRequest(
+                key_id=reply.key.key_id, caps=billing_pb2.SpendingCaps(total_micro_credits=BENCH_CREDITS)),
+                metadata=metadata, timeout=10)
     return reply.api_key
 
 
@@ -258,6 +264,8 @@ def main() -> None:
                         help="no credit leases: an exact hold at billing for every request")
     parser.add_argument("--unlimited", action="store_true",
                         help="an unlimited account (no lease, no hold; charges only)")
+    parser.add_argument("--capped", action="store_true",
+                        help="the bench key has a spending cap (never reached): an exact hold per request")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "zero_latency_openai.py"),
@@ -284,7 +292,7 @@ def main() -> None:
         try:
             api_key = asyncio.run(create_account(ports["billing"], admin_token, args.limiter,
                                                  certificates["operator"] if certificates else None,
-                                                 unlimited=args.unlimited))
+                                                 unlimited=args.unlimited, capped=args.capped))
             report = asyncio.run(measure(ports, upstream_port, api_key, processes, args.requests,
                                          bare, bare_port))
             report["big_image"] = asyncio.run(measure_big(ports, upstream_port, api_key, processes))
@@ -302,6 +310,7 @@ def main() -> None:
                 redis_server.wait(10)
     report["credit_leases"] = not args.exact_holds
     report["account"] = "unlimited" if args.unlimited else "limited"
+    report["key_capped"] = args.capped
     report["mtls"] = args.mtls
     report["limiter"] = args.limiter
     print(json.dumps(report, indent=2))

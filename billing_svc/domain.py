@@ -63,6 +63,36 @@ class LimitDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class SpendingCaps:
+    """A key's spending caps in micro-credits; None is no cap."""
+
+    daily: int | None = None
+    total: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.daily is not None or self.total is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CapChange:
+    """An operator's update: each cap given replaces the stored one (0: no cap)."""
+
+    daily: int | None = None
+    total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpend:
+    """What a key has spent as its caps count it: charged in all and on the
+    current UTC day, and the worst cases of its open holds."""
+
+    total: int = 0
+    today: int = 0
+    held: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     account_id: str
     unlimited: bool
@@ -70,6 +100,7 @@ class Identity:
     # What the key's and the account's rows store (a JWT caller has no key).
     key_limits: LimitSetting = LimitSetting()
     account_limits: LimitSetting = LimitSetting()
+    key_caps: SpendingCaps = SpendingCaps()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +122,8 @@ class ApiKeyInfo:
     revoked: bool
     created_at: datetime
     limits: LimitSetting = LimitSetting()
+    caps: SpendingCaps = SpendingCaps()
+    spend: KeySpend = KeySpend()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +155,6 @@ class Usage:
     total_tokens: int | None = None
     megapixels: float | None = None
     user: str | None = None
-    # The API key the request was made with; None for a JWT caller.
-    key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +177,12 @@ class Closed:
 
 @dataclass(frozen=True, slots=True)
 class ReserveOp:
-    """A Reserve inside a ledger batch."""
+    """A Reserve inside a ledger batch; key_id is empty for a JWT caller."""
 
     account_id: str
     amount: int
     request_id: str
+    key_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +234,8 @@ class ChargeOp:
     lease_id: str
     amount: int
     usage: Usage
+    # The caller's API key, whose spend the charge counts toward; empty for a JWT caller.
+    key_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +267,8 @@ class Charged:
     late: bool
     spendable: int | None
     repeated: bool
+    # The charge named a key that has a spending cap (storage/key_caps.py).
+    key_capped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from billing_svc.domain import (
     AccountView,
     AcquireLeaseOp,
     ApiKeyInfo,
+    CapChange,
     ChargeOp,
     Charged,
     ExtendLeaseOp,
@@ -54,7 +55,7 @@ log = logging.getLogger("quantized.billing.leases")
 MAX_TOKEN_LENGTH = 8192
 # Usage labels are descriptive; an over-long one is cut rather than failing a
 # settlement for an image that was already generated.
-USAGE_LABEL_LIMITS = {"model_id": 200, "provider": 64, "user": 256, "key_id": ID_LENGTH}
+USAGE_LABEL_LIMITS = {"model_id": 200, "provider": 64, "user": 256}
 # The holds.holder column.
 MAX_HOLDER_LENGTH = 200
 
@@ -92,8 +93,7 @@ def _check_usage(usage: Usage) -> Usage:
                  provider=usage.provider[:USAGE_LABEL_LIMITS["provider"]],
                  images=usage.images, input_tokens=usage.input_tokens,
                  output_tokens=usage.output_tokens, total_tokens=usage.total_tokens,
-                 megapixels=usage.megapixels, user=user,
-                 key_id=usage.key_id[:USAGE_LABEL_LIMITS["key_id"]] if usage.key_id else None)
+                 megapixels=usage.megapixels, user=user)
 
 
 def _require_request_id(value: str) -> str:
@@ -112,10 +112,18 @@ def _checked_limits(change: LimitChange) -> LimitChange:
     return change
 
 
+def _checked_caps(change: CapChange) -> CapChange:
+    for name in ("daily", "total"):
+        value = getattr(change, name)
+        if value is not None:
+            _check_amount(value, f"caps.{name}_micro_credits", allow_zero=True)
+    return change
+
+
 def _checked_reserve(op: ReserveOp) -> ReserveOp:
     account_id = _require_id(op.account_id, "account_id")
     _check_amount(op.amount, "amount_micro_credits", allow_zero=True)
-    return ReserveOp(account_id, op.amount, _require_request_id(op.request_id))
+    return ReserveOp(account_id, op.amount, _require_request_id(op.request_id), op.key_id.strip())
 
 
 def _checked_settle(op: SettleOp) -> SettleOp:
@@ -156,8 +164,10 @@ def _checked_extend_lease(op: ExtendLeaseOp) -> ExtendLeaseOp:
 def _checked_charge(op: ChargeOp) -> ChargeOp:
     account_id = _require_id(op.account_id, "account_id")
     _check_amount(op.amount, "amount_micro_credits", allow_zero=True)
+    # A Charge is never refused for its key (the money is spent); an id longer than
+    # billing's own names no key, and is cut so that it cannot fail the batch's insert.
     return ChargeOp(account_id, _require_request_id(op.request_id), op.lease_id.strip(),
-                    op.amount, _check_usage(op.usage))
+                    op.amount, _check_usage(op.usage), op.key_id.strip()[:ID_LENGTH])
 
 
 def _checked_return_lease(op: ReturnLeaseOp) -> ReturnLeaseOp:
@@ -290,18 +300,25 @@ class Billing:
             api_keys.hash_key(secret), self._clock())
         return account, IssuedKey(secret=secret, info=key)
 
-    async def create_key(self, account_id: str) -> IssuedKey:
+    async def create_key(self, account_id: str, caps: CapChange = CapChange()) -> IssuedKey:
         account_id = _require_id(account_id, "account_id")
+        caps = _checked_caps(caps)
         secret, key_id = api_keys.generate_key(), new_id("key")
         info = await self._admin.create_key(account_id, key_id, api_keys.display_prefix(secret),
-                                           api_keys.hash_key(secret), self._clock())
+                                           api_keys.hash_key(secret), self._clock(), caps)
         return IssuedKey(secret=secret, info=info)
+
+    async def update_key_caps(self, key_id: str, change: CapChange) -> ApiKeyInfo:
+        """The key's new caps apply to its next Reserve (docs/billing.md, "Spending caps")."""
+        return await self._admin.update_key_caps(_require_id(key_id, "key_id"),
+                                                 _checked_caps(change), self._clock())
 
     async def revoke_key(self, key_id: str) -> ApiKeyInfo:
         return await self._admin.revoke_key(_require_id(key_id, "key_id"), self._clock())
 
     async def update_key_limits(self, key_id: str, change: LimitChange) -> ApiKeyInfo:
-        return await self._admin.update_key_limits(_require_id(key_id, "key_id"), _checked_limits(change))
+        return await self._admin.update_key_limits(_require_id(key_id, "key_id"), _checked_limits(change),
+                                                   self._clock())
 
     async def update_account_limits(self, account_id: str, change: LimitChange) -> Account:
         return await self._admin.update_account_limits(_require_id(account_id, "account_id"),
@@ -314,11 +331,12 @@ class Billing:
 
     async def account_view(self, account_id: str) -> AccountView:
         return await self._admin.account_view(_require_id(account_id, "account_id"),
-                                             RECENT_USAGE_LIMIT)
+                                             RECENT_USAGE_LIMIT, self._clock())
 
     # Usage reports: for the account's owner (through the edge) and for operators alike.
 
     async def usage_report(self, account_id: str, query: UsageQuery) -> UsageReport:
         account_id = _require_id(account_id, "account_id")
-        window = checked_window(query, self._clock())
-        return report(window, await self._usage.usage_page(account_id, window))
+        now = self._clock()
+        window = checked_window(query, now)
+        return report(window, await self._usage.usage_page(account_id, window, now.date()))

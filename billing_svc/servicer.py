@@ -19,6 +19,7 @@ from billing_svc.domain import (
     Account,
     AcquireLeaseOp,
     ApiKeyInfo,
+    CapChange,
     ChargeOp,
     Charged,
     Closed,
@@ -35,6 +36,7 @@ from billing_svc.domain import (
     ReserveOp,
     ReturnLeaseOp,
     SettleOp,
+    SpendingCaps,
     Usage,
     UsageEntry,
 )
@@ -67,13 +69,13 @@ def _usage_from_proto(record: billing_pb2.UsageRecord) -> Usage:
         output_tokens=upstream.output_tokens if upstream.HasField("output_tokens") else None,
         total_tokens=upstream.total_tokens if upstream.HasField("total_tokens") else None,
         megapixels=upstream.megapixels if upstream.HasField("megapixels") else None,
-        user=record.user or None, key_id=record.key_id or None)
+        user=record.user or None)
 
 
 def _usage_to_proto(usage: Usage) -> billing_pb2.UsageRecord:
     return billing_pb2.UsageRecord(
         model_id=usage.model_id, provider=usage.provider, images=usage.images,
-        user=usage.user or "", key_id=usage.key_id or "",
+        user=usage.user or "",
         usage=images_pb2.UpstreamUsage(input_tokens=usage.input_tokens,
                                        output_tokens=usage.output_tokens,
                                        total_tokens=usage.total_tokens,
@@ -97,6 +99,16 @@ def _limit_change(limits: billing_pb2.LimitSetting, use_defaults: bool) -> Limit
     ), use_defaults)
 
 
+def _spending_caps(caps: SpendingCaps) -> billing_pb2.SpendingCaps:
+    return billing_pb2.SpendingCaps(daily_micro_credits=caps.daily, total_micro_credits=caps.total)
+
+
+def _cap_change(caps: billing_pb2.SpendingCaps) -> CapChange:
+    return CapChange(
+        caps.daily_micro_credits if caps.HasField("daily_micro_credits") else None,
+        caps.total_micro_credits if caps.HasField("total_micro_credits") else None)
+
+
 def _account(account: Account) -> billing_pb2.Account:
     return billing_pb2.Account(
         account_id=account.account_id, name=account.name, unlimited=account.unlimited,
@@ -106,7 +118,11 @@ def _account(account: Account) -> billing_pb2.Account:
 
 def _key(key: ApiKeyInfo) -> billing_pb2.ApiKey:
     return billing_pb2.ApiKey(key_id=key.key_id, prefix=key.prefix, revoked=key.revoked,
-                              created_at=_timestamp(key.created_at), limits=_limit_setting(key.limits))
+                              created_at=_timestamp(key.created_at), limits=_limit_setting(key.limits),
+                              caps=_spending_caps(key.caps),
+                              spend=billing_pb2.KeySpend(total_micro_credits=key.spend.total,
+                                                         today_micro_credits=key.spend.today,
+                                                         held_micro_credits=key.spend.held))
 
 
 def _hold(hold: Hold) -> billing_pb2.Hold:
@@ -155,6 +171,12 @@ def _usage_bucket(grouping: Grouping, totals: UsageTotals) -> usage_pb2.UsageBuc
         bucket.model = totals.key
     else:
         bucket.key_id, bucket.key_prefix = totals.key, totals.key_prefix
+        bucket.spent_today_micro_credits = totals.spend.today
+        bucket.spent_total_micro_credits = totals.spend.total
+        if totals.caps.daily is not None:
+            bucket.daily_cap_micro_credits = totals.caps.daily
+        if totals.caps.total is not None:
+            bucket.total_cap_micro_credits = totals.caps.total
     return bucket
 
 
@@ -172,7 +194,8 @@ def _operation(message: billing_pb2.LedgerOperation) -> LedgerOp | ServiceError:
     kind = message.WhichOneof("operation")
     if kind == "reserve":
         reserve = message.reserve
-        return ReserveOp(reserve.account_id, reserve.amount_micro_credits, reserve.request_id)
+        return ReserveOp(reserve.account_id, reserve.amount_micro_credits, reserve.request_id,
+                         reserve.key_id)
     if kind == "settle":
         settle = message.settle
         return SettleOp(settle.hold_id, settle.amount_micro_credits,
@@ -191,7 +214,7 @@ def _operation(message: billing_pb2.LedgerOperation) -> LedgerOp | ServiceError:
     if kind == "charge":
         charge = message.charge
         return ChargeOp(charge.account_id, charge.request_id, charge.lease_id,
-                        charge.amount_micro_credits, _usage_from_proto(charge.usage))
+                        charge.amount_micro_credits, _usage_from_proto(charge.usage), charge.key_id)
     if kind == "return_lease":
         return ReturnLeaseOp(message.return_lease.lease_id)
     return ServiceError(Reason.INVALID_REQUEST,
@@ -233,7 +256,7 @@ def _result(op: LedgerOp, outcome: LedgerOutcome) -> billing_pb2.LedgerResult:
     if isinstance(outcome, Charged):
         return billing_pb2.LedgerResult(charge=billing_pb2.ChargeResponse(
             charged_micro_credits=outcome.amount, late=outcome.late,
-            spendable_micro_credits=outcome.spendable))
+            spendable_micro_credits=outcome.spendable, key_capped=outcome.key_capped))
     if isinstance(outcome, LeaseReturned):
         return billing_pb2.LedgerResult(return_lease=billing_pb2.ReturnLeaseResponse(
             returned_micro_credits=outcome.returned,
@@ -264,7 +287,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                                 unlimited=identity.unlimited,
                                                 key_id=identity.key_id,
                                                 key_limits=_rate_limits(key_limits),
-                                                account_limits=_rate_limits(account_limits))
+                                                account_limits=_rate_limits(account_limits),
+                                                key_caps=_spending_caps(identity.key_caps))
 
     async def GetUsage(self, request: billing_pb2.GetUsageRequest,
                        context: grpc.aio.ServicerContext) -> billing_pb2.GetUsageResponse:
@@ -354,7 +378,7 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
                            context: grpc.aio.ServicerContext) -> billing_pb2.CreateApiKeyResponse:
         self._authorize(context)
         async with self._database():
-            issued = await self._billing.create_key(request.account_id)
+            issued = await self._billing.create_key(request.account_id, _cap_change(request.caps))
         return billing_pb2.CreateApiKeyResponse(api_key=issued.secret, key=_key(issued.info))
 
     async def RevokeApiKey(self, request: billing_pb2.RevokeApiKeyRequest,
@@ -378,6 +402,14 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
         key = await self._billing.update_key_limits(
             request.key_id, _limit_change(request.limits, request.use_defaults))
         return billing_pb2.UpdateApiKeyLimitsResponse(key=_key(key))
+
+    async def UpdateApiKeyCaps(self, request: billing_pb2.UpdateApiKeyCapsRequest,
+                               context: grpc.aio.ServicerContext,
+                               ) -> billing_pb2.UpdateApiKeyCapsResponse:
+        self._authorize(context)
+        async with self._database():
+            key = await self._billing.update_key_caps(request.key_id, _cap_change(request.caps))
+        return billing_pb2.UpdateApiKeyCapsResponse(key=_key(key))
 
     async def UpdateAccountLimits(self, request: billing_pb2.UpdateAccountLimitsRequest,
                                   context: grpc.aio.ServicerContext,

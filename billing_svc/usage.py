@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from billing_svc.domain import KeySpend, SpendingCaps
 from quantized_runtime.errors import Reason, ServiceError
 
 DEFAULT_RANGE = timedelta(days=30)
@@ -68,8 +69,11 @@ class UsageTotals:
     total_tokens: int
     megapixels: float
     credits: int
-    # Group by key only: the key's display prefix ("" without a key).
+    # Group by key only: the key's display prefix ("" without a key), its caps
+    # and its spend as the caps count it today.
     key_prefix: str = ""
+    caps: SpendingCaps = SpendingCaps()
+    spend: KeySpend = KeySpend()
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,8 @@ class Caller:
     key_id: str = ""
     key_limit: Limit = Limit()
     account_limit: Limit = Limit()
+    # The key has a spending cap: billing admits each of its requests (an exact hold).
+    capped: bool = False
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -155,8 +157,10 @@ class ImagesFlow:
                 if error.reason is Reason.UNAUTHENTICATED:
                     self._auth_guard.refused(key, client_address, error)
                 raise
+            caps = answer.key_caps
             caller = Caller(account_id=answer.account_id, unlimited=answer.unlimited, key_id=answer.key_id,
-                            key_limit=_limit(answer.key_limits), account_limit=_limit(answer.account_limits))
+                            key_limit=_limit(answer.key_limits), account_limit=_limit(answer.account_limits),
+                            capped=caps.daily_micro_credits > 0 or caps.total_micro_credits > 0)
             self._auth_cache.put(key, caller)
         return caller
 
@@ -187,15 +191,15 @@ class ImagesFlow:
         request_id = current_request_id.get()
         admission = await self._ledger(
             "admit", lambda timeout: self._leases.admit(caller.account_id, caller.unlimited,
-                                                        quote.max_micro_credits, request_id, timeout),
+                                                        quote.max_micro_credits, request_id, timeout,
+                                                        key_id=caller.key_id, capped=caller.capped),
             budget, retry_unavailable=True)
         try:
             route, answer = await self._dispatch(resolved, params, budget)
             generated = sum(1 for image in answer.images if not image.flagged)
             price = price_generation(quote, generated, answer.usage)
             usage = billing_pb2.UsageRecord(model_id=resolved.model_id, provider=route.provider,
-                                            images=generated, usage=answer.usage, user=params.user,
-                                            key_id=caller.key_id)
+                                            images=generated, usage=answer.usage, user=params.user)
             # A Charge never written is withdrawn, so it may go once more; a Settle may have been applied.
             charged = await self._ledger(
                 "charge", lambda timeout: self._leases.finish(admission, price, usage, timeout),

@@ -24,6 +24,14 @@ the money of every admitted request is held at billing, in the lease.
   failed one gives back its worst case. A lease billing ended (expired) is
   dropped: requests in flight on it still charge it (billing applies them
   late, never drops them), and new requests go on a new lease.
+- A request with a capped API key is admitted by billing, on an exact hold
+  that billing checks against the key's caps as well as the balance (a
+  lease is the account's, shared by all its keys, so it cannot keep a key
+  under its cap). Every Reserve and Charge names the request's key, so
+  billing counts the key's spend on either path. A Charge answer saying the
+  key has a cap (put on it after this edge cached its authentication) sends
+  the key's next requests to exact holds at once, for as long as that
+  authentication may still be cached.
 - `credits_remaining` for a caller is this edge's view: the spendable credits
   billing last reported for the account, minus the charges sent since and not
   yet answered. Under concurrency from several edges it is a snapshot.
@@ -147,6 +155,8 @@ class Admission:
     account_id: str
     request_id: str
     amount: int
+    # The caller's API key (empty for a JWT caller), named on its Reserve or Charge.
+    key_id: str = ""
     _account: _Account | None = None
     _lease: _Lease | None = None
     hold_id: str = ""
@@ -170,6 +180,10 @@ class LeaseSettings:
     fallback_seconds: float
     # The ceiling of one billing operation the edge waits for.
     call_timeout_seconds: float
+    # How long a key billing reported capped on a Charge answer is admitted by
+    # exact holds, whatever its cached authentication says: the authentication
+    # cache's lifetime, after which Authenticate says so itself.
+    capped_key_memory_seconds: float
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
 
 
@@ -184,6 +198,8 @@ class CreditLeases:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._look_over: asyncio.Task[None] | None = None
         self._closed = False
+        # Keys billing reported capped, until when (monotonic): see _reported_capped.
+        self._capped_keys: dict[str, float] = {}
         # Requests admitted, and of those admitted locally on a lease (the hit rate).
         self.admitted = 0
         self.admitted_locally = 0
@@ -195,16 +211,21 @@ class CreditLeases:
     # Admission.
 
     async def admit(self, account_id: str, unlimited: bool, quote: int, request_id: str,
-                    timeout: float) -> Admission:
-        """Set aside `quote` for a request, or raise (INSUFFICIENT_CREDITS: the 402)."""
-        if unlimited:
-            return Admission(AdmissionKind.UNLIMITED, account_id, request_id, quote)
+                    timeout: float, *, key_id: str = "", capped: bool = False) -> Admission:
+        """Set aside `quote` for a request, or raise (INSUFFICIENT_CREDITS: the 402).
+        A capped key's request always takes an exact hold, whatever the account."""
+        capped = capped or self._reported_capped(key_id)
+        if unlimited and not capped:
+            return Admission(AdmissionKind.UNLIMITED, account_id, request_id, quote, key_id)
         if self._closed:
             raise ServiceError(Reason.SERVICE_UNAVAILABLE, "the edge is stopping")
         account = self._accounts.get(account_id)
         if account is None:
             account = self._accounts[account_id] = _Account(account_id)
             self._start_looking_over()
+        if capped:
+            self.admitted += 1
+            return await self._hold(account, quote, request_id, key_id, timeout)
         now = time.monotonic()
         account.note_spend(quote, now)
         account.unit = quote
@@ -218,23 +239,33 @@ class CreditLeases:
                 lease.admitted_since_extension = True
                 self.admitted_locally += 1
                 self._top_up_if_low(account, lease, now)
-                return Admission(AdmissionKind.LEASE, account_id, request_id, quote, account, lease)
+                return Admission(AdmissionKind.LEASE, account_id, request_id, quote, key_id, account, lease)
             if not self._settings.enabled or account.fallback_until > now:
-                return await self._hold(account, quote, request_id, give_up - now)
+                return await self._hold(account, quote, request_id, key_id, give_up - now)
             await self._renewed(account, quote, give_up - now)
             now = time.monotonic()
 
-    async def _hold(self, account: _Account, quote: int, request_id: str, timeout: float) -> Admission:
-        """An exact hold for one request: billing's refusal is the 402."""
+    def _reported_capped(self, key_id: str) -> bool:
+        until = self._capped_keys.get(key_id)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._capped_keys[key_id]
+        return False
+
+    async def _hold(self, account: _Account, quote: int, request_id: str, key_id: str,
+                    timeout: float) -> Admission:
+        """An exact hold for one request: billing's refusal (the balance or the key's cap) is the 402."""
         account.holds_in_flight += 1
         try:
             hold = await self._ledger.reserve(billing_pb2.ReserveRequest(
-                account_id=account.account_id, amount_micro_credits=quote, request_id=request_id),
-                _positive(timeout))
+                account_id=account.account_id, amount_micro_credits=quote, request_id=request_id,
+                key_id=key_id), _positive(timeout))
         except BaseException:
             account.holds_in_flight -= 1
             raise
-        return Admission(AdmissionKind.HOLD, account.account_id, request_id, quote, account,
+        return Admission(AdmissionKind.HOLD, account.account_id, request_id, quote, key_id, account,
                          hold_id=hold.hold_id)
 
     async def _renewed(self, account: _Account, unit: int, timeout: float) -> None:
@@ -316,7 +347,8 @@ class CreditLeases:
         lease = admission._lease
         charge = self._ledger.send_charge(billing_pb2.ChargeRequest(
             account_id=admission.account_id, request_id=admission.request_id,
-            lease_id=lease.lease_id if lease is not None else "", amount_micro_credits=price, usage=usage))
+            lease_id=lease.lease_id if lease is not None else "", amount_micro_credits=price, usage=usage,
+            key_id=admission.key_id))
         try:
             await asyncio.wait_for(asyncio.shield(charge.written), timeout)
         except (TimeoutError, asyncio.CancelledError) as stopped:
@@ -343,18 +375,18 @@ class CreditLeases:
             lease.unspent += admission.amount - price
         charge.waiter.add_done_callback(lambda waiter: self._charge_answered(admission, price, waiter))
 
-    @staticmethod
-    def _charge_answered(admission: Admission, price: int, waiter: asyncio.Future[Any]) -> None:
+    def _charge_answered(self, admission: Admission, price: int, waiter: asyncio.Future[Any]) -> None:
         account, lease = admission._account, admission._lease
         if lease is not None:
             lease.in_flight -= 1
-        if account is None:
-            return
-        account.unanswered -= price
+        if account is not None:
+            account.unanswered -= price
         if waiter.cancelled() or waiter.exception() is not None:
             return
         answer: billing_pb2.ChargeResponse = waiter.result()
-        if answer.HasField("spendable_micro_credits"):
+        if answer.key_capped and admission.key_id:
+            self._capped_keys[admission.key_id] = time.monotonic() + self._settings.capped_key_memory_seconds
+        if account is not None and answer.HasField("spendable_micro_credits"):
             account.spendable = answer.spendable_micro_credits
 
     async def cancel(self, admission: Admission, timeout: float) -> None:

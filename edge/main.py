@@ -95,7 +95,8 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         enabled=settings.credit_leases, min_quotes=settings.lease_min_quotes,
         target_seconds=settings.lease_target_seconds, idle_seconds=settings.lease_idle_seconds,
         fallback_seconds=settings.lease_fallback_seconds,
-        call_timeout_seconds=settings.internal_rpc_timeout_seconds))
+        call_timeout_seconds=settings.internal_rpc_timeout_seconds,
+        capped_key_memory_seconds=settings.auth_cache_ttl_seconds))
     flow = ImagesFlow(peers, leases, settings)
     limiter = open_rate_limiter(
         settings.redis_url.get_secret_value() if settings.redis_url else None,

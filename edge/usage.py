@@ -71,12 +71,22 @@ def usage_query_rejection(error: ServiceError) -> HttpRejection | ServiceError:
 
 def _group(grouping: int, bucket: usage_pb2.UsageBucket) -> dict[str, Any]:
     """What names a bucket's group; a key bucket shows the key's id and prefix
-    (null for the requests made with a JWT), never its secret."""
+    (null for the requests made with a JWT), never its secret, and its spend
+    against its spending caps (null: no cap)."""
     if grouping == usage_pb2.USAGE_GROUPING_MODEL:
         return {"model": bucket.model}
     if grouping == usage_pb2.USAGE_GROUPING_KEY:
-        return {"key_id": bucket.key_id or None, "key_prefix": bucket.key_prefix or None}
+        keyed = bool(bucket.key_id)
+        return {"key_id": bucket.key_id or None, "key_prefix": bucket.key_prefix or None,
+                "daily_cap_credits": _optional(bucket, "daily_cap_micro_credits"),
+                "total_cap_credits": _optional(bucket, "total_cap_micro_credits"),
+                "credits_spent_today": bucket.spent_today_micro_credits if keyed else None,
+                "credits_spent_total": bucket.spent_total_micro_credits if keyed else None}
     return {"day": bucket.day}
+
+
+def _optional(bucket: usage_pb2.UsageBucket, field: str) -> int | None:
+    return getattr(bucket, field) if bucket.HasField(field) else None
 
 
 def _bucket(grouping: int, bucket: usage_pb2.UsageBucket) -> dict[str, Any]:

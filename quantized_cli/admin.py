@@ -111,10 +111,24 @@ async def account_show(args, target, billing, _catalog) -> dict[str, Any]:
     return _message_dict(reply)
 
 
+def _spending_caps(args: argparse.Namespace) -> billing_pb2.SpendingCaps | None:
+    """The caps given on the command line; None when neither flag was."""
+    if args.daily_cap is None and args.total_cap is None:
+        return None
+    return billing_pb2.SpendingCaps(daily_micro_credits=args.daily_cap, total_micro_credits=args.total_cap)
+
+
 async def key_create(args, target, billing, _catalog) -> dict[str, Any]:
-    reply = await _admin_call(billing.CreateApiKey,
-                              billing_pb2.CreateApiKeyRequest(account_id=args.account), target)
-    return {"api_key": reply.api_key, "key_id": reply.key.key_id, "prefix": reply.key.prefix}
+    reply = await _admin_call(billing.CreateApiKey, billing_pb2.CreateApiKeyRequest(
+        account_id=args.account, caps=_spending_caps(args)), target)
+    return {"api_key": reply.api_key, "key_id": reply.key.key_id, "prefix": reply.key.prefix,
+            "caps": _message_dict(reply.key.caps)}
+
+
+async def key_list(args, target, billing, _catalog) -> dict[str, Any]:
+    reply = await _admin_call(billing.GetAccount,
+                              billing_pb2.GetAccountRequest(account_id=args.account), target)
+    return {"keys": [_message_dict(key) for key in reply.keys]}
 
 
 async def key_revoke(args, target, billing, _catalog) -> dict[str, Any]:
@@ -128,9 +142,17 @@ def _limit_setting(args: argparse.Namespace) -> billing_pb2.LimitSetting:
 
 
 async def key_update(args, target, billing, _catalog) -> dict[str, Any]:
-    reply = await _admin_call(billing.UpdateApiKeyLimits, billing_pb2.UpdateApiKeyLimitsRequest(
-        key_id=args.key_id, limits=_limit_setting(args), use_defaults=args.use_defaults), target)
-    return _message_dict(reply.key)
+    """Rate limits and spending caps, each through its own RPC when given (with
+    neither, the limits call only reads the key)."""
+    caps = _spending_caps(args)
+    limits_given = args.rpm is not None or args.concurrency is not None or args.use_defaults
+    if limits_given or caps is None:
+        key = (await _admin_call(billing.UpdateApiKeyLimits, billing_pb2.UpdateApiKeyLimitsRequest(
+            key_id=args.key_id, limits=_limit_setting(args), use_defaults=args.use_defaults), target)).key
+    if caps is not None:
+        key = (await _admin_call(billing.UpdateApiKeyCaps, billing_pb2.UpdateApiKeyCapsRequest(
+            key_id=args.key_id, caps=caps), target)).key
+    return _message_dict(key)
 
 
 async def account_update(args, target, billing, _catalog) -> dict[str, Any]:
@@ -167,9 +189,18 @@ async def catalog_audit(args, target, _billing, catalog) -> dict[str, Any]:
 
 # `quantized admin usage`: every page of the report, then one table, CSV or JSON.
 USAGE_GROUPINGS = enum_words(usage_pb2.UsageGrouping.DESCRIPTOR)
-USAGE_GROUP_COLUMNS = {"day": ["day"], "model": ["model"], "key": ["key_id", "key_prefix"]}
+USAGE_GROUP_COLUMNS = {"day": ["day"], "model": ["model"],
+                       "key": ["key_id", "key_prefix", "daily_cap_micro_credits", "total_cap_micro_credits",
+                               "spent_today_micro_credits", "spent_total_micro_credits"]}
 USAGE_TOTAL_COLUMNS = ["requests", "images", "input_tokens", "output_tokens", "total_tokens",
                        "megapixels", "credits_used"]
+
+
+def _bucket_value(bucket: usage_pb2.UsageBucket, column: str) -> Any:
+    """A column's value; an unset cap (no cap) is None, not 0."""
+    if column.endswith("_cap_micro_credits") and not bucket.HasField(column):
+        return None
+    return getattr(bucket, column)
 
 
 async def usage_report(args, target, billing, _catalog) -> dict[str, Any]:
@@ -181,7 +212,7 @@ async def usage_report(args, target, billing, _catalog) -> dict[str, Any]:
         reply = await _admin_call(billing.GetAccountUsage, billing_pb2.GetAccountUsageRequest(
             account_id=args.account, query=query), target)
         report = reply.report
-        buckets.extend({column: getattr(bucket, column) for column in columns} for bucket in report.buckets)
+        buckets.extend({column: _bucket_value(bucket, column) for column in columns} for bucket in report.buckets)
         if not report.has_more:
             break
         query.page = report.next_page
@@ -272,6 +303,13 @@ def _limit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clear the stored limits back to billing's defaults (then apply --rpm/--concurrency)")
 
 
+def _cap_arguments(parser: argparse.ArgumentParser, omitted: str) -> None:
+    parser.add_argument("--daily-cap", type=_non_negative_int, default=None,
+                        help=f"micro-credits the key may spend per UTC day (0: no cap; omitted: {omitted})")
+    parser.add_argument("--total-cap", type=_non_negative_int, default=None,
+                        help=f"micro-credits the key may spend in all (0: no cap; omitted: {omitted})")
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     admin = commands.add_parser("admin", help="administer a running deployment or dev stack")
     admin.add_argument("--billing-addr", default=None, help="billing gRPC address")
@@ -297,11 +335,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _limit_arguments(account_limits)
 
     key = groups.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
-    leaf(key, "create", key_create, "create another key for an account").add_argument("--account", required=True)
+    key_create_parser = leaf(key, "create", key_create, "create another key for an account")
+    key_create_parser.add_argument("--account", required=True)
+    _cap_arguments(key_create_parser, "no cap")
+    leaf(key, "list", key_list, "an account's keys with their limits, caps and spend").add_argument(
+        "--account", required=True)
     leaf(key, "revoke", key_revoke, "revoke a key by id").add_argument("key_id")
-    key_limits = leaf(key, "update", key_update, "set a key's rate limits")
+    key_limits = leaf(key, "update", key_update, "set a key's rate limits and spending caps")
     key_limits.add_argument("key_id")
     _limit_arguments(key_limits)
+    _cap_arguments(key_limits, "unchanged")
 
     credit = groups.add_parser("credits", help="credits").add_subparsers(dest="action", required=True)
     grant = leaf(credit, "grant", credits_grant, "add micro-credits to an account")

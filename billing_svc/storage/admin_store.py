@@ -11,10 +11,10 @@ They write the same ledger rows as the money path (see money_store.py): a
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import BigInteger, Table, bindparam, cast, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,14 +22,17 @@ from billing_svc.domain import (
     Account,
     AccountView,
     ApiKeyInfo,
+    CapChange,
     Hold,
     LimitChange,
     LimitSetting,
+    SpendingCaps,
     Usage,
     UsageEntry,
     new_id,
 )
 from billing_svc.storage.engine import Database
+from billing_svc.storage.key_caps import KeyState, stored_cap
 from billing_svc.storage.money_store import OPEN, not_found
 from billing_svc.storage.schema import accounts, api_keys, holds, ledger, usage_records
 
@@ -53,10 +56,29 @@ def _account(row: Row[Any]) -> Account:
                    limits=_limits(row))
 
 
-def _key_info(row: Row[Any]) -> ApiKeyInfo:
+def _key_info(row: Row[Any], today: date, held: int) -> ApiKeyInfo:
+    state = KeyState(row.account_id, SpendingCaps(row.daily_cap, row.total_cap), row.spent_total,
+                     row.spent_on_day, row.spend_day, held)
     return ApiKeyInfo(key_id=row.id, account_id=row.account_id, prefix=row.prefix,
                       revoked=row.revoked_at is not None, created_at=row.created_at,
-                      limits=_limits(row))
+                      limits=_limits(row), caps=state.caps, spend=state.spend(today))
+
+
+def _cap_values(change: CapChange) -> dict[str, int | None]:
+    """The cap columns an update writes: each cap given (0: none, stored as NULL)."""
+    values: dict[str, int | None] = {}
+    if change.daily is not None:
+        values["daily_cap"] = stored_cap(change.daily)
+    if change.total is not None:
+        values["total_cap"] = stored_cap(change.total)
+    return values
+
+
+# The worst cases of a key's open holds, counted against its caps.
+# PostgreSQL sums BIGINTs as NUMERIC: cast back.
+_KEY_HELD = (select(holds.c.api_key_id, cast(func.sum(holds.c.amount), BigInteger).label("held"))
+             .where(holds.c.status == OPEN, holds.c.api_key_id.is_not(None))
+             .group_by(holds.c.api_key_id))
 
 
 def _limit_values(change: LimitChange) -> dict[str, int | None]:
@@ -93,24 +115,30 @@ class AdminStore:
                 await conn.execute(_INSERT_LEDGER, {
                     "account_id": account_id, "kind": "grant", "amount": credits,
                     "hold_id": None, "created_at": now})
-            await self._insert_key(conn, account_id, key_id, key_prefix, key_hash, now)
+            await self._insert_key(conn, account_id, key_id, key_prefix, key_hash, now, CapChange())
         account = Account(account_id, name, unlimited, credits, 0, now)
         return account, ApiKeyInfo(key_id, account_id, key_prefix, False, now)
 
     async def create_key(self, account_id: str, key_id: str, key_prefix: str, key_hash: str,
-                         now: datetime) -> ApiKeyInfo:
+                         now: datetime, caps: CapChange) -> ApiKeyInfo:
         async with self._db.write() as conn:
             exists = (await conn.execute(_ACCOUNT_EXISTS, {"account_id": account_id})).first()
             if exists is None:
                 raise not_found("account", account_id)
-            await self._insert_key(conn, account_id, key_id, key_prefix, key_hash, now)
-        return ApiKeyInfo(key_id, account_id, key_prefix, False, now)
+            await self._insert_key(conn, account_id, key_id, key_prefix, key_hash, now, caps)
+        return ApiKeyInfo(key_id, account_id, key_prefix, False, now,
+                          caps=SpendingCaps(stored_cap(caps.daily), stored_cap(caps.total)))
 
     async def _insert_key(self, conn: AsyncConnection, account_id: str, key_id: str,
-                          prefix: str, secret_hash: str, now: datetime) -> None:
+                          prefix: str, secret_hash: str, now: datetime, caps: CapChange) -> None:
         await conn.execute(api_keys.insert(), {
             "id": key_id, "account_id": account_id, "prefix": prefix,
-            "secret_hash": secret_hash, "created_at": now, "revoked_at": None})
+            "secret_hash": secret_hash, "created_at": now, "revoked_at": None,
+            "daily_cap": stored_cap(caps.daily), "total_cap": stored_cap(caps.total)})
+
+    async def _key_held(self, conn: AsyncConnection, key_id: str) -> int:
+        held = (await conn.execute(_KEY_HELD.where(holds.c.api_key_id == key_id))).first()
+        return 0 if held is None else held.held
 
     async def revoke_key(self, key_id: str, now: datetime) -> ApiKeyInfo:
         """Revoke once; revoking a revoked key changes nothing and reports it."""
@@ -121,25 +149,34 @@ class AdminStore:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
             if row is None:
                 raise not_found("API key", key_id)
-            return _key_info(row)
+            return _key_info(row, now.date(), await self._key_held(conn, key_id))
 
-    async def update_key_limits(self, key_id: str, change: LimitChange) -> ApiKeyInfo:
-        return _key_info(await self._update_limits(api_keys, key_id, change, "API key"))
+    async def update_key_limits(self, key_id: str, change: LimitChange, now: datetime) -> ApiKeyInfo:
+        async with self._db.write() as conn:
+            row = await self._update_row(conn, api_keys, key_id, _limit_values(change), "API key")
+            return _key_info(row, now.date(), await self._key_held(conn, key_id))
+
+    async def update_key_caps(self, key_id: str, change: CapChange, now: datetime) -> ApiKeyInfo:
+        async with self._db.write() as conn:
+            row = await self._update_row(conn, api_keys, key_id, _cap_values(change), "API key")
+            return _key_info(row, now.date(), await self._key_held(conn, key_id))
 
     async def update_account_limits(self, account_id: str, change: LimitChange) -> Account:
-        return _account(await self._update_limits(accounts, account_id, change, "account"))
-
-    async def _update_limits(self, table: Table, row_id: str, change: LimitChange, what: str) -> Row[Any]:
-        """The row after the change (a change that sets nothing only reads it)."""
         async with self._db.write() as conn:
-            values = _limit_values(change)
-            statement = select(table).where(table.c.id == row_id)
-            if values:
-                statement = update(table).where(table.c.id == row_id).values(**values).returning(*table.c)
-            row = (await conn.execute(statement)).first()
-            if row is None:
-                raise not_found(what, row_id)
-            return row
+            return _account(await self._update_row(conn, accounts, account_id, _limit_values(change),
+                                                   "account"))
+
+    @staticmethod
+    async def _update_row(conn: AsyncConnection, table: Table, row_id: str,
+                          values: dict[str, int | None], what: str) -> Row[Any]:
+        """The row after the update (one that sets nothing only reads it)."""
+        statement = select(table).where(table.c.id == row_id)
+        if values:
+            statement = update(table).where(table.c.id == row_id).values(**values).returning(*table.c)
+        row = (await conn.execute(statement)).first()
+        if row is None:
+            raise not_found(what, row_id)
+        return row
 
     async def grant(self, account_id: str, amount: int, now: datetime) -> Account:
         async with self._db.write() as conn:
@@ -154,7 +191,7 @@ class AdminStore:
                 "hold_id": None, "created_at": now})
             return _account(row)
 
-    async def account_view(self, account_id: str, usage_limit: int) -> AccountView:
+    async def account_view(self, account_id: str, usage_limit: int, now: datetime) -> AccountView:
         async with self._db.read() as conn:
             row = (await conn.execute(select(accounts)
                                       .where(accounts.c.id == account_id))).first()
@@ -163,6 +200,8 @@ class AdminStore:
             keys = (await conn.execute(select(api_keys)
                                        .where(api_keys.c.account_id == account_id)
                                        .order_by(api_keys.c.created_at, api_keys.c.id))).all()
+            key_held = {row.api_key_id: row.held for row in (await conn.execute(
+                _KEY_HELD.where(holds.c.account_id == account_id))).all()}
             open_holds = (await conn.execute(select(holds)
                                              .where(holds.c.account_id == account_id,
                                                     holds.c.status == OPEN)
@@ -174,7 +213,7 @@ class AdminStore:
                                         .limit(usage_limit))).all()
         return AccountView(
             account=_account(row),
-            keys=[_key_info(k) for k in keys],
+            keys=[_key_info(k, now.date(), key_held.get(k.id, 0)) for k in keys],
             open_holds=[_hold(h) for h in open_holds],
             recent_usage=[UsageEntry(
                 time=u.created_at, request_id=u.request_id, credits=u.credits,

@@ -46,11 +46,13 @@ from billing_svc.domain import (
     ReserveOp,
     ReturnLeaseOp,
     SettleOp,
+    SpendingCaps,
     Usage,
     lease_size,
     new_id,
 )
 from billing_svc.storage.engine import Database
+from billing_svc.storage.key_caps import KeyState, cap_refusal, key_refusal
 from billing_svc.storage.leases import (
     LEASE,
     REQUEST,
@@ -100,7 +102,7 @@ class _Statement:
 _AUTHENTICATE_KEY = _Statement(
     "SELECT k.id, k.account_id, a.unlimited, k.requests_per_minute AS key_rpm, "
     "k.max_concurrent_requests AS key_concurrency, a.requests_per_minute AS account_rpm, "
-    "a.max_concurrent_requests AS account_concurrency FROM api_keys k "
+    "a.max_concurrent_requests AS account_concurrency, k.daily_cap, k.total_cap FROM api_keys k "
     "JOIN accounts a ON a.id = k.account_id "
     "WHERE k.secret_hash = :secret_hash AND k.revoked_at IS NULL")
 
@@ -120,9 +122,10 @@ WITH debit AS (
                         WHERE account_id = :account_id AND request_id = :request_id)
     RETURNING id
 ), new_hold AS (
-    INSERT INTO holds (id, account_id, request_id, amount, status, created_at, expires_at)
+    INSERT INTO holds (id, account_id, request_id, amount, status, created_at, expires_at,
+                       api_key_id)
     SELECT :hold_id, id, :request_id, CAST(:amount AS BIGINT), 'open',
-           CAST(:now AS TIMESTAMPTZ), CAST(:expires_at AS TIMESTAMPTZ)
+           CAST(:now AS TIMESTAMPTZ), CAST(:expires_at AS TIMESTAMPTZ), :api_key_id
       FROM debit
     RETURNING id, account_id
 )
@@ -143,8 +146,17 @@ def _close_statement(status: str, ledger_kind: str, *, with_usage: bool) -> _Sta
            CAST(:images AS INTEGER), CAST(:input_tokens AS BIGINT),
            CAST(:output_tokens AS BIGINT), CAST(:total_tokens AS BIGINT),
            CAST(:megapixels AS DOUBLE PRECISION), CAST(:charged AS BIGINT),
-           CAST(:end_user AS VARCHAR), CAST(:api_key_id AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
+           CAST(:end_user AS VARCHAR), api_key_id, CAST(:now AS TIMESTAMPTZ)
       FROM closed
+), spent AS (
+    UPDATE api_keys k
+       SET spent_total = k.spent_total + CAST(:charged AS BIGINT),
+           spent_on_day = CASE WHEN k.spend_day >= CAST(:today AS DATE)
+                               THEN k.spent_on_day + CAST(:charged AS BIGINT)
+                               ELSE CAST(:charged AS BIGINT) END,
+           spend_day = GREATEST(k.spend_day, CAST(:today AS DATE))
+      FROM closed c
+     WHERE k.id = c.api_key_id
 )""" if with_usage else ""
     return _Statement(f"""
 WITH closed AS (
@@ -153,7 +165,7 @@ WITH closed AS (
            closed_at = CAST(:now AS TIMESTAMPTZ)
      WHERE id = :hold_id AND kind = 'request' AND status = 'open'
            AND expires_at > CAST(:now AS TIMESTAMPTZ) {charge_condition}
-    RETURNING id, account_id, amount, request_id
+    RETURNING id, account_id, amount, request_id, api_key_id
 ), credited AS (
     UPDATE accounts a
        SET balance = a.balance + (c.amount - CAST(:charged AS BIGINT)),
@@ -212,6 +224,24 @@ _RETURN_LEASE = _Statement(
 _USAGE_FOR_REQUEST = _Statement(
     "SELECT credits, late FROM usage_records "
     "WHERE account_id = :account_id AND request_id = :request_id")
+# Spending caps (storage/key_caps.py), on rows under the batch's account locks.
+_KEY_STATE = _Statement("""
+SELECT k.account_id, k.daily_cap, k.total_cap, k.spent_total, k.spent_on_day, k.spend_day,
+       (SELECT CAST(COALESCE(SUM(h.amount), 0) AS BIGINT) FROM holds h
+         WHERE h.api_key_id = k.id AND h.status = 'open') AS held
+  FROM api_keys k WHERE k.id = :key_id
+""")
+# The day only moves forward, so a replica whose clock lags cannot reset today's figure.
+_ADD_KEY_SPEND = _Statement("""
+UPDATE api_keys
+   SET spent_total = spent_total + CAST(:amount AS BIGINT),
+       spent_on_day = CASE WHEN spend_day >= CAST(:today AS DATE)
+                           THEN spent_on_day + CAST(:amount AS BIGINT)
+                           ELSE CAST(:amount AS BIGINT) END,
+       spend_day = GREATEST(spend_day, CAST(:today AS DATE))
+ WHERE id = :key_id AND account_id = :account_id
+RETURNING daily_cap, total_cap
+""")
 _INSERT_CHARGE_USAGE = _Statement("""
 INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images,
                            input_tokens, output_tokens, total_tokens, megapixels, credits,
@@ -238,12 +268,50 @@ async def _fetch_row(conn: asyncpg.Connection, statement: _Statement,
     return await conn.fetchrow(statement.sql, *statement.arguments(params))
 
 
-async def _place_hold(conn: asyncpg.Connection, account_id: str, amount: int,
-                      request_id: str, now: datetime, expires_at: datetime) -> Hold:
+async def _key_state(conn: asyncpg.Connection, key_id: str) -> KeyState | None:
+    row = await _fetch_row(conn, _KEY_STATE, {"key_id": key_id})
+    if row is None:
+        return None
+    return KeyState(row["account_id"], SpendingCaps(row["daily_cap"], row["total_cap"]),
+                    row["spent_total"], row["spent_on_day"], row["spend_day"], row["held"])
+
+
+async def _check_key(conn: asyncpg.Connection, op: ReserveOp, now: datetime) -> None:
+    """Refuse a Reserve its key may not make (another account's, or over a cap)."""
+    state = await _key_state(conn, op.key_id)
+    refusal = key_refusal(op.key_id, op.account_id, state)
+    if refusal is None:
+        assert state is not None
+        refusal = cap_refusal(op.key_id, state, op.amount, now.date())
+    if refusal is not None:
+        raise refusal
+
+
+async def _add_key_spend(conn: asyncpg.Connection, key_id: str, account_id: str, amount: int,
+                         now: datetime) -> bool:
+    """Count the charge toward the key's spend; whether the key has a cap."""
+    if not key_id:
+        return False
+    row = await _fetch_row(conn, _ADD_KEY_SPEND, {
+        "amount": amount, "today": now.date(), "key_id": key_id, "account_id": account_id})
+    return row is not None and SpendingCaps(row["daily_cap"], row["total_cap"]).any
+
+
+async def _place_hold(conn: asyncpg.Connection, op: ReserveOp, now: datetime,
+                      expires_at: datetime) -> Hold:
+    account_id, amount, request_id = op.account_id, op.amount, op.request_id
+    if op.key_id:
+        # A repeat finds its hold whatever the key's spend is now; the key's
+        # rows cannot change meanwhile (its account is locked for the batch).
+        existing = await _fetch_row(conn, _HOLD_FOR_REQUEST,
+                                    {"account_id": account_id, "request_id": request_id})
+        if existing is None:
+            await _check_key(conn, op, now)
     hold_id = new_id("hold")
     placed = await _fetch_row(conn, _RESERVE, {
         "account_id": account_id, "amount": amount, "request_id": request_id,
-        "hold_id": hold_id, "now": now, "expires_at": expires_at})
+        "hold_id": hold_id, "now": now, "expires_at": expires_at,
+        "api_key_id": op.key_id or None})
     if placed is not None:
         return Hold(hold_id, account_id, request_id, amount, expires_at)
     return await _existing_hold_or_refusal(conn, account_id, amount, request_id)
@@ -276,7 +344,7 @@ async def _close_hold(conn: asyncpg.Connection, hold_id: str, charged: int,
             "model_id": usage.model_id, "provider": usage.provider, "images": usage.images,
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             "total_tokens": usage.total_tokens, "megapixels": usage.megapixels,
-            "end_user": usage.user, "api_key_id": usage.key_id})
+            "end_user": usage.user, "today": now.date()})
     if row is not None:
         return Closed(charged=charged, balance=None if row["unlimited"] else row["balance"],
                       spendable=_spendable(row))
@@ -394,6 +462,7 @@ async def _charge(conn: asyncpg.Connection, op: ChargeOp, now: datetime) -> Char
     late = charged_late(from_lease, op, unlimited=after["unlimited"])
     if not from_lease and op.amount:
         await _write_ledger(conn, op.account_id, "charge", -op.amount, None, now)
+    key_capped = await _add_key_spend(conn, op.key_id, op.account_id, op.amount, now)
     usage = op.usage
     await conn.execute(_INSERT_CHARGE_USAGE.sql, *_INSERT_CHARGE_USAGE.arguments({
         "account_id": op.account_id, "hold_id": op.lease_id if from_lease else None,
@@ -401,8 +470,8 @@ async def _charge(conn: asyncpg.Connection, op: ChargeOp, now: datetime) -> Char
         "images": usage.images, "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens,
         "megapixels": usage.megapixels, "amount": op.amount, "end_user": usage.user,
-        "api_key_id": usage.key_id, "late": late, "now": now}))
-    return Charged(op.amount, late, _spendable(after), repeated=False)
+        "api_key_id": op.key_id or None, "late": late, "now": now}))
+    return Charged(op.amount, late, _spendable(after), repeated=False, key_capped=key_capped)
 
 
 async def _return_lease(conn: asyncpg.Connection, op: ReturnLeaseOp,
@@ -420,8 +489,7 @@ async def _apply_operation(conn: asyncpg.Connection, op: LedgerOp, now: datetime
                            expires_at: datetime, policy: LeasePolicy,
                            ) -> Hold | Closed | Lease | Charged | LeaseReturned:
     if isinstance(op, ReserveOp):
-        return await _place_hold(conn, op.account_id, op.amount, op.request_id, now,
-                                 expires_at)
+        return await _place_hold(conn, op, now, expires_at)
     if isinstance(op, ReleaseOp):
         return await _close_hold(conn, op.hold_id, 0, None, now)
     if isinstance(op, SettleOp):
@@ -478,7 +546,8 @@ class PostgresMoneyStore:
         return Identity(account_id=row["account_id"], unlimited=row["unlimited"],
                         key_id=row["id"],
                         key_limits=LimitSetting(row["key_rpm"], row["key_concurrency"]),
-                        account_limits=LimitSetting(row["account_rpm"], row["account_concurrency"]))
+                        account_limits=LimitSetting(row["account_rpm"], row["account_concurrency"]),
+                        key_caps=SpendingCaps(row["daily_cap"], row["total_cap"]))
 
     async def identity_for_account(self, account_id: str) -> Identity | None:
         row = await self._fetch_row(_ACCOUNT_IDENTITY, {"account_id": account_id})

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -101,6 +102,14 @@ api_keys = Table(
     # As on accounts: 0 is no limit, NULL takes billing's default.
     Column("requests_per_minute", Integer, nullable=True),
     Column("max_concurrent_requests", Integer, nullable=True),
+    # Spending caps (docs/billing.md, "Spending caps"): NULL is no cap.
+    Column("daily_cap", BigInteger, nullable=True),
+    Column("total_cap", BigInteger, nullable=True),
+    # What the key was charged (Settles and Charges naming it), in all and on
+    # `spend_day` (a UTC date; another day's figure counts as 0 today).
+    Column("spent_total", BigInteger, nullable=False, server_default="0"),
+    Column("spent_on_day", BigInteger, nullable=False, server_default="0"),
+    Column("spend_day", Date, nullable=True),
 )
 
 holds = Table(
@@ -123,6 +132,9 @@ holds = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("closed_at", UTCDateTime, nullable=True),
+    # The API key of a request hold (NULL for a JWT caller and for leases): its
+    # open holds count against the key's caps, its Settle toward its spend.
+    Column("api_key_id", String(ID_LENGTH), nullable=True),
     # A retried Reserve finds its hold instead of placing a second one.
     UniqueConstraint("account_id", "request_id"),
     CheckConstraint("amount >= 0", name="amount_not_negative"),
@@ -131,6 +143,7 @@ holds = Table(
     CheckConstraint("status IN ('open', 'settled', 'released', 'expired')", name="known_status"),
     CheckConstraint("kind IN ('request', 'lease')", name="known_kind"),
     Index("ix_holds_status_expires_at", "status", "expires_at"),
+    Index("ix_holds_api_key_id_status", "api_key_id", "status"),
 )
 
 ledger = Table(

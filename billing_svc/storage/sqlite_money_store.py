@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from billing_svc.domain import (
     AcquireLeaseOp,
@@ -39,10 +39,12 @@ from billing_svc.domain import (
     ReserveOp,
     ReturnLeaseOp,
     SettleOp,
+    SpendingCaps,
     Usage,
     lease_size,
     new_id,
 )
+from billing_svc.storage.key_caps import KeyState, cap_refusal, key_refusal
 from billing_svc.storage.leases import (
     LEASE,
     REQUEST,
@@ -66,7 +68,7 @@ from quantized_runtime.errors import ServiceError
 
 _AUTHENTICATE_KEY = (
     "SELECT k.id, k.account_id, a.unlimited, k.requests_per_minute, k.max_concurrent_requests, "
-    "a.requests_per_minute, a.max_concurrent_requests FROM api_keys k "
+    "a.requests_per_minute, a.max_concurrent_requests, k.daily_cap, k.total_cap FROM api_keys k "
     "JOIN accounts a ON a.id = k.account_id "
     "WHERE k.secret_hash = ? AND k.revoked_at IS NULL")
 _ACCOUNT_IDENTITY = (
@@ -78,8 +80,8 @@ _DEBIT_FOR_HOLD = (
     "UPDATE accounts SET balance = balance - ?1, held = held + ?1 "
     "WHERE id = ?2 AND (unlimited OR balance >= ?1) RETURNING unlimited")
 _INSERT_HOLD = (
-    "INSERT INTO holds (id, account_id, request_id, amount, status, created_at, expires_at) "
-    f"VALUES (?, ?, ?, ?, '{OPEN}', ?, ?)")
+    "INSERT INTO holds (id, account_id, request_id, amount, status, created_at, expires_at, "
+    f"api_key_id) VALUES (?, ?, ?, ?, '{OPEN}', ?, ?, ?)")
 _INSERT_LEDGER = (
     "INSERT INTO ledger (account_id, kind, amount, hold_id, created_at) VALUES (?, ?, ?, ?, ?)")
 # ?1 status, ?2 closed_at/now, ?3 charged, ?4 hold id. A request hold closes once,
@@ -87,7 +89,7 @@ _INSERT_LEDGER = (
 _CLOSE_HOLD = (
     "UPDATE holds SET status = ?1, closed_at = ?2, charged = ?3 "
     f"WHERE id = ?4 AND kind = '{REQUEST}' AND status = '{OPEN}' AND expires_at > ?2 "
-    "AND amount >= ?3 RETURNING account_id, amount, request_id")
+    "AND amount >= ?3 RETURNING account_id, amount, request_id, api_key_id")
 _HOLD_STATE = "SELECT kind, status, expires_at, amount FROM holds WHERE id = ?"
 _CREDIT_ON_CLOSE = (
     "UPDATE accounts SET balance = balance + ?, held = held - ? WHERE id = ? "
@@ -116,6 +118,18 @@ _SPEND_LEASE = "UPDATE holds SET charged = charged + ? WHERE id = ?"
 _RETURN_LEASE = "UPDATE holds SET status = 'released', closed_at = ? WHERE id = ?"
 _USAGE_FOR_REQUEST = (
     "SELECT credits, late FROM usage_records WHERE account_id = ? AND request_id = ?")
+# Spending caps (storage/key_caps.py).
+_KEY_STATE = (
+    "SELECT k.account_id, k.daily_cap, k.total_cap, k.spent_total, k.spent_on_day, k.spend_day, "
+    "(SELECT COALESCE(SUM(h.amount), 0) FROM holds h "
+    f"WHERE h.api_key_id = k.id AND h.status = '{OPEN}') FROM api_keys k WHERE k.id = ?")
+# ?1 amount, ?2 today (ISO text, as SQLAlchemy stores a Date), ?3 key, ?4 account. The
+# day only moves forward, so a replica whose clock lags cannot reset today's figure.
+_ADD_KEY_SPEND = (
+    "UPDATE api_keys SET spent_total = spent_total + ?1, "
+    "spent_on_day = CASE WHEN spend_day >= ?2 THEN spent_on_day + ?1 ELSE ?1 END, "
+    "spend_day = MAX(COALESCE(spend_day, ?2), ?2) WHERE id = ?3 AND account_id = ?4 "
+    "RETURNING daily_cap, total_cap")
 _INSERT_CHARGE_USAGE = (
     "INSERT INTO usage_records (account_id, hold_id, request_id, model_id, provider, images, "
     "input_tokens, output_tokens, total_tokens, megapixels, credits, end_user, api_key_id, "
@@ -138,9 +152,40 @@ def loaded_time(value: str) -> datetime:
 # its writes changed no row, so a refusal leaves the transaction as it found it
 # and a batch can carry on with its next operation.
 
-def _place_hold(cursor: sqlite3.Cursor, account_id: str, amount: int, request_id: str,
-                now: datetime, expires_at: datetime) -> Hold:
+def _key_state(cursor: sqlite3.Cursor, key_id: str) -> KeyState | None:
+    row = cursor.execute(_KEY_STATE, (key_id,)).fetchone()
+    if row is None:
+        return None
+    account_id, daily, total, spent_total, spent_on_day, spend_day, held = row
+    return KeyState(account_id, SpendingCaps(daily, total), spent_total, spent_on_day,
+                    None if spend_day is None else date.fromisoformat(spend_day), held)
+
+
+def _check_key(cursor: sqlite3.Cursor, op: ReserveOp, now: datetime) -> None:
+    """Refuse a Reserve its key may not make (another account's, or over a cap)."""
+    state = _key_state(cursor, op.key_id)
+    refusal = key_refusal(op.key_id, op.account_id, state)
+    if refusal is None:
+        assert state is not None
+        refusal = cap_refusal(op.key_id, state, op.amount, now.date())
+    if refusal is not None:
+        raise refusal
+
+
+def _add_key_spend(cursor: sqlite3.Cursor, key_id: str | None, account_id: str, amount: int,
+                   now: datetime) -> bool:
+    """Count the charge toward the key's spend; whether the key has a cap."""
+    if not key_id:
+        return False
+    row = cursor.execute(_ADD_KEY_SPEND, (amount, now.date().isoformat(), key_id,
+                                          account_id)).fetchone()
+    return row is not None and SpendingCaps(*row).any
+
+
+def _place_hold(cursor: sqlite3.Cursor, op: ReserveOp, now: datetime,
+                expires_at: datetime) -> Hold:
     """A new hold, or the existing one of this (account, request id)."""
+    account_id, amount, request_id = op.account_id, op.amount, op.request_id
     # Idempotent: the write lock is held, so a hold found (or not) here stays so
     # until commit; in a batch it also finds a hold the batch placed earlier.
     existing = cursor.execute(_HOLD_FOR_REQUEST, (account_id, request_id)).fetchone()
@@ -150,6 +195,8 @@ def _place_hold(cursor: sqlite3.Cursor, account_id: str, amount: int, request_id
             raise request_id_taken(request_id, kind)
         return Hold(existing_id, account_id, request_id, existing_amount,
                     loaded_time(existing_expiry))
+    if op.key_id:
+        _check_key(cursor, op, now)
     if cursor.execute(_DEBIT_FOR_HOLD, (amount, account_id)).fetchone() is None:
         balance = cursor.execute(_ACCOUNT_BALANCE, (account_id,)).fetchone()
         if balance is None:
@@ -157,7 +204,7 @@ def _place_hold(cursor: sqlite3.Cursor, account_id: str, amount: int, request_id
         raise insufficient_credits(amount, balance[0])
     hold_id, created = new_id("hold"), stored_time(now)
     cursor.execute(_INSERT_HOLD, (hold_id, account_id, request_id, amount,
-                                  created, stored_time(expires_at)))
+                                  created, stored_time(expires_at), op.key_id or None))
     cursor.execute(_INSERT_LEDGER, (account_id, "hold", -amount, hold_id, created))
     return Hold(hold_id, account_id, request_id, amount, expires_at)
 
@@ -176,16 +223,17 @@ def _close_hold(cursor: sqlite3.Cursor, hold_id: str, charged: int, usage: Usage
         if kind != REQUEST:
             raise lease_given_as_hold(hold_id)
         raise unclosable_hold(hold_id, hold_status, loaded_time(expiry), held, now, charged)
-    account_id, held, request_id = closed
+    account_id, held, request_id, key_id = closed
     refund = held - charged
     balance, held_after, unlimited = cursor.execute(
         _CREDIT_ON_CLOSE, (refund, held, account_id)).fetchone()
     cursor.execute(_INSERT_LEDGER, (account_id, ledger_kind, refund, hold_id, closed_at))
     if usage is not None:
+        _add_key_spend(cursor, key_id, account_id, charged, now)
         cursor.execute(_INSERT_USAGE, (
             account_id, hold_id, request_id, usage.model_id, usage.provider, usage.images,
             usage.input_tokens, usage.output_tokens, usage.total_tokens, usage.megapixels,
-            charged, usage.user, usage.key_id, closed_at))
+            charged, usage.user, key_id, closed_at))
     return Closed(charged=charged, balance=None if unlimited else balance,
                   spendable=spendable(balance, held_after, bool(unlimited)))
 
@@ -283,13 +331,14 @@ def _charge(cursor: sqlite3.Cursor, op: ChargeOp, now: datetime) -> Charged:
     late = charged_late(from_lease, op, unlimited=after[2])
     if not from_lease and op.amount:
         cursor.execute(_INSERT_LEDGER, (op.account_id, "charge", -op.amount, None, created))
+    key_capped = _add_key_spend(cursor, op.key_id, op.account_id, op.amount, now)
     usage = op.usage
     cursor.execute(_INSERT_CHARGE_USAGE, (
         op.account_id, op.lease_id if from_lease else None, op.request_id, usage.model_id,
         usage.provider, usage.images, usage.input_tokens, usage.output_tokens,
-        usage.total_tokens, usage.megapixels, op.amount, usage.user, usage.key_id, late,
+        usage.total_tokens, usage.megapixels, op.amount, usage.user, op.key_id or None, late,
         created))
-    return Charged(op.amount, late, spendable(*after), repeated=False)
+    return Charged(op.amount, late, spendable(*after), repeated=False, key_capped=key_capped)
 
 
 def _return_lease(cursor: sqlite3.Cursor, op: ReturnLeaseOp, now: datetime) -> LeaseReturned:
@@ -307,7 +356,7 @@ def _apply_operation(cursor: sqlite3.Cursor, op: LedgerOp, now: datetime,
                      expires_at: datetime, policy: LeasePolicy,
                      ) -> Hold | Closed | Lease | Charged | LeaseReturned:
     if isinstance(op, ReserveOp):
-        return _place_hold(cursor, op.account_id, op.amount, op.request_id, now, expires_at)
+        return _place_hold(cursor, op, now, expires_at)
     if isinstance(op, ReleaseOp):
         return _close_hold(cursor, op.hold_id, 0, None, now)
     if isinstance(op, SettleOp):
@@ -333,10 +382,12 @@ class SqliteMoneyStore:
             lambda cursor: cursor.execute(_AUTHENTICATE_KEY, (secret_hash,)).fetchone())
         if row is None:
             return None
-        key_id, account_id, unlimited, key_rpm, key_concurrency, account_rpm, account_concurrency = row
+        (key_id, account_id, unlimited, key_rpm, key_concurrency, account_rpm, account_concurrency,
+         daily_cap, total_cap) = row
         return Identity(account_id=account_id, unlimited=bool(unlimited), key_id=key_id,
                         key_limits=LimitSetting(key_rpm, key_concurrency),
-                        account_limits=LimitSetting(account_rpm, account_concurrency))
+                        account_limits=LimitSetting(account_rpm, account_concurrency),
+                        key_caps=SpendingCaps(daily_cap, total_cap))
 
     async def identity_for_account(self, account_id: str) -> Identity | None:
         row = await self._sqlite.read(

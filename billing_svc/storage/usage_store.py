@@ -10,6 +10,7 @@ The reads use the (account_id, created_at) index.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date
 from typing import Any
 
 from sqlalchemy import BigInteger, Float, String, cast, func, literal_column, select
@@ -17,7 +18,9 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from billing_svc.domain import SpendingCaps
 from billing_svc.storage.engine import Database
+from billing_svc.storage.key_caps import KeyState
 from billing_svc.storage.leases import spendable
 from billing_svc.storage.money_store import not_found
 from billing_svc.storage.schema import accounts, api_keys, usage_records
@@ -61,20 +64,31 @@ def _totals(row: Row[Any]) -> UsageTotals:
                        credits=row.credits)
 
 
-async def _with_key_details(conn: AsyncConnection, buckets: list[UsageTotals]) -> list[UsageTotals]:
-    """Key buckets with what is shown of their key (its prefix, never the secret)."""
+async def _with_key_details(conn: AsyncConnection, buckets: list[UsageTotals],
+                            today: date) -> list[UsageTotals]:
+    """Key buckets with what is shown of their key: its prefix (never the secret),
+    its spending caps and its spend against them."""
     key_ids = [bucket.key for bucket in buckets if bucket.key]
-    rows = (await conn.execute(select(api_keys.c.id, api_keys.c.prefix)
-                               .where(api_keys.c.id.in_(key_ids)))).all() if key_ids else []
-    prefixes = {row.id: row.prefix for row in rows}
-    return [replace(bucket, key_prefix=prefixes.get(bucket.key, "")) for bucket in buckets]
+    keys = api_keys.c
+    rows = (await conn.execute(
+        select(keys.id, keys.account_id, keys.prefix, keys.daily_cap, keys.total_cap, keys.spent_total,
+               keys.spent_on_day, keys.spend_day)
+        .where(keys.id.in_(key_ids)))).all() if key_ids else []
+    details = {row.id: _key_details(row, today) for row in rows}
+    return [replace(bucket, **details.get(bucket.key, {})) for bucket in buckets]
+
+
+def _key_details(row: Row[Any], today: date) -> dict[str, Any]:
+    state = KeyState(row.account_id, SpendingCaps(row.daily_cap, row.total_cap), row.spent_total,
+                     row.spent_on_day, row.spend_day, held=0)
+    return {"key_prefix": row.prefix, "caps": state.caps, "spend": state.spend(today)}
 
 
 class UsageStore:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def usage_page(self, account_id: str, window: UsageWindow) -> UsagePage:
+    async def usage_page(self, account_id: str, window: UsageWindow, today: date) -> UsagePage:
         """One page of the account's buckets in `window`, with its balance now;
         NOT_FOUND for an unknown account."""
         key = _bucket_key(window.grouping, self._db.dialect)
@@ -106,7 +120,7 @@ class UsageStore:
             rows = (await conn.execute(statement)).all()
             buckets = [_totals(row) for row in rows[:window.limit]]
             if window.grouping is Grouping.KEY:
-                buckets = await _with_key_details(conn, buckets)
+                buckets = await _with_key_details(conn, buckets, today)
         unlimited = bool(account.unlimited)
         return UsagePage(buckets=buckets, has_more=len(rows) > window.limit,
                          credits_remaining=spendable(account.balance, account.held, unlimited),

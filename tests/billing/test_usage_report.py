@@ -26,16 +26,16 @@ MODEL = usage_pb2.USAGE_GROUPING_MODEL
 KEY = usage_pb2.USAGE_GROUPING_KEY
 
 
-def _usage(model: str, key_id: str, images: int = 1, **measured: Any) -> pb.UsageRecord:
-    return pb.UsageRecord(model_id=model, provider="openai", images=images, key_id=key_id,
+def _usage(model: str, images: int = 1, **measured: Any) -> pb.UsageRecord:
+    return pb.UsageRecord(model_id=model, provider="openai", images=images,
                           usage=images_pb2.UpstreamUsage(**measured))
 
 
 async def _charge(client: BillingClient, account_id: str, request_id: str, usage: pb.UsageRecord,
-                  lease_id: str = "", amount: int = PRICE) -> pb.ChargeResponse:
+                  key_id: str, lease_id: str = "", amount: int = PRICE) -> pb.ChargeResponse:
     return await client.ledger_operation(pb.LedgerOperation(charge=pb.ChargeRequest(
         account_id=account_id, request_id=request_id, lease_id=lease_id, amount_micro_credits=amount,
-        usage=usage)))
+        usage=usage, key_id=key_id)))
 
 
 async def _stored_key_ids(database_url: str, account_id: str) -> dict[str, str | None]:
@@ -76,14 +76,15 @@ async def _report(client: BillingClient, account_id: str, *, admin: bool = False
 async def test_every_path_that_writes_usage_records_the_api_key(client: BillingClient, database_url) -> None:
     created = await client.create_account(credits=100 * PRICE)
     account_id, key_id = created.account.account_id, created.key.key_id
-    hold = await client.reserve(account_id, PRICE, "req-settled")
-    await client.settle(hold.hold_id, PRICE, _usage("dall-e-2", key_id))
+    hold = await client.ledger_operation(pb.LedgerOperation(reserve=pb.ReserveRequest(
+        account_id=account_id, amount_micro_credits=PRICE, request_id="req-settled", key_id=key_id)))
+    await client.settle(hold.hold_id, PRICE, _usage("dall-e-2"))
     lease = (await client.ledger_operation(pb.LedgerOperation(acquire_lease=pb.AcquireLeaseRequest(
         account_id=account_id, holder="edge-1", request_id="lease-1", min_micro_credits=PRICE,
         want_micro_credits=4 * PRICE, unit_micro_credits=PRICE)))).lease_id
-    from_lease = await _charge(client, account_id, "req-leased", _usage("dall-e-2", key_id), lease)
-    late = await _charge(client, account_id, "req-late", _usage("dall-e-2", key_id), "lease_gone")
-    await _charge(client, account_id, "req-jwt", _usage("dall-e-2", ""))
+    from_lease = await _charge(client, account_id, "req-leased", _usage("dall-e-2"), key_id, lease)
+    late = await _charge(client, account_id, "req-late", _usage("dall-e-2"), key_id, "lease_gone")
+    await _charge(client, account_id, "req-jwt", _usage("dall-e-2"), "")
     assert not from_lease.late and late.late
     assert await _stored_key_ids(database_url, account_id) == {
         "req-settled": key_id, "req-leased": key_id, "req-late": key_id, "req-jwt": None}
@@ -179,7 +180,7 @@ async def test_pages_cover_every_bucket_once_in_order(client: BillingClient, dat
 async def test_another_accounts_records_are_not_reported(client: BillingClient, database_url) -> None:
     mine = (await client.create_account(credits=10 * PRICE)).account.account_id
     theirs = await client.create_account(credits=10 * PRICE)
-    await _charge(client, theirs.account.account_id, "theirs", _usage("dall-e-2", theirs.key.key_id))
+    await _charge(client, theirs.account.account_id, "theirs", _usage("dall-e-2"), theirs.key.key_id)
     for grouping in (DAY, MODEL, KEY):
         report = await _report(client, mine, group_by=grouping)
         assert list(report.buckets) == [] and report.credits_remaining == 10 * PRICE
@@ -189,7 +190,7 @@ async def test_another_accounts_records_are_not_reported(client: BillingClient, 
 async def test_default_range_is_the_last_30_days_through_today_and_unlimited_has_no_remaining(
         client: BillingClient) -> None:
     account_id = (await client.create_account(unlimited=True)).account.account_id
-    await _charge(client, account_id, "today", _usage("dall-e-2", ""))
+    await _charge(client, account_id, "today", _usage("dall-e-2"), "")
     report = await _report(client, account_id)
     tomorrow = (utc_now() + timedelta(days=1)).date()
     assert report.end == f"{tomorrow.isoformat()}T00:00:00Z"

@@ -98,7 +98,8 @@ class Edge(Service):
 class MoneyStack:
     def __init__(self, root: Path, billing_database_url: str, upstream: FakeOpenAI, *,
                  edges: int = 2, hold_ttl_seconds: float = 480.0, lease_ttl_seconds: float = 30.0,
-                 reaper_interval_seconds: float = 30.0, catalog_database_url: str | None = None) -> None:
+                 reaper_interval_seconds: float = 30.0, catalog_database_url: str | None = None,
+                 edge_env: dict[str, str] | None = None) -> None:
         self.root = root
         self.billing_database_url = billing_database_url
         # None: the catalog's SQLite default in `root`.
@@ -108,6 +109,8 @@ class MoneyStack:
         self.hold_ttl_seconds = hold_ttl_seconds
         self.lease_ttl_seconds = lease_ttl_seconds
         self.reaper_interval_seconds = reaper_interval_seconds
+        # Settings of every edge on top of the stack's own.
+        self.edge_env = edge_env or {}
         self.addresses = {name: f"127.0.0.1:{free_port()}" for name in ("catalog", "billing", "provider")}
         self.services: list[Service] = []
         self.edges: list[Edge] = []
@@ -158,7 +161,8 @@ class MoneyStack:
 
     def _start_edge(self) -> Edge:
         grpc_address, http_port = f"127.0.0.1:{free_port()}", free_port()
-        env = {**self._env(), "QUANTIZED_EDGE_GRPC_LISTEN": grpc_address, "QUANTIZED_EDGE_PORT": str(http_port)}
+        env = {**self._env(), **self.edge_env, "QUANTIZED_EDGE_GRPC_LISTEN": grpc_address,
+               "QUANTIZED_EDGE_PORT": str(http_port)}
         process, log_path = self._spawn("edge", env)
         edge = Edge("edge", grpc_address, process, log_path, http_port)
         self.services.append(edge)
@@ -238,6 +242,28 @@ class MoneyStack:
                                   "CreateAccount", billing_pb2.CreateAccountRequest(
                                       name=name, credits_micro_credits=credits))
         return reply.account.account_id, reply.api_key
+
+    async def create_key(self, account_id: str, *, daily_cap: int | None = None,
+                         total_cap: int | None = None) -> tuple[str, str]:
+        """Another key of the account, with spending caps: its id and the key."""
+        reply = await self._admin(self.addresses["billing"], billing_pb2_grpc.BillingAdminServiceStub,
+                                  "CreateApiKey", billing_pb2.CreateApiKeyRequest(
+                                      account_id=account_id, caps=billing_pb2.SpendingCaps(
+                                          daily_micro_credits=daily_cap, total_micro_credits=total_cap)))
+        return reply.key.key_id, reply.api_key
+
+    async def set_caps(self, key_id: str, *, daily_cap: int | None = None,
+                       total_cap: int | None = None) -> None:
+        await self._admin(self.addresses["billing"], billing_pb2_grpc.BillingAdminServiceStub,
+                          "UpdateApiKeyCaps", billing_pb2.UpdateApiKeyCapsRequest(
+                              key_id=key_id, caps=billing_pb2.SpendingCaps(
+                                  daily_micro_credits=daily_cap, total_micro_credits=total_cap)))
+
+    async def key_spend(self, account_id: str) -> dict[str, billing_pb2.KeySpend]:
+        """Each key's spend as billing counts it against the key's caps."""
+        reply = await self._admin(self.addresses["billing"], billing_pb2_grpc.BillingAdminServiceStub,
+                                  "GetAccount", billing_pb2.GetAccountRequest(account_id=account_id))
+        return {key.key_id: key.spend for key in reply.keys}
 
     async def price_per_image(self) -> int:
         """The catalog's price of one MODEL image at SIZE, which is also its worst case."""

@@ -79,6 +79,9 @@ TARGETS = [
     Target("billing", "/quantized.billing.v1.BillingAdminService/UpdateAccountLimits",
            lambda a: billing_pb2.UpdateAccountLimitsRequest(
                account_id=a.account_id, limits=billing_pb2.LimitSetting(requests_per_minute=1))),
+    Target("billing", "/quantized.billing.v1.BillingAdminService/UpdateApiKeyCaps",
+           lambda a: billing_pb2.UpdateApiKeyCapsRequest(
+               key_id=a.key_id, caps=billing_pb2.SpendingCaps(daily_micro_credits=1))),
     Target("billing", "/quantized.billing.v1.BillingAdminService/GetAccount",
            lambda a: billing_pb2.GetAccountRequest(account_id=a.account_id)),
     Target("billing", "/quantized.billing.v1.BillingAdminService/GetAccountUsage",

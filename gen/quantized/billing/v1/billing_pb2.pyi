@@ -19,18 +19,20 @@ class AuthenticateRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ...) -> None: ...
 
 class AuthenticateResponse(_message.Message):
-    __slots__ = ("account_id", "unlimited", "key_id", "key_limits", "account_limits")
+    __slots__ = ("account_id", "unlimited", "key_id", "key_limits", "account_limits", "key_caps")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     UNLIMITED_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_LIMITS_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    KEY_CAPS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     unlimited: bool
     key_id: str
     key_limits: RateLimits
     account_limits: RateLimits
-    def __init__(self, account_id: _Optional[str] = ..., unlimited: _Optional[bool] = ..., key_id: _Optional[str] = ..., key_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., account_limits: _Optional[_Union[RateLimits, _Mapping]] = ...) -> None: ...
+    key_caps: SpendingCaps
+    def __init__(self, account_id: _Optional[str] = ..., unlimited: _Optional[bool] = ..., key_id: _Optional[str] = ..., key_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., account_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., key_caps: _Optional[_Union[SpendingCaps, _Mapping]] = ...) -> None: ...
 
 class RateLimits(_message.Message):
     __slots__ = ("requests_per_minute", "max_concurrent_requests")
@@ -49,14 +51,16 @@ class LimitSetting(_message.Message):
     def __init__(self, requests_per_minute: _Optional[int] = ..., max_concurrent_requests: _Optional[int] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
-    __slots__ = ("account_id", "amount_micro_credits", "request_id")
+    __slots__ = ("account_id", "amount_micro_credits", "request_id", "key_id")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     amount_micro_credits: int
     request_id: str
-    def __init__(self, account_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    key_id: str
+    def __init__(self, account_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., request_id: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class ReserveResponse(_message.Message):
     __slots__ = ("hold_id", "expires_at")
@@ -67,20 +71,18 @@ class ReserveResponse(_message.Message):
     def __init__(self, hold_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class UsageRecord(_message.Message):
-    __slots__ = ("model_id", "provider", "images", "usage", "user", "key_id")
+    __slots__ = ("model_id", "provider", "images", "usage", "user")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
-    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     provider: str
     images: int
     usage: _images_pb2.UpstreamUsage
     user: str
-    key_id: str
-    def __init__(self, model_id: _Optional[str] = ..., provider: _Optional[str] = ..., images: _Optional[int] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ..., user: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., provider: _Optional[str] = ..., images: _Optional[int] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ..., user: _Optional[str] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
     __slots__ = ("hold_id", "amount_micro_credits", "usage")
@@ -157,28 +159,32 @@ class LeaseResponse(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., charged_micro_credits: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spendable_micro_credits: _Optional[int] = ...) -> None: ...
 
 class ChargeRequest(_message.Message):
-    __slots__ = ("account_id", "request_id", "lease_id", "amount_micro_credits", "usage")
+    __slots__ = ("account_id", "request_id", "lease_id", "amount_micro_credits", "usage", "key_id")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     request_id: str
     lease_id: str
     amount_micro_credits: int
     usage: UsageRecord
-    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ...) -> None: ...
+    key_id: str
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., amount_micro_credits: _Optional[int] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class ChargeResponse(_message.Message):
-    __slots__ = ("charged_micro_credits", "late", "spendable_micro_credits")
+    __slots__ = ("charged_micro_credits", "late", "spendable_micro_credits", "key_capped")
     CHARGED_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     LATE_FIELD_NUMBER: _ClassVar[int]
     SPENDABLE_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    KEY_CAPPED_FIELD_NUMBER: _ClassVar[int]
     charged_micro_credits: int
     late: bool
     spendable_micro_credits: int
-    def __init__(self, charged_micro_credits: _Optional[int] = ..., late: _Optional[bool] = ..., spendable_micro_credits: _Optional[int] = ...) -> None: ...
+    key_capped: bool
+    def __init__(self, charged_micro_credits: _Optional[int] = ..., late: _Optional[bool] = ..., spendable_micro_credits: _Optional[int] = ..., key_capped: _Optional[bool] = ...) -> None: ...
 
 class ReturnLeaseRequest(_message.Message):
     __slots__ = ("lease_id",)
@@ -269,18 +275,40 @@ class Account(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., name: _Optional[str] = ..., unlimited: _Optional[bool] = ..., balance_micro_credits: _Optional[int] = ..., held_micro_credits: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[LimitSetting, _Mapping]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
-    __slots__ = ("key_id", "prefix", "revoked", "created_at", "limits")
+    __slots__ = ("key_id", "prefix", "revoked", "created_at", "limits", "caps", "spend")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    CAPS_FIELD_NUMBER: _ClassVar[int]
+    SPEND_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     prefix: str
     revoked: bool
     created_at: _timestamp_pb2.Timestamp
     limits: LimitSetting
-    def __init__(self, key_id: _Optional[str] = ..., prefix: _Optional[str] = ..., revoked: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[LimitSetting, _Mapping]] = ...) -> None: ...
+    caps: SpendingCaps
+    spend: KeySpend
+    def __init__(self, key_id: _Optional[str] = ..., prefix: _Optional[str] = ..., revoked: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[LimitSetting, _Mapping]] = ..., caps: _Optional[_Union[SpendingCaps, _Mapping]] = ..., spend: _Optional[_Union[KeySpend, _Mapping]] = ...) -> None: ...
+
+class SpendingCaps(_message.Message):
+    __slots__ = ("daily_micro_credits", "total_micro_credits")
+    DAILY_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    daily_micro_credits: int
+    total_micro_credits: int
+    def __init__(self, daily_micro_credits: _Optional[int] = ..., total_micro_credits: _Optional[int] = ...) -> None: ...
+
+class KeySpend(_message.Message):
+    __slots__ = ("total_micro_credits", "today_micro_credits", "held_micro_credits")
+    TOTAL_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    TODAY_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    HELD_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    total_micro_credits: int
+    today_micro_credits: int
+    held_micro_credits: int
+    def __init__(self, total_micro_credits: _Optional[int] = ..., today_micro_credits: _Optional[int] = ..., held_micro_credits: _Optional[int] = ...) -> None: ...
 
 class Hold(_message.Message):
     __slots__ = ("hold_id", "amount_micro_credits", "request_id", "expires_at")
@@ -327,10 +355,12 @@ class CreateAccountResponse(_message.Message):
     def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., api_key: _Optional[str] = ..., key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
-    __slots__ = ("account_id",)
+    __slots__ = ("account_id", "caps")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
-    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+    caps: SpendingCaps
+    def __init__(self, account_id: _Optional[str] = ..., caps: _Optional[_Union[SpendingCaps, _Mapping]] = ...) -> None: ...
 
 class CreateApiKeyResponse(_message.Message):
     __slots__ = ("api_key", "key")
@@ -415,6 +445,20 @@ class UpdateAccountLimitsResponse(_message.Message):
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     account: Account
     def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class UpdateApiKeyCapsRequest(_message.Message):
+    __slots__ = ("key_id", "caps")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    caps: SpendingCaps
+    def __init__(self, key_id: _Optional[str] = ..., caps: _Optional[_Union[SpendingCaps, _Mapping]] = ...) -> None: ...
+
+class UpdateApiKeyCapsResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: ApiKey
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
     __slots__ = ("account_id", "query")

@@ -253,6 +253,11 @@ class BillingAdminServiceStub:
                 request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsRequest.SerializeToString,
                 response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsResponse.FromString,
                 _registered_method=True)
+        self.UpdateApiKeyCaps = channel.unary_unary(
+                '/quantized.billing.v1.BillingAdminService/UpdateApiKeyCaps',
+                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyCapsRequest.SerializeToString,
+                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyCapsResponse.FromString,
+                _registered_method=True)
         self.GetAccountUsage = channel.unary_unary(
                 '/quantized.billing.v1.BillingAdminService/GetAccountUsage',
                 request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetAccountUsageRequest.SerializeToString,
@@ -307,6 +312,13 @@ class BillingAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateApiKeyCaps(self, request, context):
+        """Set an API key's spending caps (docs/billing.md, "Spending caps").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAccountUsage(self, request, context):
         """GetUsage for any account (`quantized admin usage`).
         """
@@ -351,6 +363,11 @@ def add_BillingAdminServiceServicer_to_server(servicer, server):
                     servicer.UpdateAccountLimits,
                     request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsRequest.FromString,
                     response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsResponse.SerializeToString,
+            ),
+            'UpdateApiKeyCaps': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateApiKeyCaps,
+                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyCapsRequest.FromString,
+                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyCapsResponse.SerializeToString,
             ),
             'GetAccountUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAccountUsage,
@@ -548,6 +565,33 @@ class BillingAdminService:
             '/quantized.billing.v1.BillingAdminService/UpdateAccountLimits',
             quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsRequest.SerializeToString,
             quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateAccountLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateApiKeyCaps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quantized.billing.v1.BillingAdminService/UpdateApiKeyCaps',
+            quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyCapsRequest.SerializeToString,
+            quantized_dot_billing_dot_v1_dot_billing__pb2.UpdateApiKeyCapsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,7 +33,7 @@ class UsageQuery(_message.Message):
     def __init__(self, start: _Optional[str] = ..., end: _Optional[str] = ..., group_by: _Optional[_Union[UsageGrouping, str]] = ..., limit: _Optional[int] = ..., page: _Optional[str] = ...) -> None: ...
 
 class UsageBucket(_message.Message):
-    __slots__ = ("day", "model", "key_id", "key_prefix", "requests", "images", "input_tokens", "output_tokens", "total_tokens", "megapixels", "credits_used")
+    __slots__ = ("day", "model", "key_id", "key_prefix", "requests", "images", "input_tokens", "output_tokens", "total_tokens", "megapixels", "credits_used", "daily_cap_micro_credits", "total_cap_micro_credits", "spent_today_micro_credits", "spent_total_micro_credits")
     DAY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,10 @@ class UsageBucket(_message.Message):
     TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MEGAPIXELS_FIELD_NUMBER: _ClassVar[int]
     CREDITS_USED_FIELD_NUMBER: _ClassVar[int]
+    DAILY_CAP_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CAP_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    SPENT_TODAY_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    SPENT_TOTAL_MICRO_CREDITS_FIELD_NUMBER: _ClassVar[int]
     day: str
     model: str
     key_id: str
@@ -56,7 +60,11 @@ class UsageBucket(_message.Message):
     total_tokens: int
     megapixels: float
     credits_used: int
-    def __init__(self, day: _Optional[str] = ..., model: _Optional[str] = ..., key_id: _Optional[str] = ..., key_prefix: _Optional[str] = ..., requests: _Optional[int] = ..., images: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., megapixels: _Optional[float] = ..., credits_used: _Optional[int] = ...) -> None: ...
+    daily_cap_micro_credits: int
+    total_cap_micro_credits: int
+    spent_today_micro_credits: int
+    spent_total_micro_credits: int
+    def __init__(self, day: _Optional[str] = ..., model: _Optional[str] = ..., key_id: _Optional[str] = ..., key_prefix: _Optional[str] = ..., requests: _Optional[int] = ..., images: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., megapixels: _Optional[float] = ..., credits_used: _Optional[int] = ..., daily_cap_micro_credits: _Optional[int] = ..., total_cap_micro_credits: _Optional[int] = ..., spent_today_micro_credits: _Optional[int] = ..., spent_total_micro_credits: _Optional[int] = ...) -> None: ...
 
 class UsageReport(_message.Message):
     __slots__ = ("start", "end", "group_by", "buckets", "has_more", "next_page", "credits_remaining", "unlimited")
