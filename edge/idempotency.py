@@ -146,7 +146,7 @@ class Idempotency:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             raise
-        except BaseException:
+        except Exception:
             await self._after_failure(account_id, key, owner, progress)
             raise
         response = generation_proto(outcome, owner).SerializeToString()

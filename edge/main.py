@@ -19,7 +19,7 @@ from quantized_runtime.settings import load_settings
 
 from edge.flow import ImagesFlow
 from edge.http_app import create_app
-from edge.idempotency import Idempotency
+from edge.idempotency import REPLAY_RETENTION_SECONDS, Idempotency
 from edge.idempotency_stores import BillingIdempotencyStore, RedisIdempotencyStore
 from edge.leases import CreditLeases, LeaseSettings
 from edge.peers import Peers
@@ -107,7 +107,8 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     idempotency = Idempotency(
         idempotency_store, settings.idempotency_max_stored_bytes,
         # A claim outlives its request; an edge that dies mid-request frees the key after it.
-        running_seconds=int(settings.request_timeout_seconds + 2 * settings.internal_rpc_timeout_seconds) + 1,
+        running_seconds=min(REPLAY_RETENTION_SECONDS,
+                            int(settings.request_timeout_seconds + 2 * settings.internal_rpc_timeout_seconds) + 1),
         call_timeout_seconds=settings.internal_rpc_timeout_seconds)
     flow = ImagesFlow(peers, leases, settings, idempotency)
     limiter = open_rate_limiter(

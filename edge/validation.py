@@ -118,6 +118,7 @@ class RequestValidator:
         # What a JSON body may carry, and the fields HTTP reads from headers instead.
         self.body_fields = tuple(spec for spec in self.fields if not spec.http_header)
         self.header_fields = tuple(spec for spec in self.fields if spec.http_header)
+        self._header_lookups = tuple((spec, spec.http_header.lower()) for spec in self.header_fields)
         self._body_field_names = frozenset(spec.name for spec in self.body_fields)
         self._message_class = message_class
         self._accepted = ", ".join(spec.name for spec in self.body_fields)
@@ -136,8 +137,8 @@ class RequestValidator:
             if raw is not None:
                 values[spec.name] = self._json_value(spec, raw)
         if header is not None:
-            for spec in self.header_fields:
-                raw = header(spec.http_header.lower())
+            for spec, header_name in self._header_lookups:
+                raw = header(header_name)
                 if raw is not None:
                     values[spec.name] = raw
         return self._finish(values)
