@@ -3,7 +3,9 @@
 Every response carries `x-request-id`; every error uses the OpenAI error shape.
 The generation route authenticates the caller before it reads the body, then
 parses and validates the body and hands the flow the typed request, as the gRPC
-ImagesService does with its message.
+ImagesService does with its message. The Idempotency-Key header is the request's
+`idempotency_key` field (edge/validation.py reads it); the answer to a repeat of
+it carries `Idempotent-Replayed: true`.
 
 `POST /v1/images/generations` is the hot path: `EdgeHttpApp` answers it straight
 from the ASGI scope, without Starlette's middleware, routing and Request objects
