@@ -121,11 +121,14 @@ def test_a_repeat_is_the_first_answer_byte_for_byte_charged_once_across_restarts
     assert _charged_once(stack, account, credits_used)
 
 
-def test_concurrent_repeats_make_one_upstream_call_and_one_charge(stack) -> None:
+def test_concurrent_repeats_through_two_edges_make_one_upstream_call_and_one_charge(stack) -> None:
     account = stack.create_account(OPENING_CREDITS)
+    second_edge = stack.add_edge()
+    base_urls = (stack.base_url, f"http://127.0.0.1:{second_edge.http_port}/v1")
     stack.openai.hold()
     with ThreadPoolExecutor(CONCURRENT_REPEATS) as pool:
-        replies = [pool.submit(_post, stack.base_url, account, "burst-1") for _ in range(CONCURRENT_REPEATS)]
+        replies = [pool.submit(_post, base_urls[index % 2], account, "burst-1")
+                   for index in range(CONCURRENT_REPEATS)]
         give_up = time.monotonic() + VISIBILITY_DEADLINE_SECONDS
         while not stack.openai.requests and time.monotonic() < give_up:
             time.sleep(0.02)
