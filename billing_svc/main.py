@@ -9,6 +9,7 @@ from datetime import timedelta
 from fractions import Fraction
 
 from billing_svc.domain import LeasePolicy, LimitDefaults
+from billing_svc.idempotency import IdempotencyKeys
 from billing_svc.jwt_verifier import JwksError, JwtVerifier, load_jwks
 from billing_svc.reaper import reap_forever
 from billing_svc.service import Billing
@@ -18,6 +19,7 @@ from billing_svc.storage.admin_store import AdminStore
 from billing_svc.storage.engine import Database, create_engine
 from billing_svc.storage.factory import money_store_for
 from billing_svc.storage.usage_store import UsageStore
+from billing_svc.storage.idempotency_store import IdempotencyStore
 from billing_svc.storage.migrate import upgrade_to_head
 from quantized_runtime.database_health import DatabaseHealth
 from quantized_runtime.event_loop import run_service
@@ -32,6 +34,7 @@ class RunningBilling:
     server: RunningServer
     database: Database
     billing: Billing
+    idempotency: IdempotencyKeys
     reaper: asyncio.Task[None]
     database_health: DatabaseHealth
 
@@ -91,10 +94,11 @@ async def start(settings: BillingSettings) -> RunningBilling:
                           timedelta(seconds=settings.hold_ttl_seconds),
                           limit_defaults=LimitDefaults(key=settings.default_key_limits(),
                                                        account=settings.default_account_limits()))
+        idempotency = IdempotencyKeys(IdempotencyStore(database))
         drain = StreamDrain()
         server = await create_server(
-            settings.listen, registrars(billing, settings.admin_token.get_secret_value(), drain,
-                                       database_health.guard),
+            settings.listen, registrars(billing, idempotency, settings.admin_token.get_secret_value(),
+                                       drain, database_health.guard),
             SERVICE_NAMES, settings.max_message_bytes, drainers=[drain.drain],
             tls=settings.tls_files(), reflection_enabled=settings.reflection,
             health_address=settings.health_listen)
@@ -103,9 +107,9 @@ async def start(settings: BillingSettings) -> RunningBilling:
         raise
     # Every billing call needs the database, so every health name follows it.
     database_health.start(server, ("", *SERVICE_NAMES))
-    reaper = asyncio.create_task(reap_forever(billing, settings.reaper_interval_seconds),
+    reaper = asyncio.create_task(reap_forever(billing, idempotency, settings.reaper_interval_seconds),
                                  name="billing-hold-reaper")
-    return RunningBilling(server, database, billing, reaper, database_health)
+    return RunningBilling(server, database, billing, idempotency, reaper, database_health)
 
 
 async def _serve(settings: BillingSettings) -> None:

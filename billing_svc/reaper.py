@@ -1,11 +1,13 @@
 """Background task that returns the credits of holds nobody settled in time
-(a crashed or disconnected edge), so no credits stay stranded."""
+(a crashed or disconnected edge), so no credits stay stranded, and forgets
+idempotency keys past their expiry."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from billing_svc.idempotency import IdempotencyKeys
 from billing_svc.service import Billing
 
 log = logging.getLogger("quantized.billing.reaper")
@@ -13,14 +15,15 @@ log = logging.getLogger("quantized.billing.reaper")
 BATCH_SIZE = 500
 
 
-async def reap_forever(billing: Billing, interval_seconds: float) -> None:
+async def reap_forever(billing: Billing, idempotency: IdempotencyKeys, interval_seconds: float) -> None:
     while True:
         await asyncio.sleep(interval_seconds)
         try:
             await reap_all_due(billing)
+            await idempotency.forget_expired()
         except Exception:
             # A database hiccup must not end the task; the next round retries.
-            log.exception("reaping expired holds failed")
+            log.exception("reaping expired holds and keys failed")
 
 
 async def reap_all_due(billing: Billing) -> int:

@@ -40,7 +40,14 @@ from billing_svc.domain import (
     Usage,
     UsageEntry,
 )
+from billing_svc.idempotency import IdempotencyKeys
 from billing_svc.service import Billing
+from billing_svc.storage.idempotency_store import (
+    COMPLETED,
+    FAILED_AFTER_GENERATION,
+    RUNNING,
+    TOO_LARGE,
+)
 from billing_svc.usage import Grouping, UsageQuery, UsageReport, UsageTotals
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.common.v1 import images_pb2, usage_pb2
@@ -271,10 +278,21 @@ _DRAINING = billing_pb2.LedgerResponse(draining=True)
 # the event loop and the write lock, for as long as it runs (billing.proto).
 MAX_BATCH_OPERATIONS = 1024
 
+# The stored key states and their proto enum values.
+_IDEMPOTENCY_STATES = {
+    RUNNING: billing_pb2.IDEMPOTENCY_STATE_RUNNING,
+    COMPLETED: billing_pb2.IDEMPOTENCY_STATE_COMPLETED,
+    TOO_LARGE: billing_pb2.IDEMPOTENCY_STATE_TOO_LARGE,
+    FAILED_AFTER_GENERATION: billing_pb2.IDEMPOTENCY_STATE_FAILED_AFTER_GENERATION,
+}
+_STORED_IDEMPOTENCY_STATES = {value: name for name, value in _IDEMPOTENCY_STATES.items()}
+
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, billing: Billing, drain: StreamDrain, database: DatabaseGuard) -> None:
+    def __init__(self, billing: Billing, idempotency: IdempotencyKeys, drain: StreamDrain,
+                 database: DatabaseGuard) -> None:
         self._billing = billing
+        self._idempotency = idempotency
         self._drain = drain
         self._database = database
 
@@ -296,6 +314,32 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         async with self._database():
             report = await self._billing.usage_report(request.account_id, query)
         return billing_pb2.GetUsageResponse(report=_usage_report(report))
+
+    async def ClaimIdempotencyKey(self, request: billing_pb2.ClaimIdempotencyKeyRequest,
+                                  context: grpc.aio.ServicerContext,
+                                  ) -> billing_pb2.ClaimIdempotencyKeyResponse:
+        async with self._database():
+            record = await self._idempotency.claim(request.account_id, request.key, request.fingerprint,
+                                                   request.owner, request.running_seconds)
+        return billing_pb2.ClaimIdempotencyKeyResponse(
+            claimed=record.claimed, state=_IDEMPOTENCY_STATES[record.state],
+            fingerprint=record.fingerprint, response=record.response or b"")
+
+    async def CompleteIdempotencyKey(self, request: billing_pb2.CompleteIdempotencyKeyRequest,
+                                     context: grpc.aio.ServicerContext,
+                                     ) -> billing_pb2.CompleteIdempotencyKeyResponse:
+        state = _STORED_IDEMPOTENCY_STATES.get(request.state, "")
+        async with self._database():
+            completed = await self._idempotency.complete(request.account_id, request.key, request.owner, state,
+                                                         request.response or None, request.retain_seconds)
+        return billing_pb2.CompleteIdempotencyKeyResponse(completed=completed)
+
+    async def ReleaseIdempotencyKey(self, request: billing_pb2.ReleaseIdempotencyKeyRequest,
+                                    context: grpc.aio.ServicerContext,
+                                    ) -> billing_pb2.ReleaseIdempotencyKeyResponse:
+        async with self._database():
+            released = await self._idempotency.release(request.account_id, request.key, request.owner)
+        return billing_pb2.ReleaseIdempotencyKeyResponse(released=released)
 
     async def Ledger(self, request_iterator: AsyncIterator[billing_pb2.LedgerRequest],
                      context: grpc.aio.ServicerContext) -> None:
@@ -438,9 +482,10 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
             report = await self._billing.usage_report(request.account_id, query)
         return billing_pb2.GetAccountUsageResponse(report=_usage_report(report))
 
-def registrars(billing: Billing, admin_token: str, drain: StreamDrain,
+
+def registrars(billing: Billing, idempotency: IdempotencyKeys, admin_token: str, drain: StreamDrain,
                database: DatabaseGuard) -> list[Registrar]:
-    public = BillingServicer(billing, drain, database)
+    public = BillingServicer(billing, idempotency, drain, database)
     admin = BillingAdminServicer(billing, admin_token, database)
     return [
         lambda server: billing_pb2_grpc.add_BillingServiceServicer_to_server(public, server),

@@ -57,6 +57,8 @@ HTTP_ERROR_BY_REASON: dict[Reason | HttpReason, HttpError] = {
     Reason.SERVICE_UNAVAILABLE: HttpError(503, "service_unavailable", retry_after=1),
     # The error's own `retry_after_seconds` (when the window frees a slot) wins over this.
     Reason.RATE_LIMITED: HttpError(429, "rate_limit_error", retry_after=1),
+    # Stripe's type for the same refusals.
+    Reason.IDEMPOTENCY_CONFLICT: HttpError(409, "idempotency_error"),
     HttpReason.INVALID_JSON: HttpError(400, "invalid_request_error"),
     # Nobody is left to read it; not a server failure either.
     HttpReason.CLIENT_DISCONNECTED: HttpError(400, "invalid_request_error"),

@@ -12,7 +12,9 @@ generation on provider's GenerateStream (see docs/architecture.md, the hot
 path). The upstream is called only once admission succeeded, and a response
 goes out only once its charge is written to billing's stream. A failure after
 admission costs nothing; an UPSTREAM_UNAVAILABLE before any image falls back to
-the next route unless the caller pinned a provider. Every internal call gets
+the next route unless the caller pinned a provider. A request with an
+Idempotency-Key runs through edge/idempotency.py: a repeat is answered from the
+store before admission, so it costs nothing. Every internal call gets
 what is left of the request's budget.
 """
 
@@ -44,6 +46,7 @@ from quantized_runtime.request_context import current_request_id
 from edge.auth_guard import AuthFailureGuard
 from edge.cache import MISSING, TtlCache
 from edge.errors import CALLER_FACING_REASONS, internal_error, service_unavailable
+from edge.idempotency import Idempotency, Progress
 from edge.leases import AdmissionKind, CreditLeases
 from edge.peers import Peers
 from edge.rate_limits import Limit
@@ -119,9 +122,11 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class ImagesFlow:
-    def __init__(self, peers: Peers, leases: CreditLeases, settings: EdgeSettings) -> None:
+    def __init__(self, peers: Peers, leases: CreditLeases, settings: EdgeSettings,
+                 idempotency: Idempotency) -> None:
         self._peers = peers
         self._leases = leases
+        self._idempotency = idempotency
         self._settings = settings
         self._rpc_cap = settings.internal_rpc_timeout_seconds
         catalog_ttl = settings.catalog_cache_ttl_seconds
@@ -184,8 +189,18 @@ class ImagesFlow:
 
     async def generate(self, caller: Caller, request: images_pb2.GenerateRequest, provider_override: str,
                        budget: RequestBudget) -> Outcome:
-        """Generate for an authenticated caller and a request that passed validation."""
-        resolved = await self._resolve(request.model, provider_override.strip(), budget)
+        """Generate for an authenticated caller and a request that passed validation;
+        a request with an Idempotency-Key goes through edge/idempotency.py."""
+        provider_override = provider_override.strip()
+        if not request.idempotency_key:
+            return await self._generate(caller, request, provider_override, budget, None)
+        return await self._idempotency.run(
+            caller.account_id, request, provider_override, budget,
+            lambda progress: self._generate(caller, request, provider_override, budget, progress))
+
+    async def _generate(self, caller: Caller, request: images_pb2.GenerateRequest, provider_override: str,
+                        budget: RequestBudget, progress: Progress | None) -> Outcome:
+        resolved = await self._resolve(request.model, provider_override, budget)
         params = generation_params(request)
         quote = await self._quote(resolved.model_id, params, budget)
         request_id = current_request_id.get()
@@ -196,6 +211,8 @@ class ImagesFlow:
             budget, retry_unavailable=True)
         try:
             route, answer = await self._dispatch(resolved, params, budget)
+            if progress is not None and answer.images:
+                progress.images_produced = True
             generated = sum(1 for image in answer.images if not image.flagged)
             price = price_generation(quote, generated, answer.usage)
             usage = billing_pb2.UsageRecord(model_id=resolved.model_id, provider=route.provider,

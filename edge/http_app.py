@@ -3,7 +3,9 @@
 Every response carries `x-request-id`; every error uses the OpenAI error shape.
 The generation route authenticates the caller before it reads the body, then
 parses and validates the body and hands the flow the typed request, as the gRPC
-ImagesService does with its message.
+ImagesService does with its message. The Idempotency-Key header is the request's
+`idempotency_key` field (edge/validation.py reads it); the answer to a repeat of
+it carries `Idempotent-Replayed: true`.
 
 `POST /v1/images/generations` is the hot path: `EdgeHttpApp` answers it straight
 from the ASGI scope, without Starlette's middleware, routing and Request objects
@@ -17,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -46,6 +49,8 @@ GENERATIONS_PATH = "/v1/images/generations"
 REQUEST_ID_HEADER = "x-request-id"
 AUTHORIZATION_HEADER = "authorization"
 PROVIDER_HEADER = "x-quantized-provider"
+# Stripe's name: on the answer to a repeated Idempotency-Key, which was not run again.
+REPLAYED_HEADER = (b"idempotent-replayed", b"true")
 JSON_MEDIA_TYPE = "application/json"
 
 # Response parts up to this size are joined into one ASGI message (one socket write);
@@ -69,6 +74,14 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Body = bytes | list[BodyPart]
 HeaderLookup = Callable[[str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class WithHeaders:
+    """A handler's body with extra response headers."""
+
+    body: Body
+    headers: list[tuple[bytes, bytes]]
 
 
 def _coalesce(parts: Sequence[BodyPart]) -> list[BodyPart]:
@@ -133,7 +146,7 @@ class JsonResponse(Response):
 Answer = tuple[int, Body, str, list[tuple[bytes, bytes]]]
 
 
-async def _answer(handler: Callable[[], Awaitable[Body]], method: str, path: str) -> Answer:
+async def _answer(handler: Callable[[], Awaitable[Body | WithHeaders]], method: str, path: str) -> Answer:
     """Request id, one log line, and every failure turned into an OpenAI error body
     (with its extra headers, such as Retry-After)."""
     request_id = new_request_id()
@@ -143,6 +156,8 @@ async def _answer(handler: Callable[[], Awaitable[Body]], method: str, path: str
     try:
         try:
             status, body = 200, await handler()
+            if isinstance(body, WithHeaders):
+                body, headers = body.body, body.headers
         except ServiceError as error:
             status, body, headers = service_error_response(error)
         except HttpRejection as rejection:
@@ -158,7 +173,7 @@ async def _answer(handler: Callable[[], Awaitable[Body]], method: str, path: str
         current_request_id.reset(token)
 
 
-Handler = Callable[[Request], Awaitable[Body]]
+Handler = Callable[[Request], Awaitable[Body | WithHeaders]]
 
 
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -241,19 +256,22 @@ class EdgeHttpApp:
             return
         await self.starlette(scope, receive, send)
 
-    async def _generate(self, header: HeaderLookup, receive: Receive, client_address: str) -> list[BodyPart]:
+    async def _generate(self, header: HeaderLookup, receive: Receive,
+                        client_address: str) -> list[BodyPart] | WithHeaders:
         budget = self._flow.budget()
         caller = await self._flow.authenticate(header(AUTHORIZATION_HEADER), budget, client_address)
         async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit, caller.account_limit):
-            request = self._validator.from_json(await _read_json(header, receive, self._max_body_bytes))
+            request = self._validator.from_json(await _read_json(header, receive, self._max_body_bytes), header)
             outcome = await self._flow.generate(caller, request, header(PROVIDER_HEADER) or "", budget)
+        if outcome.replay_of:
+            return WithHeaders(generation_json(outcome), [REPLAYED_HEADER])
         return generation_json(outcome)
 
     def _starlette_app(self) -> ASGIApp:
         flow = self._flow
         openapi_body = json.dumps(openapi_document(self._validator)).encode()
 
-        async def generate_images(request: Request) -> list[BodyPart]:
+        async def generate_images(request: Request) -> list[BodyPart] | WithHeaders:
             return await self._generate(request.headers.get, request.receive, _client_address(request.scope))
 
         async def list_models(request: Request) -> bytes:

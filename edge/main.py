@@ -19,9 +19,11 @@ from quantized_runtime.settings import load_settings
 
 from edge.flow import ImagesFlow
 from edge.http_app import create_app
+from edge.idempotency import REPLAY_RETENTION_SECONDS, Idempotency
+from edge.idempotency_stores import BillingIdempotencyStore, RedisIdempotencyStore
 from edge.leases import CreditLeases, LeaseSettings
 from edge.peers import Peers
-from edge.rate_limits import RateLimiter, open_rate_limiter
+from edge.rate_limits import RateLimiter, open_rate_limiter, redis_client
 from edge.readiness import PEERS_THE_EDGE_NEEDS, peer_watch
 from edge.servicer import SERVICE_NAMES, registrars
 from edge.settings import EdgeSettings
@@ -49,6 +51,7 @@ class RunningEdge:
     _leases: CreditLeases
     _readiness: DependencyWatch
     limiter: RateLimiter
+    _idempotency: Idempotency
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop accepting, let in-flight requests finish within the grace period,
@@ -56,6 +59,7 @@ class RunningEdge:
         await self._readiness.stop()
         self._http.should_exit = True
         await asyncio.gather(self._grpc.stop(grace_seconds), self._wait_http(grace_seconds))
+        await self._idempotency.close()
         await self._leases.close(grace_seconds)
         await self._peers.close()
         await self.limiter.close()
@@ -97,10 +101,19 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         fallback_seconds=settings.lease_fallback_seconds,
         call_timeout_seconds=settings.internal_rpc_timeout_seconds,
         capped_key_memory_seconds=settings.auth_cache_ttl_seconds))
-    flow = ImagesFlow(peers, leases, settings)
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    idempotency_store = (
+        RedisIdempotencyStore(redis_client(redis_url, settings.internal_rpc_timeout_seconds)) if redis_url
+        else BillingIdempotencyStore(peers.billing))
+    idempotency = Idempotency(
+        idempotency_store, settings.idempotency_max_stored_bytes,
+        # A claim outlives its request; an edge that dies mid-request frees the key after it.
+        running_seconds=min(REPLAY_RETENTION_SECONDS,
+                            int(settings.request_timeout_seconds + 2 * settings.internal_rpc_timeout_seconds) + 1),
+        call_timeout_seconds=settings.internal_rpc_timeout_seconds)
+    flow = ImagesFlow(peers, leases, settings, idempotency)
     limiter = open_rate_limiter(
-        settings.redis_url.get_secret_value() if settings.redis_url else None,
-        settings.redis_unavailable_policy, settings.redis_timeout_seconds, settings.redis_retry_seconds,
+        redis_url, settings.redis_unavailable_policy, settings.redis_timeout_seconds, settings.redis_retry_seconds,
         # A request never outlives its budget; a dead edge's in-flight slots free after it.
         in_flight_ttl_seconds=settings.request_timeout_seconds + 60)
     validator = RequestValidator()
@@ -148,7 +161,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     readiness.on_change(follow_peers)
     readiness.start()
     return RunningEdge(sock.getsockname()[1], grpc_server.port, http, http_task, grpc_server, peers,
-                       leases, readiness, limiter)
+                       leases, readiness, limiter, idempotency)
 
 
 async def _serve(settings: EdgeSettings) -> None:

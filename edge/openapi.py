@@ -35,6 +35,8 @@ _GENERATION_ERRORS: dict[Reason | HttpReason, str] = {
     Reason.UPSTREAM_REJECTED: "the upstream rejected a parameter",
     Reason.UNAUTHENTICATED: "missing, malformed or invalid API key or JWT",
     Reason.INSUFFICIENT_CREDITS: "insufficient credits",
+    Reason.IDEMPOTENCY_CONFLICT: "the Idempotency-Key was used with a different request, its first request "
+                                 "is still running, or its answer cannot be replayed (nothing was charged)",
     Reason.RATE_LIMITED: "the key or account is over its requests per minute or concurrent requests "
                          "(Retry-After says when to try again; nothing was charged)",
     Reason.MODEL_NOT_FOUND: "unknown model",
@@ -114,8 +116,8 @@ def request_schema(validator: RequestValidator) -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": [spec.name for spec in validator.fields if spec.required],
-        "properties": {spec.name: field_schema(spec) for spec in validator.fields},
+        "required": [spec.name for spec in validator.body_fields if spec.required],
+        "properties": {spec.name: field_schema(spec) for spec in validator.body_fields},
     }
 
 
@@ -135,7 +137,10 @@ def openapi_document(validator: RequestValidator) -> dict[str, Any]:
                 "summary": "Generate images from a text prompt",
                 "parameters": [{"name": "X-Quantized-Provider", "in": "header", "required": False,
                                 "schema": {"type": "string"},
-                                "description": "Pin one provider slug (disables fallback)"}],
+                                "description": "Pin one provider slug (disables fallback)"},
+                               *({"name": spec.http_header, "in": "header", "required": spec.required,
+                                  "schema": field_schema(spec), "description": spec.description}
+                                 for spec in validator.header_fields)],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/ImageGenerationRequest"}}}},
                 "responses": {"200": {"description": "Generated images"}, **error_responses},

@@ -285,15 +285,16 @@ class RateLimiter:
             await self._shared.close()
 
 
+def redis_client(redis_url: str, timeout_seconds: float) -> redis_asyncio.Redis:
+    """A client that connects on first use. No retries inside it: a failure is
+    reported at once, and its user decides what to do and when to try again."""
+    return redis_asyncio.Redis.from_url(
+        redis_url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+        retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
+
+
 def open_rate_limiter(redis_url: str | None, policy: RedisUnavailablePolicy, timeout_seconds: float,
                       retry_redis_after_seconds: float, in_flight_ttl_seconds: float) -> RateLimiter:
-    """The limiter the settings ask for; a Redis client connects on first use."""
-    shared = None
-    if redis_url:
-        client = redis_asyncio.Redis.from_url(
-            redis_url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
-            # No retries inside the client: a failure falls back at once, and the
-            # limiter decides when Redis is tried again.
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
-        shared = RedisCounter(client, in_flight_ttl_seconds)
+    """The limiter the settings ask for."""
+    shared = RedisCounter(redis_client(redis_url, timeout_seconds), in_flight_ttl_seconds) if redis_url else None
     return RateLimiter(shared, policy, retry_redis_after_seconds)

@@ -27,6 +27,9 @@ NO_WATERMARK = common_pb2.WATERMARK_NONE
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
+# The upstream's measures, optional on both UpstreamUsage and the public Usage.
+_USAGE_MEASURES = ("input_tokens", "output_tokens", "total_tokens", "megapixels")
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -41,6 +44,8 @@ class Outcome:
     images_generated: int
     credits_used: int
     credits_remaining: int | None
+    # A replay of an Idempotency-Key's first answer: that request's id; empty otherwise.
+    replay_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def generation_json(outcome: Outcome) -> list[BodyPart]:
 
 def generation_proto(outcome: Outcome, request_id: str) -> images_pb2.GenerateResponse:
     usage = images_pb2.Usage(images=outcome.images_generated, credits_used=outcome.credits_used)
-    for name in ("input_tokens", "output_tokens", "total_tokens", "megapixels"):
+    for name in _USAGE_MEASURES:
         if outcome.usage.HasField(name):
             setattr(usage, name, getattr(outcome.usage, name))
     if outcome.credits_remaining is not None:
@@ -139,6 +144,19 @@ def generation_proto(outcome: Outcome, request_id: str) -> images_pb2.GenerateRe
         entry.CopyFrom(image)
         entry.watermark = image_watermark(image, outcome.watermark)
     return response
+
+
+def replayed_outcome(response: images_pb2.GenerateResponse) -> Outcome:
+    """The outcome a stored answer (generation_proto's) was rendered from, so both
+    transports render it again byte for byte. Its images carry their watermark."""
+    usage = common_pb2.UpstreamUsage()
+    for name in _USAGE_MEASURES:
+        if response.usage.HasField(name):
+            setattr(usage, name, getattr(response.usage, name))
+    return Outcome(
+        created=response.created, model=response.model, images=list(response.data), watermark=NO_WATERMARK,
+        usage=usage, images_generated=response.usage.images, credits_used=response.usage.credits_used,
+        credits_remaining=_optional(response.usage, "credits_remaining"), replay_of=response.request_id)
 
 
 def models_json(models: Iterable[common_pb2.Model]) -> bytes:

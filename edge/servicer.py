@@ -1,7 +1,9 @@
 """The public gRPC ImagesService: the same flow, validation and errors as HTTP.
 
 The bearer token travels in `authorization` metadata, a pinned provider in
-`x-quantized-provider`; the request id is sent back in the initial metadata.
+`x-quantized-provider`, an idempotency key in the request's `idempotency_key`;
+the request id is sent back in the initial metadata, and a replayed answer says
+so in the trailing metadata (`idempotent-replayed: true`).
 `registrars` and `SERVICE_NAMES` are what `main.start` hands the runtime's server.
 """
 
@@ -30,6 +32,9 @@ ResponseT = TypeVar("ResponseT")
 
 AUTHORIZATION_METADATA_KEY = "authorization"
 PROVIDER_METADATA_KEY = "x-quantized-provider"
+# In the trailing metadata of the answer to a repeated idempotency key, which
+# carries the first request's request_id (the initial metadata has this call's).
+REPLAYED_METADATA = ("idempotent-replayed", "true")
 
 SERVICE_NAMES = (images_pb2.DESCRIPTOR.services_by_name["ImagesService"].full_name,)
 
@@ -63,7 +68,9 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
                                            caller.account_limit):
                 outcome = await self._flow.generate(caller, self._validator.from_proto(request),
                                                     metadata.get(PROVIDER_METADATA_KEY, ""), budget)
-            return generation_proto(outcome, request_id)
+            if outcome.replay_of:
+                context.set_trailing_metadata((REPLAYED_METADATA,))
+            return generation_proto(outcome, outcome.replay_of or request_id)
 
         return await self._guarded(context, run)
 

@@ -60,7 +60,12 @@ class EdgeSettings(ServiceSettings):
     # stops asking billing about its unknown tokens (0: no limit).
     auth_failures_per_minute_per_address: int = Field(default=30, ge=0)
 
-    # Rate-limit counters shared by every edge replica; unset: each edge counts alone.
+    # Idempotency-Key (docs/api.md, "Idempotency"): answers larger than this
+    # (serialized, images included) are not stored, and their replay is a 409.
+    idempotency_max_stored_bytes: int = Field(default=8 * 1024 * 1024, gt=0, le=64 * 1024 * 1024)
+
+    # Rate-limit counters and idempotency keys shared by every edge replica.
+    # Unset: each edge counts alone, and idempotency keys live in billing's database.
     redis_url: SecretStr | None = None
     # When Redis cannot be reached: `local` counts in this edge's memory meanwhile,
     # `refuse` answers 503 until it is back.

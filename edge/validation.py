@@ -4,7 +4,9 @@ The accepted fields, their JSON types, required/not-blank flags, bounds, pattern
 defaults and enum values are all read from `quantized.images.v1.GenerateRequest`
 and its `(quantized.common.v1.rules)` options, so the proto stays the single source
 of truth: a field added there is accepted (and checked) here without an edit.
-The same rules apply to JSON bodies and to gRPC requests.
+The same rules apply to JSON bodies and to gRPC requests. A field whose rules
+name an `http_header` (the Idempotency-Key) is read from that header on HTTP,
+never from the body.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class FieldSpec:
     default: Any
     description: str
     enum_values: Mapping[str, int]
+    # On HTTP the field comes from this header instead of the body; empty: from the body.
+    http_header: str = ""
 
     @classmethod
     def from_descriptor(cls, field: FieldDescriptor) -> FieldSpec:
@@ -90,6 +94,7 @@ class FieldSpec:
             default=default,
             description=rules.description,
             enum_values=enum_values,
+            http_header=rules.http_header,
         )
 
 
@@ -98,6 +103,8 @@ def _invalid(field: str | None, message: str) -> ServiceError:
 
 
 _MISSING = object()
+
+HeaderLookup = Callable[[str], str | None]
 
 
 class RequestValidator:
@@ -108,21 +115,32 @@ class RequestValidator:
                  message_class: Callable[..., images_pb2.GenerateRequest] = images_pb2.GenerateRequest) -> None:
         self.fields: tuple[FieldSpec, ...] = tuple(FieldSpec.from_descriptor(f) for f in descriptor.fields)
         self.field_names = frozenset(spec.name for spec in self.fields)
+        # What a JSON body may carry, and the fields HTTP reads from headers instead.
+        self.body_fields = tuple(spec for spec in self.fields if not spec.http_header)
+        self.header_fields = tuple(spec for spec in self.fields if spec.http_header)
+        self._header_lookups = tuple((spec, spec.http_header.lower()) for spec in self.header_fields)
+        self._body_field_names = frozenset(spec.name for spec in self.body_fields)
         self._message_class = message_class
-        self._accepted = ", ".join(spec.name for spec in self.fields)
+        self._accepted = ", ".join(spec.name for spec in self.body_fields)
 
-    def from_json(self, body: Any) -> images_pb2.GenerateRequest:
+    def from_json(self, body: Any, header: HeaderLookup | None = None) -> images_pb2.GenerateRequest:
+        """The request from a JSON body and, for the fields that live in headers, `header`."""
         if not isinstance(body, dict):
             raise _invalid(None, "the request body must be a JSON object")
         for key in body:
-            if key not in self.field_names:
+            if key not in self._body_field_names:
                 raise _invalid(str(key), f"Unrecognized request argument supplied: {key}. "
                                          f"This endpoint accepts only: {self._accepted}")
         values: dict[str, Any] = {}
-        for spec in self.fields:
+        for spec in self.body_fields:
             raw = body.get(spec.name)
             if raw is not None:
                 values[spec.name] = self._json_value(spec, raw)
+        if header is not None:
+            for spec, header_name in self._header_lookups:
+                raw = header(header_name)
+                if raw is not None:
+                    values[spec.name] = raw
         return self._finish(values)
 
     def from_proto(self, request: images_pb2.GenerateRequest) -> images_pb2.GenerateRequest:
@@ -183,7 +201,8 @@ class RequestValidator:
             if spec.kind == INTEGER and not spec.minimum <= value <= spec.maximum:
                 raise _invalid(spec.name, f"'{spec.name}' must be between {spec.minimum} and {spec.maximum}")
             if spec.pattern is not None and not spec.pattern.fullmatch(value):
-                raise _invalid(spec.name, f"'{spec.name}' is invalid: {spec.description or spec.pattern.pattern}")
+                named = f"'{spec.name}' (HTTP header {spec.http_header})" if spec.http_header else f"'{spec.name}'"
+                raise _invalid(spec.name, f"{named} is invalid: {spec.description or spec.pattern.pattern}")
         return self._message_class(**values)
 
 

@@ -28,6 +28,7 @@ GRPC_CODE_BY_REASON: dict[Reason, grpc.StatusCode] = {
     Reason.ROUTE_NOT_FOUND: grpc.StatusCode.UNIMPLEMENTED,
     Reason.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Reason.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.IDEMPOTENCY_CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 _REASON_BY_GRPC_CODE: dict[grpc.StatusCode, Reason] = {

@@ -17,7 +17,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
@@ -187,4 +189,28 @@ usage_records = Table(
     # One record per request: a Settle's, or a Charge's (a repeated Charge finds it).
     UniqueConstraint("account_id", "request_id"),
     Index("ix_usage_records_account_id_created_at", "account_id", "created_at"),
+)
+
+# The edge's Idempotency-Key claims and stored answers, when it has no Redis
+# (docs/billing.md, "Idempotency keys"): one row per (account, key).
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("account_id", String(ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
+    # As the caller sent it: 1 to 255 printable ASCII characters.
+    Column("key", String(255), nullable=False),
+    # SHA-256 of the request the key came with.
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    # The attempt that claimed the key (the edge's request id).
+    Column("owner", String(200), nullable=False),
+    # running -> completed | too_large | failed_after_generation; a released claim is deleted.
+    Column("state", String(32), nullable=False),
+    # completed: the serialized quantized.images.v1.GenerateResponse to replay.
+    Column("response", LargeBinary, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    # running: when another attempt may take the key over; otherwise when the row is forgotten.
+    Column("expires_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("account_id", "key"),
+    CheckConstraint("state IN ('running', 'completed', 'too_large', 'failed_after_generation')",
+                    name="known_state"),
+    Index("ix_idempotency_keys_expires_at", "expires_at"),
 )

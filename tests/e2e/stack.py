@@ -44,12 +44,13 @@ class Account:
 
 
 class Stack:
-    def __init__(self, data_dir: Path, openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle,
-                 billing_overrides: dict[str, Any] | None = None) -> None:
-        """`billing_overrides`: BillingSettings fields, such as a PostgreSQL
-        `database_url` or the JWT settings."""
+    def __init__(self, data_dir: Path, openai: FakeOpenAI, bedrock: FakeBedrock, google: FakeGoogle, *,
+                 billing_overrides: dict[str, Any] | None = None,
+                 edge_overrides: dict[str, Any] | None = None) -> None:
         self.data_dir = data_dir
+        # Settings on top of the stack's own (a billing database URL, an edge's Redis).
         self.billing_overrides = billing_overrides or {}
+        self.edge_overrides = edge_overrides or {}
         self.openai, self.bedrock, self.google = openai, bedrock, google
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-stack", daemon=True)
@@ -83,7 +84,7 @@ class Stack:
             # The tests enable catalog rows the shipped file leaves off; the fakes serve them all.
             allowed_models=["openai/*", "bedrock/*", "gemini/*", "sandbox/*"])
         self.provider = await start_provider(self.provider_settings)
-        self.edge = await start_edge(EdgeSettings(
+        self.edge_settings = EdgeSettings(
             **tls_fields(certificates["edge"]),
             host="127.0.0.1", port=0, listen="127.0.0.1:0",
             catalog_addr=f"127.0.0.1:{self.catalog.port}",
@@ -91,7 +92,9 @@ class Stack:
             provider_addr=f"127.0.0.1:{self.provider.port}",
             request_timeout_seconds=20,
             auth_cache_ttl_seconds=AUTH_CACHE_TTL_SECONDS,
-            catalog_cache_ttl_seconds=CATALOG_CACHE_TTL_SECONDS))
+            catalog_cache_ttl_seconds=CATALOG_CACHE_TTL_SECONDS,
+            **self.edge_overrides)
+        self.edge = await start_edge(self.edge_settings)
         self.services = [self.edge, self.provider, self.billing, self.catalog]
         # A rolled service comes back on the same port, so these channels outlive it.
         self.admin_channels = [
@@ -99,6 +102,23 @@ class Stack:
             open_channel(f"127.0.0.1:{self.catalog.port}", tls=self.pki.operator, peer="catalog")]
         self.billing_admin = billing_pb2_grpc.BillingAdminServiceStub(self.admin_channels[0])
         self.catalog_admin = catalog_pb2_grpc.CatalogAdminServiceStub(self.admin_channels[1])
+
+    def add_edge(self, **overrides: Any) -> Any:
+        """Another edge replica on the same services (the stack's edge settings, with `overrides`)."""
+        async def add() -> Any:
+            edge = await start_edge(self.edge_settings.model_copy(update=overrides))
+            self.services.insert(0, edge)
+            return edge
+        return self.run(add())
+
+    def restart_edge(self) -> None:
+        """The stack's edge stopped and started again, on new ports (nothing of it survives in memory)."""
+        async def restart() -> Any:
+            await self.edge.stop(0)
+            successor = await start_edge(self.edge_settings)
+            self.services[self.services.index(self.edge)] = successor
+            return successor
+        self.edge = self.run(restart())
 
     def roll_billing(self, grace_seconds: float) -> None:
         """A rolling restart: a second billing on the same port and database, then

@@ -65,6 +65,17 @@ TARGETS = [
            streaming=True),
     Target("billing", "/quantized.billing.v1.BillingService/GetUsage",
            lambda a: billing_pb2.GetUsageRequest(account_id=a.account_id)),
+    Target("billing", "/quantized.billing.v1.BillingService/ClaimIdempotencyKey",
+           lambda a: billing_pb2.ClaimIdempotencyKeyRequest(
+               account_id=a.account_id, key="intruder-key", fingerprint=bytes(32), owner="req_intruder",
+               running_seconds=60)),
+    Target("billing", "/quantized.billing.v1.BillingService/CompleteIdempotencyKey",
+           lambda a: billing_pb2.CompleteIdempotencyKeyRequest(
+               account_id=a.account_id, key="intruder-key", owner="req_intruder",
+               state=billing_pb2.IDEMPOTENCY_STATE_TOO_LARGE, retain_seconds=60)),
+    Target("billing", "/quantized.billing.v1.BillingService/ReleaseIdempotencyKey",
+           lambda a: billing_pb2.ReleaseIdempotencyKeyRequest(account_id=a.account_id, key="intruder-key",
+                                                              owner="req_intruder")),
     Target("billing", "/quantized.billing.v1.BillingAdminService/CreateAccount",
            lambda a: billing_pb2.CreateAccountRequest(name="intruder", unlimited=True)),
     Target("billing", "/quantized.billing.v1.BillingAdminService/CreateApiKey",

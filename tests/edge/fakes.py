@@ -188,6 +188,8 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
         self.ledger_streams_opened = 0
         # Ledger streams whose caller closed its side.
         self.ledger_streams_closed = 0
+        # When set, every Settle is refused with it (and writes nothing).
+        self.settle_error: ServiceError | None = None
 
     def count(self, method: str) -> int:
         return sum(1 for name, _ in self.calls if name == method)
@@ -221,6 +223,8 @@ class FakeBilling(billing_pb2_grpc.BillingServiceServicer):
 
     async def Settle(self, request: Any, context: Any) -> Any:
         self.calls.append(("Settle", request))
+        if self.settle_error is not None:
+            raise self.settle_error
         account, held = self.holds.pop(request.hold_id)
         charged = min(request.amount_micro_credits, held)
         if account.unlimited:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from quantized.billing.v1 import billing_pb2
 from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.images.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
@@ -18,10 +19,18 @@ from tests.edge.conftest import CALL_TIMEOUT_SECONDS, Stack
 from tests.edge.fakes import (
     DALL_E_3_PRICE, PNG_BYTES, Account, POOR_KEY, UNLIMITED_KEY, VALID_KEY, flagged_image, image,
 )
+from tests.polling import eventually
 
 AUTH = {"Authorization": f"Bearer {VALID_KEY}"}
 GRPC_AUTH = (("authorization", f"Bearer {VALID_KEY}"),)
 NOVA = "amazon.nova-canvas-v1:0"
+
+
+async def recorded_charges(stack: Stack, count: int = 1) -> list[billing_pb2.ChargeRequest]:
+    """The Charges billing has read: a response waits only until its Charge is
+    written to billing's stream, not until billing read it."""
+    await eventually(lambda: len(stack.peers.billing.requests("Charge")) >= count)
+    return stack.peers.billing.requests("Charge")
 
 
 async def generate(stack: Stack, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
@@ -52,7 +61,7 @@ async def test_the_provider_gets_the_route_and_the_request_context(stack: Stack)
     assert call.params.seed == 7
     request_id = response.headers["x-request-id"]
     assert call.request_id == request_id
-    assert stack.peers.billing.requests("Charge")[0].request_id == request_id
+    assert (await recorded_charges(stack))[0].request_id == request_id
     assert response.json()["data"][0]["watermark"] == "provenance"
 
 
@@ -109,7 +118,7 @@ async def test_a_flagged_generation_is_free(stack: Stack) -> None:
                              "flagged": True}]
     assert body["usage"]["images"] == 0 and body["usage"]["credits_used"] == 0
     assert body["created"] == 0
-    charge = stack.peers.billing.requests("Charge")[0]
+    charge = (await recorded_charges(stack))[0]
     assert charge.amount_micro_credits == 0 and charge.usage.images == 0
     assert body["usage"]["credits_remaining"] == 100_000_000
 
@@ -122,7 +131,7 @@ async def test_a_partly_flagged_generation_pays_for_the_generated_images_only(st
     assert [entry["flagged"] for entry in body["data"]] == [False, True, False]
     assert body["data"][2]["seed"] == 5
     assert body["usage"]["images"] == 2
-    charge = stack.peers.billing.requests("Charge")[0]
+    charge = (await recorded_charges(stack))[0]
     assert charge.amount_micro_credits == 2 * DALL_E_3_PRICE
     assert charge.usage.images == 2
     assert stack.peers.billing.requests("AcquireLease")[0].unit_micro_credits == 3 * DALL_E_3_PRICE
@@ -138,7 +147,7 @@ async def test_token_priced_models_are_priced_from_usage(stack: Stack) -> None:
     # The quote's card: 80 micro-credits per input token, 640 per output token.
     price = 50 * 80 + 4160 * 640
     assert stack.peers.catalog.requests("QuotePrice")[0].quality == common_pb2.QUALITY_LOW
-    charge = stack.peers.billing.requests("Charge")[0]
+    charge = (await recorded_charges(stack))[0]
     assert charge.amount_micro_credits == price
     assert (charge.usage.model_id, charge.usage.provider, charge.usage.user) == ("gpt-image-1", "openai", "u1")
     assert body["usage"] == {"images": 1, "input_tokens": 50, "output_tokens": 4160, "total_tokens": 4210,
@@ -151,7 +160,7 @@ async def test_the_charge_never_exceeds_the_hold(stack: Stack) -> None:
     stack.peers.provider.behaviour["openai"] = provider_pb2.GenerateResponse(
         images=[image()], usage=common_pb2.UpstreamUsage(input_tokens=10, output_tokens=99_000))
     response = await generate(stack, {"model": "gpt-image-1", "prompt": "x"})
-    assert stack.peers.billing.requests("Charge")[0].amount_micro_credits == 3_360_000
+    assert (await recorded_charges(stack))[0].amount_micro_credits == 3_360_000
     assert response.json()["usage"]["credits_used"] == 3_360_000
 
 
@@ -164,7 +173,7 @@ async def test_unlimited_accounts_have_no_remaining_credits(stack: Stack) -> Non
                         timeout=CALL_TIMEOUT_SECONDS, metadata=(("authorization", f"Bearer {UNLIMITED_KEY}"),))
     assert not answer.usage.HasField("credits_remaining")
     # Usage is recorded with no lease and no hold.
-    charges = stack.peers.billing.requests("Charge")
+    charges = await recorded_charges(stack, 2)
     assert [charge.lease_id for charge in charges] == ["", ""] and charges[0].usage.images == 1
     assert stack.peers.billing.count("AcquireLease") == 0 and stack.peers.billing.count("Reserve") == 0
 
@@ -175,7 +184,7 @@ async def test_an_unavailable_route_falls_back_to_the_next(stack: Stack) -> None
     assert response.status_code == 200
     assert [call.provider for call in stack.peers.provider.calls] == ["bedrock", "sandbox"]
     assert stack.peers.billing.count("AcquireLease") == 1 and stack.peers.billing.count("Charge") == 1
-    assert stack.peers.billing.requests("Charge")[0].usage.provider == "sandbox"
+    assert (await recorded_charges(stack))[0].usage.provider == "sandbox"
 
 
 async def test_fallback_stops_at_the_last_route(stack: Stack) -> None:

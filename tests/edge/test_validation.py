@@ -25,17 +25,34 @@ AUTH = {"Authorization": f"Bearer {VALID_KEY}"}
 GRPC_AUTH = (("authorization", f"Bearer {VALID_KEY}"),)
 BASE = {"model": "dall-e-3", "prompt": "a hedgehog"}
 REQUEST_FIELDS = {f.name for f in images_pb2.GenerateRequest.DESCRIPTOR.fields}
+# Read from a header on HTTP, never from the body.
+HEADER_FIELDS = {"idempotency_key"}
 
 
 def test_accepted_fields_are_exactly_the_proto_fields() -> None:
     validator = RequestValidator()
     assert validator.field_names == REQUEST_FIELDS
-    assert set(request_schema(validator)["properties"]) == REQUEST_FIELDS
+    assert set(request_schema(validator)["properties"]) == REQUEST_FIELDS - HEADER_FIELDS
+    assert {spec.name for spec in validator.header_fields} == HEADER_FIELDS
 
 
-def test_every_request_field_but_model_reaches_the_provider() -> None:
+def test_every_request_field_but_model_and_the_idempotency_key_reaches_the_provider() -> None:
     params = {f.name for f in common_pb2.GenerationParams.DESCRIPTOR.fields}
-    assert params == REQUEST_FIELDS - {"model"}
+    assert params == REQUEST_FIELDS - {"model"} - HEADER_FIELDS
+
+
+def test_the_idempotency_key_comes_from_its_header_and_never_from_the_body() -> None:
+    validator = RequestValidator()
+    headers = {"idempotency-key": "retry-me-1"}
+    assert validator.from_json(dict(BASE), headers.get).idempotency_key == "retry-me-1"
+    with pytest.raises(ServiceError) as in_body:
+        validator.from_json({**BASE, "idempotency_key": "retry-me-1"})
+    assert in_body.value.field == "idempotency_key"
+    for bad in ("", "has space", "k" * 256, "caf\u00e9"):
+        with pytest.raises(ServiceError) as refused:
+            validator.from_json(dict(BASE), {"idempotency-key": bad}.get)
+        assert refused.value.reason is Reason.INVALID_REQUEST
+        assert "Idempotency-Key" in refused.value.message
 
 
 def _request_with_extra_field() -> tuple[Any, type]:

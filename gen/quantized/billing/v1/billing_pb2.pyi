@@ -5,12 +5,26 @@ from quantized.common.v1 import errors_pb2 as _errors_pb2
 from quantized.common.v1 import images_pb2 as _images_pb2
 from quantized.common.v1 import usage_pb2 as _usage_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class IdempotencyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IDEMPOTENCY_STATE_UNSPECIFIED: _ClassVar[IdempotencyState]
+    IDEMPOTENCY_STATE_RUNNING: _ClassVar[IdempotencyState]
+    IDEMPOTENCY_STATE_COMPLETED: _ClassVar[IdempotencyState]
+    IDEMPOTENCY_STATE_TOO_LARGE: _ClassVar[IdempotencyState]
+    IDEMPOTENCY_STATE_FAILED_AFTER_GENERATION: _ClassVar[IdempotencyState]
+IDEMPOTENCY_STATE_UNSPECIFIED: IdempotencyState
+IDEMPOTENCY_STATE_RUNNING: IdempotencyState
+IDEMPOTENCY_STATE_COMPLETED: IdempotencyState
+IDEMPOTENCY_STATE_TOO_LARGE: IdempotencyState
+IDEMPOTENCY_STATE_FAILED_AFTER_GENERATION: IdempotencyState
 
 class AuthenticateRequest(_message.Message):
     __slots__ = ("token",)
@@ -487,3 +501,67 @@ class GetAccountUsageResponse(_message.Message):
     REPORT_FIELD_NUMBER: _ClassVar[int]
     report: _usage_pb2.UsageReport
     def __init__(self, report: _Optional[_Union[_usage_pb2.UsageReport, _Mapping]] = ...) -> None: ...
+
+class ClaimIdempotencyKeyRequest(_message.Message):
+    __slots__ = ("account_id", "key", "fingerprint", "owner", "running_seconds")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    key: str
+    fingerprint: bytes
+    owner: str
+    running_seconds: int
+    def __init__(self, account_id: _Optional[str] = ..., key: _Optional[str] = ..., fingerprint: _Optional[bytes] = ..., owner: _Optional[str] = ..., running_seconds: _Optional[int] = ...) -> None: ...
+
+class ClaimIdempotencyKeyResponse(_message.Message):
+    __slots__ = ("claimed", "state", "fingerprint", "response")
+    CLAIMED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    claimed: bool
+    state: IdempotencyState
+    fingerprint: bytes
+    response: bytes
+    def __init__(self, claimed: _Optional[bool] = ..., state: _Optional[_Union[IdempotencyState, str]] = ..., fingerprint: _Optional[bytes] = ..., response: _Optional[bytes] = ...) -> None: ...
+
+class CompleteIdempotencyKeyRequest(_message.Message):
+    __slots__ = ("account_id", "key", "owner", "state", "response", "retain_seconds")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    RETAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    key: str
+    owner: str
+    state: IdempotencyState
+    response: bytes
+    retain_seconds: int
+    def __init__(self, account_id: _Optional[str] = ..., key: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[IdempotencyState, str]] = ..., response: _Optional[bytes] = ..., retain_seconds: _Optional[int] = ...) -> None: ...
+
+class CompleteIdempotencyKeyResponse(_message.Message):
+    __slots__ = ("completed",)
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    completed: bool
+    def __init__(self, completed: _Optional[bool] = ...) -> None: ...
+
+class ReleaseIdempotencyKeyRequest(_message.Message):
+    __slots__ = ("account_id", "key", "owner")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    key: str
+    owner: str
+    def __init__(self, account_id: _Optional[str] = ..., key: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class ReleaseIdempotencyKeyResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    def __init__(self, released: _Optional[bool] = ...) -> None: ...

@@ -50,6 +50,21 @@ class BillingServiceStub:
                 request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ClaimIdempotencyKey = channel.unary_unary(
+                '/quantized.billing.v1.BillingService/ClaimIdempotencyKey',
+                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ClaimIdempotencyKeyRequest.SerializeToString,
+                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ClaimIdempotencyKeyResponse.FromString,
+                _registered_method=True)
+        self.CompleteIdempotencyKey = channel.unary_unary(
+                '/quantized.billing.v1.BillingService/CompleteIdempotencyKey',
+                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.CompleteIdempotencyKeyRequest.SerializeToString,
+                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.CompleteIdempotencyKeyResponse.FromString,
+                _registered_method=True)
+        self.ReleaseIdempotencyKey = channel.unary_unary(
+                '/quantized.billing.v1.BillingService/ReleaseIdempotencyKey',
+                request_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseIdempotencyKeyRequest.SerializeToString,
+                response_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseIdempotencyKeyResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -96,6 +111,30 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimIdempotencyKey(self, request, context):
+        """Idempotency keys (docs/api.md, "Idempotency"), kept here when the edge has
+        no Redis. Caller: the edge, only for requests that carry an
+        Idempotency-Key. Claim takes a key for one attempt, or tells the state of
+        the attempt that has it; the attempt that claimed it then completes it
+        (the answer to replay) or releases it (nothing happened that a retry could
+        pay for twice). Keys are per account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteIdempotencyKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseIdempotencyKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +152,21 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageRequest.FromString,
                     response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ClaimIdempotencyKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimIdempotencyKey,
+                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ClaimIdempotencyKeyRequest.FromString,
+                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ClaimIdempotencyKeyResponse.SerializeToString,
+            ),
+            'CompleteIdempotencyKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteIdempotencyKey,
+                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.CompleteIdempotencyKeyRequest.FromString,
+                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.CompleteIdempotencyKeyResponse.SerializeToString,
+            ),
+            'ReleaseIdempotencyKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseIdempotencyKey,
+                    request_deserializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseIdempotencyKeyRequest.FromString,
+                    response_serializer=quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseIdempotencyKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -197,6 +251,87 @@ class BillingService:
             '/quantized.billing.v1.BillingService/GetUsage',
             quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageRequest.SerializeToString,
             quantized_dot_billing_dot_v1_dot_billing__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimIdempotencyKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quantized.billing.v1.BillingService/ClaimIdempotencyKey',
+            quantized_dot_billing_dot_v1_dot_billing__pb2.ClaimIdempotencyKeyRequest.SerializeToString,
+            quantized_dot_billing_dot_v1_dot_billing__pb2.ClaimIdempotencyKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteIdempotencyKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quantized.billing.v1.BillingService/CompleteIdempotencyKey',
+            quantized_dot_billing_dot_v1_dot_billing__pb2.CompleteIdempotencyKeyRequest.SerializeToString,
+            quantized_dot_billing_dot_v1_dot_billing__pb2.CompleteIdempotencyKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseIdempotencyKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quantized.billing.v1.BillingService/ReleaseIdempotencyKey',
+            quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseIdempotencyKeyRequest.SerializeToString,
+            quantized_dot_billing_dot_v1_dot_billing__pb2.ReleaseIdempotencyKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

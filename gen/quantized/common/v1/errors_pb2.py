@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n quantized/common/v1/errors.proto\x12\x13quantized.common.v1\"\xce\x01\n\tCallError\x12\x30\n\x06reason\x18\x01 \x01(\x0e\x32 .quantized.common.v1.ErrorReason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12>\n\x08metadata\x18\x04 \x03(\x0b\x32,.quantized.common.v1.CallError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xd4\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12 \n\x1c\x45RROR_REASON_INVALID_REQUEST\x10\x01\x12 \n\x1c\x45RROR_REASON_MODEL_NOT_FOUND\x10\x02\x12\"\n\x1e\x45RROR_REASON_MODALITY_MISMATCH\x10\x03\x12%\n!ERROR_REASON_PROVIDER_NOT_OFFERED\x10\x04\x12$\n ERROR_REASON_NO_ACTIVE_PROVIDERS\x10\x05\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x06\x12%\n!ERROR_REASON_INSUFFICIENT_CREDITS\x10\x07\x12%\n!ERROR_REASON_UPSTREAM_UNAVAILABLE\x10\x08\x12\"\n\x1e\x45RROR_REASON_UPSTREAM_REJECTED\x10\t\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\n\x12\x1c\n\x18\x45RROR_REASON_HOLD_CLOSED\x10\x0b\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x0c\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\r\x12 \n\x1c\x45RROR_REASON_ROUTE_NOT_FOUND\x10\x0e\x12$\n ERROR_REASON_SERVICE_UNAVAILABLE\x10\x0f\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\x10\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n quantized/common/v1/errors.proto\x12\x13quantized.common.v1\"\xce\x01\n\tCallError\x12\x30\n\x06reason\x18\x01 \x01(\x0e\x32 .quantized.common.v1.ErrorReason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12>\n\x08metadata\x18\x04 \x03(\x0b\x32,.quantized.common.v1.CallError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xfb\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12 \n\x1c\x45RROR_REASON_INVALID_REQUEST\x10\x01\x12 \n\x1c\x45RROR_REASON_MODEL_NOT_FOUND\x10\x02\x12\"\n\x1e\x45RROR_REASON_MODALITY_MISMATCH\x10\x03\x12%\n!ERROR_REASON_PROVIDER_NOT_OFFERED\x10\x04\x12$\n ERROR_REASON_NO_ACTIVE_PROVIDERS\x10\x05\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x06\x12%\n!ERROR_REASON_INSUFFICIENT_CREDITS\x10\x07\x12%\n!ERROR_REASON_UPSTREAM_UNAVAILABLE\x10\x08\x12\"\n\x1e\x45RROR_REASON_UPSTREAM_REJECTED\x10\t\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\n\x12\x1c\n\x18\x45RROR_REASON_HOLD_CLOSED\x10\x0b\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x0c\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\r\x12 \n\x1c\x45RROR_REASON_ROUTE_NOT_FOUND\x10\x0e\x12$\n ERROR_REASON_SERVICE_UNAVAILABLE\x10\x0f\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\x10\x12%\n!ERROR_REASON_IDEMPOTENCY_CONFLICT\x10\x11\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLERROR_METADATAENTRY']._loaded_options = None
   _globals['_CALLERROR_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_ERRORREASON']._serialized_start=267
-  _globals['_ERRORREASON']._serialized_end=863
+  _globals['_ERRORREASON']._serialized_end=902
   _globals['_CALLERROR']._serialized_start=58
   _globals['_CALLERROR']._serialized_end=264
   _globals['_CALLERROR_METADATAENTRY']._serialized_start=217

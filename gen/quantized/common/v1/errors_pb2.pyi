@@ -26,6 +26,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_ROUTE_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_SERVICE_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_RATE_LIMITED: _ClassVar[ErrorReason]
+    ERROR_REASON_IDEMPOTENCY_CONFLICT: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_REQUEST: ErrorReason
 ERROR_REASON_MODEL_NOT_FOUND: ErrorReason
@@ -43,6 +44,7 @@ ERROR_REASON_INTERNAL: ErrorReason
 ERROR_REASON_ROUTE_NOT_FOUND: ErrorReason
 ERROR_REASON_SERVICE_UNAVAILABLE: ErrorReason
 ERROR_REASON_RATE_LIMITED: ErrorReason
+ERROR_REASON_IDEMPOTENCY_CONFLICT: ErrorReason
 
 class CallError(_message.Message):
     __slots__ = ("reason", "message", "field", "metadata")

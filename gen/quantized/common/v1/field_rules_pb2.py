@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%quantized/common/v1/field_rules.proto\x12\x13quantized.common.v1\x1a google/protobuf/descriptor.proto\"\xe5\x01\n\nFieldRules\x12\x10\n\x08required\x18\x01 \x01(\x08\x12\x11\n\tnot_blank\x18\x02 \x01(\x08\x12\x10\n\x03min\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x0f\n\x07pattern\x18\x05 \x01(\t\x12\x18\n\x0b\x64\x65\x66\x61ult_int\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x1b\n\x0e\x64\x65\x66\x61ult_string\x18\x07 \x01(\tH\x03\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\tB\x06\n\x04_minB\x06\n\x04_maxB\x0e\n\x0c_default_intB\x11\n\x0f_default_string:O\n\x05rules\x12\x1d.google.protobuf.FieldOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1f.quantized.common.v1.FieldRulesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%quantized/common/v1/field_rules.proto\x12\x13quantized.common.v1\x1a google/protobuf/descriptor.proto\"\xfa\x01\n\nFieldRules\x12\x10\n\x08required\x18\x01 \x01(\x08\x12\x11\n\tnot_blank\x18\x02 \x01(\x08\x12\x10\n\x03min\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x0f\n\x07pattern\x18\x05 \x01(\t\x12\x18\n\x0b\x64\x65\x66\x61ult_int\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x1b\n\x0e\x64\x65\x66\x61ult_string\x18\x07 \x01(\tH\x03\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x13\n\x0bhttp_header\x18\t \x01(\tB\x06\n\x04_minB\x06\n\x04_maxB\x0e\n\x0c_default_intB\x11\n\x0f_default_string:O\n\x05rules\x12\x1d.google.protobuf.FieldOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1f.quantized.common.v1.FieldRulesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quantized.common.v1.field_r
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FIELDRULES']._serialized_start=97
-  _globals['_FIELDRULES']._serialized_end=326
+  _globals['_FIELDRULES']._serialized_end=347
 # @@protoc_insertion_point(module_scope)

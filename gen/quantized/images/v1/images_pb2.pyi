@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "prompt", "n", "size", "quality", "style", "background", "output_format", "output_compression", "moderation", "seed", "negative_prompt", "user")
+    __slots__ = ("model", "prompt", "n", "size", "quality", "style", "background", "output_format", "output_compression", "moderation", "seed", "negative_prompt", "user", "idempotency_key")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class GenerateRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     n: int
@@ -37,7 +38,8 @@ class GenerateRequest(_message.Message):
     seed: int
     negative_prompt: str
     user: str
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., n: _Optional[int] = ..., size: _Optional[str] = ..., quality: _Optional[_Union[_images_pb2.Quality, str]] = ..., style: _Optional[_Union[_images_pb2.Style, str]] = ..., background: _Optional[_Union[_images_pb2.Background, str]] = ..., output_format: _Optional[_Union[_images_pb2.OutputFormat, str]] = ..., output_compression: _Optional[int] = ..., moderation: _Optional[_Union[_images_pb2.Moderation, str]] = ..., seed: _Optional[int] = ..., negative_prompt: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., n: _Optional[int] = ..., size: _Optional[str] = ..., quality: _Optional[_Union[_images_pb2.Quality, str]] = ..., style: _Optional[_Union[_images_pb2.Style, str]] = ..., background: _Optional[_Union[_images_pb2.Background, str]] = ..., output_format: _Optional[_Union[_images_pb2.OutputFormat, str]] = ..., output_compression: _Optional[int] = ..., moderation: _Optional[_Union[_images_pb2.Moderation, str]] = ..., seed: _Optional[int] = ..., negative_prompt: _Optional[str] = ..., user: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("images", "input_tokens", "output_tokens", "total_tokens", "megapixels", "credits_used", "credits_remaining")
