@@ -19,11 +19,12 @@ dev` and production do; run with and without it alternately to measure its cost.
 edge skips the limiter), `local` (limits far above the load, counted in the edge's
 memory) or `redis` (the same, counted in a redis-server the run starts).
 
-With --tracing every service traces every request (QUANTIZED_TRACING_SAMPLE_RATIO
-1.0) and exports its spans over OTLP/HTTP to a sink that discards them
-(bench/otlp_sink.py); run with and without it alternately to measure its cost.
+With --tracing every service traces every request (--tracing RATIO: that share
+of them, QUANTIZED_TRACING_SAMPLE_RATIO) and exports its spans over OTLP/HTTP to a
+sink that discards them (bench/otlp_sink.py); run with and without it alternately
+to measure its cost.
 
-Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls] [--limiter local] [--tracing]
+Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls] [--limiter local] [--tracing [RATIO]]
 """
 
 from __future__ import annotations
@@ -262,8 +263,8 @@ def main() -> None:
                         help="no credit leases: an exact hold at billing for every request")
     parser.add_argument("--unlimited", action="store_true",
                         help="an unlimited account (no lease, no hold; charges only)")
-    parser.add_argument("--tracing", action="store_true",
-                        help="tracing on at sample ratio 1.0, exporting to a discarding OTLP sink")
+    parser.add_argument("--tracing", type=float, nargs="?", const=1.0, default=None, metavar="RATIO",
+                        help="tracing on at this sample ratio (default 1.0), exporting to a discarding OTLP sink")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "zero_latency_openai.py"),
@@ -286,12 +287,12 @@ def main() -> None:
             wait_for(redis_port)
             extra_env["QUANTIZED_EDGE_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         sink = None
-        if args.tracing:
+        if args.tracing is not None:
             sink_port = free_port()
             sink = subprocess.Popen([sys.executable, str(ROOT / "bench" / "otlp_sink.py"), str(sink_port)],
                                     stdout=subprocess.PIPE, text=True)
             assert sink.stdout.readline().strip() == "ready"
-            extra_env.update({"QUANTIZED_TRACING": "true", "QUANTIZED_TRACING_SAMPLE_RATIO": "1.0",
+            extra_env.update({"QUANTIZED_TRACING": "true", "QUANTIZED_TRACING_SAMPLE_RATIO": str(args.tracing),
                               "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces"})
         processes, ports, admin_token = start_stack(Path(tmp), upstream_port, extra_env,
                                                     certificates=certificates)
@@ -321,7 +322,7 @@ def main() -> None:
     report["account"] = "unlimited" if args.unlimited else "limited"
     report["mtls"] = args.mtls
     report["limiter"] = args.limiter
-    report["tracing"] = args.tracing
+    report["tracing_sample_ratio"] = args.tracing
     print(json.dumps(report, indent=2))
 
 

@@ -56,7 +56,9 @@ class GenerateClient(CallStreamClient[provider_pb2.GenerateStreamRequest, provid
             message = provider_pb2.GenerateStreamRequest(call_id=call_id, request=request, timeout_seconds=timeout)
             if span is not None:
                 span.set_attributes({"quantized.provider": request.provider, "quantized.model": request.model_id})
-                message.traceparent = tracing.traceparent()
+            traceparent = tracing.traceparent()
+            if traceparent:
+                message.traceparent = traceparent
             self._start(call_id, _Call(waiter), message)
             cancel = provider_pb2.GenerateStreamRequest(call_id=call_id, cancel=True)
             return await self._wait(waiter, timeout, give_up=lambda: self._abandon(call_id, cancel))

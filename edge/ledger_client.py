@@ -271,12 +271,14 @@ class LedgerClient(CallStreamClient[billing_pb2.LedgerRequest, billing_pb2.Ledge
 
 def _traced(entry: _Entry) -> None:
     """When tracing is on: a client span for the operation, from now until billing
-    answers it (or the caller stops waiting), its traceparent in the operation."""
+    answers it (or the caller stops waiting), its traceparent in the operation
+    (or that of the current span of a trace not sampled, so billing drops it too)."""
+    if not tracing.enabled():
+        return
     span = tracing.start_client_span(f"{LEDGER_SPAN} {entry.operation.WhichOneof('operation')}",
-                                     tracing.GRPC_ATTRIBUTES) if tracing.enabled() else None
-    if span is not None:
-        entry.operation.traceparent = tracing.traceparent(span)
-        tracing.finish_when_done(span, entry.waiter)
+                                     tracing.GRPC_ATTRIBUTES)
+    entry.operation.traceparent = tracing.traceparent(span)
+    tracing.finish_when_done(span, entry.waiter)
 
 
 def _charges_written(entries: list[_Entry]) -> None:

@@ -18,9 +18,10 @@ async def call(method: Any, request: Any, *, timeout: float,
     With `wait_for_ready` the call waits (within `timeout`) for a connection to
     the peer instead of failing at once while none is up."""
     full_metadata = (*metadata, (REQUEST_ID_METADATA_KEY, current_request_id.get()))
-    with tracing.client_span(method_name(method).lstrip("/"), tracing.GRPC_ATTRIBUTES) as span:
-        if span is not None:
-            full_metadata = (*full_metadata, (tracing.TRACEPARENT, tracing.traceparent()))
+    with tracing.client_span(method_name(method).lstrip("/"), tracing.GRPC_ATTRIBUTES):
+        traceparent = tracing.traceparent()
+        if traceparent:
+            full_metadata = (*full_metadata, (tracing.TRACEPARENT, traceparent))
         try:
             return await method(request, timeout=timeout, metadata=full_metadata, wait_for_ready=wait_for_ready)
         except grpc.RpcError as exc:

@@ -95,8 +95,9 @@ def _provider(service_name: str, sample_ratio: float) -> TracerProvider:
 def server_span(name: str, traceparent: str | None, attributes: Attributes | None = None,
                 ) -> contextlib.AbstractContextManager[Span | None]:
     """The current span for serving a call whose caller sent `traceparent` (None
-    or "": a new trace). Yields None when tracing is off."""
-    if _tracer is None:
+    or "": a new trace, which the sampler keeps or drops). Yields None when
+    tracing is off or the caller's trace is not sampled."""
+    if _tracer is None or (traceparent and not _sampled(traceparent)):
         return _NO_SPAN
     return _current_span(name, SpanKind.SERVER, attributes, _parent(traceparent))
 
@@ -104,8 +105,10 @@ def server_span(name: str, traceparent: str | None, attributes: Attributes | Non
 def client_span(name: str, attributes: Attributes | None = None,
                 ) -> contextlib.AbstractContextManager[Span | None]:
     """The current span for a call to a peer or an upstream, a child of the
-    current span. Yields None when tracing is off."""
-    if _tracer is None:
+    current span (with none, a new trace, which the sampler keeps or drops).
+    Yields None when tracing is off or the current span's trace is not sampled:
+    the call then forwards that span's `traceparent`, so the peer drops it too."""
+    if _tracer is None or _in_dropped_trace():
         return _NO_SPAN
     return _current_span(name, SpanKind.CLIENT, attributes, None)
 
@@ -128,8 +131,8 @@ def _current_span(name: str, kind: SpanKind, attributes: Attributes | None,
 def start_client_span(name: str, attributes: Attributes | None = None) -> Span | None:
     """A span for one operation sent on a stream, a child of the current span,
     that the caller ends (`finish`, `finish_when_done`) and does not make current:
-    its answer comes in another task. None when tracing is off."""
-    if _tracer is None:
+    its answer comes in another task. None as for `client_span`."""
+    if _tracer is None or _in_dropped_trace():
         return None
     return _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes,
                               record_exception=False, set_status_on_exception=False)
@@ -137,9 +140,9 @@ def start_client_span(name: str, attributes: Attributes | None = None) -> Span |
 
 def start_server_span(name: str, traceparent: str, attributes: Attributes | None = None) -> Span | None:
     """A span for serving one operation read from a stream, that the caller ends
-    (`finish`) and does not make current: one batch serves many traces. None when
-    tracing is off."""
-    if _tracer is None:
+    (`finish`) and does not make current: one batch serves many traces. None as
+    for `server_span`."""
+    if _tracer is None or (traceparent and not _sampled(traceparent)):
         return None
     return _tracer.start_span(name, context=_parent(traceparent), kind=SpanKind.SERVER, attributes=attributes,
                               record_exception=False, set_status_on_exception=False)
@@ -193,13 +196,28 @@ def _reason_of(error: BaseException) -> str:
 
 
 def traceparent(span: Span | None = None) -> str:
-    """The W3C traceparent of `span` (default: the current span) for a peer; "" when
-    tracing is off or there is no span."""
+    """The W3C traceparent of `span` (default: the current span, sampled or not)
+    for a peer; "" when tracing is off or there is no span."""
     if _tracer is None:
         return ""
     carrier: dict[str, str] = {}
     _propagator.inject(carrier, context=trace.set_span_in_context(span) if span is not None else None)
     return carrier.get(TRACEPARENT, "")
+
+
+def _in_dropped_trace() -> bool:
+    """Whether the current span belongs to a trace the sampler dropped."""
+    current = trace.get_current_span()
+    return current.get_span_context().is_valid and not current.is_recording()
+
+
+def _sampled(traceparent: str) -> bool:
+    """The sampled flag of a W3C traceparent (its last field); a malformed one
+    counts as sampled, and the span made for it starts a new trace."""
+    try:
+        return bool(int(traceparent[-2:], 16) & 1)
+    except ValueError:
+        return True
 
 
 def _parent(traceparent: str | None) -> otel_context.Context:
@@ -210,8 +228,9 @@ def _parent(traceparent: str | None) -> otel_context.Context:
 
 
 def current_trace_id() -> str | None:
-    """The current span's trace id as 32 hex digits, for log lines; None without one."""
+    """The current span's trace id as 32 hex digits, for log lines; None without
+    one, or when its trace is not sampled (no span of it is exported)."""
     if _tracer is None:
         return None
     span_context = trace.get_current_span().get_span_context()
-    return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
+    return trace.format_trace_id(span_context.trace_id) if span_context.trace_flags.sampled else None

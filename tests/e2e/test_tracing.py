@@ -4,6 +4,7 @@ service in the right parent/child order; no secret reaches a span or a log line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -54,17 +55,16 @@ def _log_lines(stack: DevStack) -> list[str]:
             ] + stack.stderr_lines
 
 
-@pytest.fixture(scope="module")
-def traced(tmp_path_factory) -> Iterator[TracedRequest]:
+@contextlib.contextmanager
+def _one_traced_request(tmp_path: Path, sample_ratio: str) -> Iterator[TracedRequest]:
     """One image request through a freshly started, traced dev stack (so nothing
     is cached at the edge); the stack is stopped, which flushes every service's spans."""
-    tmp_path = tmp_path_factory.mktemp("traced")
     planted = {"admin token": _plant_admin_token(tmp_path / "data"),
                "OpenAI key": f"sk-planted-openai-{secrets.token_urlsafe(24)}"}
     with OtlpReceiver() as receiver:
         stack = start_dev_stack(tmp_path, settings={
             "QUANTIZED_TRACING": "true",
-            "QUANTIZED_TRACING_SAMPLE_RATIO": "1.0",
+            "QUANTIZED_TRACING_SAMPLE_RATIO": sample_ratio,
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
             "OPENAI_API_KEY": planted["OpenAI key"],
         })
@@ -79,6 +79,12 @@ def traced(tmp_path_factory) -> Iterator[TracedRequest]:
             assert stack.stop() == 0
         yield TracedRequest(receiver.spans(), list(receiver.bodies), response.headers["x-request-id"],
                             _log_lines(stack), planted)
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory) -> Iterator[TracedRequest]:
+    with _one_traced_request(tmp_path_factory.mktemp("traced"), "1.0") as request:
+        yield request
 
 
 def test_one_http_request_is_one_trace_with_spans_from_every_service(traced):
@@ -149,3 +155,11 @@ def test_no_secret_in_any_span_or_log_line(traced):
     for what, secret in traced.secrets.items():
         assert secret.encode() not in exported, f"the {what} is in an exported span"
         assert secret not in logged, f"the {what} is in a log line"
+
+
+def test_at_sample_ratio_zero_no_span_is_exported_and_no_log_line_has_a_trace_id(tmp_path):
+    with _one_traced_request(tmp_path, "0") as request:
+        assert request.spans == []
+        entries = [json.loads(line) for line in request.log_lines if request.request_id in line]
+        assert len(entries) >= 5
+        assert not any("trace_id" in entry for entry in entries)
