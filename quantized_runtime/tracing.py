@@ -96,10 +96,22 @@ def server_span(name: str, traceparent: str | None, attributes: Attributes | Non
                 ) -> contextlib.AbstractContextManager[Span | None]:
     """The current span for serving a call whose caller sent `traceparent` (None
     or "": a new trace, which the sampler keeps or drops). Yields None when
-    tracing is off or the caller's trace is not sampled."""
-    if _tracer is None or (traceparent and not _sampled(traceparent)):
+    tracing is off or the caller's trace is not sampled; then the caller's
+    context is current, so calls made meanwhile forward it, dropped too."""
+    if _tracer is None:
         return _NO_SPAN
+    if traceparent and not _sampled(traceparent):
+        return _in_context(_parent(traceparent))
     return _current_span(name, SpanKind.SERVER, attributes, _parent(traceparent))
+
+
+@contextlib.contextmanager
+def _in_context(context: otel_context.Context) -> Iterator[None]:
+    token = otel_context.attach(context)
+    try:
+        yield None
+    finally:
+        otel_context.detach(token)
 
 
 def client_span(name: str, attributes: Attributes | None = None,
