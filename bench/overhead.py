@@ -19,7 +19,12 @@ dev` and production do; run with and without it alternately to measure its cost.
 edge skips the limiter), `local` (limits far above the load, counted in the edge's
 memory) or `redis` (the same, counted in a redis-server the run starts).
 
-Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls] [--limiter local]
+With --tracing every service traces every request (--tracing RATIO: that share
+of them, QUANTIZED_TRACING_SAMPLE_RATIO) and exports its spans over OTLP/HTTP to a
+sink that discards them (bench/otlp_sink.py); run with and without it alternately
+to measure its cost.
+
+Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls] [--limiter local] [--tracing [RATIO]]
 """
 
 from __future__ import annotations
@@ -266,6 +271,8 @@ def main() -> None:
                         help="an unlimited account (no lease, no hold; charges only)")
     parser.add_argument("--capped", action="store_true",
                         help="the bench key has a spending cap (never reached): an exact hold per request")
+    parser.add_argument("--tracing", type=float, nargs="?", const=1.0, default=None, metavar="RATIO",
+                        help="tracing on at this sample ratio (default 1.0), exporting to a discarding OTLP sink")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "zero_latency_openai.py"),
@@ -287,6 +294,14 @@ def main() -> None:
                  "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
             wait_for(redis_port)
             extra_env["QUANTIZED_EDGE_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        sink = None
+        if args.tracing is not None:
+            sink_port = free_port()
+            sink = subprocess.Popen([sys.executable, str(ROOT / "bench" / "otlp_sink.py"), str(sink_port)],
+                                    stdout=subprocess.PIPE, text=True)
+            assert sink.stdout.readline().strip() == "ready"
+            extra_env.update({"QUANTIZED_TRACING": "true", "QUANTIZED_TRACING_SAMPLE_RATIO": str(args.tracing),
+                              "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces"})
         processes, ports, admin_token = start_stack(Path(tmp), upstream_port, extra_env,
                                                     certificates=certificates)
         try:
@@ -308,11 +323,15 @@ def main() -> None:
             if redis_server is not None:
                 redis_server.terminate()
                 redis_server.wait(10)
+            if sink is not None:
+                sink.terminate()
+                sink.wait(10)
     report["credit_leases"] = not args.exact_holds
     report["account"] = "unlimited" if args.unlimited else "limited"
     report["key_capped"] = args.capped
     report["mtls"] = args.mtls
     report["limiter"] = args.limiter
+    report["tracing_sample_ratio"] = args.tracing
     print(json.dumps(report, indent=2))
 
 

@@ -26,6 +26,7 @@ from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import SettingsError, load_settings
+from quantized_runtime.tracing import tracing_session
 from quantized_runtime.stream_drain import StreamDrain
 
 
@@ -121,7 +122,8 @@ async def _serve(settings: BillingSettings) -> None:
 def main() -> None:
     settings = load_settings(BillingSettings)
     configure_logging(settings.log_level)
-    run_service(_serve(settings))
+    with tracing_session("quantized-billing", settings):
+        run_service(_serve(settings))
 
 
 if __name__ == "__main__":

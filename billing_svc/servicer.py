@@ -14,6 +14,7 @@ from datetime import datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry.trace import Span
 
 from billing_svc.domain import (
     Account,
@@ -51,10 +52,11 @@ from billing_svc.storage.idempotency_store import (
 from billing_svc.usage import Grouping, UsageQuery, UsageReport, UsageTotals
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.common.v1 import images_pb2, usage_pb2
+from quantized_runtime import tracing
 from quantized_runtime.admin_auth import require_admin
 from quantized_runtime.call_stream import CallStreamServer
 from quantized_runtime.database_health import DatabaseGuard
-from quantized_runtime.errors import Reason, ServiceError, to_call_error
+from quantized_runtime.errors import Reason, ServiceError, from_call_error, to_call_error
 from quantized_runtime.request_context import current_request_id, new_request_id
 from quantized_runtime.server import Registrar
 from quantized_runtime.stream_drain import StreamDrain
@@ -273,7 +275,24 @@ def _result(op: LedgerOp, outcome: LedgerOutcome) -> billing_pb2.LedgerResult:
     return billing_pb2.LedgerResult(release=_release_response(outcome))
 
 
+def _operation_spans(request: billing_pb2.LedgerRequest) -> list[Span | None]:
+    """A server span per operation, a child of the span its traceparent names:
+    the operations of one batch (one transaction) belong to different requests."""
+    return [tracing.start_server_span(
+        f"{LEDGER_SPAN} {message.WhichOneof('operation')}", message.traceparent,
+        {**tracing.GRPC_ATTRIBUTES, "quantized.batch_id": request.batch_id,
+         "quantized.batch_operations": len(request.operations)})
+        for message in request.operations]
+
+
+def _finish_operation_spans(spans: list[Span | None], results: list[billing_pb2.LedgerResult]) -> None:
+    for span, result in zip(spans, results, strict=True):
+        tracing.finish(span, from_call_error(result.error).reason.value if result.HasField("error") else tracing.OK)
+
+
 _DRAINING = billing_pb2.LedgerResponse(draining=True)
+# The server span of one Ledger operation is named for the stream and the operation ("... charge").
+LEDGER_SPAN = "quantized.billing.v1.BillingService/Ledger"
 # One batch is one transaction: on PostgreSQL it holds its row locks, on SQLite
 # the event loop and the write lock, for as long as it runs (billing.proto).
 MAX_BATCH_OPERATIONS = 1024
@@ -372,6 +391,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             return billing_pb2.LedgerResponse(batch_id=request.batch_id,
                                               results=[refusal] * len(request.operations))
         decoded = [_operation(message) for message in request.operations]
+        spans = _operation_spans(request) if tracing.enabled() else None
         try:
             async with self._database():
                 applied = iter(await self._billing.apply_batch(
@@ -394,6 +414,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 "batch_id": request.batch_id, "operations": len(results),
                 "failures": sum(1 for result in results if result.HasField("error")),
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
+        if spans is not None:
+            _finish_operation_spans(spans, results)
         return billing_pb2.LedgerResponse(batch_id=request.batch_id, results=results)
 
 

@@ -11,6 +11,7 @@ from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import load_settings
+from quantized_runtime.tracing import tracing_session
 
 from catalog_svc.catalog_file import CatalogFileError
 from catalog_svc.service import CatalogCore
@@ -83,7 +84,8 @@ def main() -> None:
     settings = load_settings(CatalogSettings)
     configure_logging(settings.log_level)
     try:
-        run_service(_serve(settings))
+        with tracing_session("quantized-catalog", settings):
+            run_service(_serve(settings))
     except CatalogFileError as exc:
         raise SystemExit(f"catalog file error: {exc}") from None
 

@@ -11,7 +11,8 @@ The stream's lifecycle (opening, the drain notice, failing the calls of a
 stream that breaks) is the shared runtime's (quantized_runtime.call_stream).
 A caller that times out or is cancelled sends a cancel for its call id, so
 provider_svc stops working for nobody; whatever still arrives for that id is
-dropped.
+dropped. Each call has its own client span (when tracing is on), whose
+traceparent its message carries.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ import asyncio
 import logging
 
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime import tracing
 from quantized_runtime.call_stream import CallStreamClient, fail_waiter
 from quantized_runtime.errors import Reason, ServiceError, from_call_error
 
 log = logging.getLogger("quantized.edge.generate")
+
+# The client span of one call on the stream; its traceparent goes in the call's message.
+GENERATE_SPAN = "quantized.provider.v1.ProviderService/GenerateStream"
 
 
 class _Call:
@@ -45,12 +50,18 @@ class GenerateClient(CallStreamClient[provider_pb2.GenerateStreamRequest, provid
         """The call's response, its ServiceError, or INTERNAL when provider_svc
         does not answer within `timeout` or the stream breaks."""
         self._refuse_if_closed()
-        call_id = self._new_call_id()
-        waiter: asyncio.Future[provider_pb2.GenerateResponse] = asyncio.get_running_loop().create_future()
-        self._start(call_id, _Call(waiter),
-                    provider_pb2.GenerateStreamRequest(call_id=call_id, request=request, timeout_seconds=timeout))
-        cancel = provider_pb2.GenerateStreamRequest(call_id=call_id, cancel=True)
-        return await self._wait(waiter, timeout, give_up=lambda: self._abandon(call_id, cancel))
+        with tracing.client_span(GENERATE_SPAN, tracing.GRPC_ATTRIBUTES) as span:
+            call_id = self._new_call_id()
+            waiter: asyncio.Future[provider_pb2.GenerateResponse] = asyncio.get_running_loop().create_future()
+            message = provider_pb2.GenerateStreamRequest(call_id=call_id, request=request, timeout_seconds=timeout)
+            if span is not None:
+                span.set_attributes({"quantized.provider": request.provider, "quantized.model": request.model_id})
+            traceparent = tracing.traceparent()
+            if traceparent:
+                message.traceparent = traceparent
+            self._start(call_id, _Call(waiter), message)
+            cancel = provider_pb2.GenerateStreamRequest(call_id=call_id, cancel=True)
+            return await self._wait(waiter, timeout, give_up=lambda: self._abandon(call_id, cancel))
 
     def _call_id(self, answer: provider_pb2.GenerateStreamResponse) -> int:
         return answer.call_id

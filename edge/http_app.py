@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from quantized_runtime import tracing
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.health import DependencyWatch
 from quantized_runtime.request_context import current_request_id, new_request_id
@@ -147,6 +148,18 @@ Answer = tuple[int, Body, str, list[tuple[bytes, bytes]]]
 
 
 async def _answer(handler: Callable[[], Awaitable[Body | WithHeaders]], method: str, path: str) -> Answer:
+    """The request's server span, the root of its trace, when tracing is on: the
+    edge starts every trace (a client's traceparent header is not trusted)."""
+    with tracing.server_span(f"{method} {path}", None, {"http.request.method": method, "url.path": path}) as span:
+        answer = await _answer_untraced(handler, method, path)
+        if span is not None:
+            span.set_attributes({"http.response.status_code": answer[0], "quantized.request_id": answer[2]})
+            if answer[0] >= 500:
+                tracing.failed(span, str(answer[0]))
+        return answer
+
+
+async def _answer_untraced(handler: Callable[[], Awaitable[Body | WithHeaders]], method: str, path: str) -> Answer:
     """Request id, one log line, and every failure turned into an OpenAI error body
     (with its extra headers, such as Retry-After)."""
     request_id = new_request_id()

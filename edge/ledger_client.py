@@ -25,6 +25,9 @@ billing answers it (billing applies a Charge once per account and request id).
 A Charge that never reached a stream fails back to its caller, who has not
 answered its client yet and charges nothing. Charges still unanswered when the
 client closes are money lost, logged at ERROR one by one.
+
+When tracing is on, each operation has a client span until billing answers it,
+and carries that span's traceparent: a batch carries many requests' operations.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import logging
 from typing import Any
 
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
+from quantized_runtime import tracing
 from quantized_runtime.call_stream import CallStreamClient, fail_waiter
 from quantized_runtime.errors import Reason, ServiceError, from_call_error
 
@@ -46,6 +50,8 @@ CHARGE_RESEND_FIRST_SECONDS = 0.05
 CHARGE_RESEND_MAX_SECONDS = 1.0
 # Billing's answers that mean "not applied, try again" (a batch rolled back, a stream lost).
 _CHARGE_RETRY_REASONS = frozenset({Reason.INTERNAL, Reason.SERVICE_UNAVAILABLE})
+# An operation's client span is named for the stream and the operation ("... charge").
+LEDGER_SPAN = "quantized.billing.v1.BillingService/Ledger"
 
 
 class _Entry:
@@ -114,6 +120,7 @@ class LedgerClient(CallStreamClient[billing_pb2.LedgerRequest, billing_pb2.Ledge
         """Queue a Charge; await its `written`, then (if wanted) its `waiter`."""
         self._refuse_if_closed()
         charge = PendingCharge(request)
+        _traced(charge)
         self._charges.add(charge)
         charge.waiter.add_done_callback(lambda waiter: self._answered_charge(charge, waiter))
         self._enqueue(charge)
@@ -157,7 +164,9 @@ class LedgerClient(CallStreamClient[billing_pb2.LedgerRequest, billing_pb2.Ledge
     async def _submit(self, operation: billing_pb2.LedgerOperation, timeout: float) -> Any:
         self._refuse_if_closed()
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Entry(operation, waiter))
+        entry = _Entry(operation, waiter)
+        _traced(entry)
+        self._enqueue(entry)
         # A caller that gives up leaves its operation in its batch: an answered
         # Reserve or AcquireLease is then given back (_deliver).
         return await self._wait(waiter, timeout)
@@ -258,6 +267,18 @@ class LedgerClient(CallStreamClient[billing_pb2.LedgerRequest, billing_pb2.Ledge
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         waiter.add_done_callback(_log_failed_give_back)
         self._enqueue(_Entry(operation, waiter))
+
+
+def _traced(entry: _Entry) -> None:
+    """When tracing is on: a client span for the operation, from now until billing
+    answers it (or the caller stops waiting), its traceparent in the operation
+    (or that of the current span of a trace not sampled, so billing drops it too)."""
+    if not tracing.enabled():
+        return
+    span = tracing.start_client_span(f"{LEDGER_SPAN} {entry.operation.WhichOneof('operation')}",
+                                     tracing.GRPC_ATTRIBUTES)
+    entry.operation.traceparent = tracing.traceparent(span)
+    tracing.finish_when_done(span, entry.waiter)
 
 
 def _charges_written(entries: list[_Entry]) -> None:

@@ -16,6 +16,7 @@ from quantized_runtime.health import DependencyWatch, serve_health_by_dependenci
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, wait_for_shutdown_signal
 from quantized_runtime.settings import load_settings
+from quantized_runtime.tracing import tracing_session
 
 from edge.flow import ImagesFlow
 from edge.http_app import create_app
@@ -178,7 +179,8 @@ async def _serve(settings: EdgeSettings) -> None:
 def main() -> None:
     settings = load_settings(EdgeSettings)
     configure_logging(settings.log_level)
-    run_service(_serve(settings))
+    with tracing_session("quantized-edge", settings):
+        run_service(_serve(settings))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import load_settings
+from quantized_runtime.tracing import tracing_session
 from quantized_runtime.stream_drain import StreamDrain
 
 
@@ -66,7 +67,8 @@ def main() -> None:
     configure_logging(settings.log_level)
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    run_service(_serve(settings))
+    with tracing_session("quantized-provider", settings):
+        run_service(_serve(settings))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ from provider_svc.admission import RequestAdmission
 from provider_svc.domain import Adapter, GenerationResult, ImageRequest
 from provider_svc.retry import RequestDeadline, with_retry
 from provider_svc.settings import ProviderSettings
+from quantized_runtime import tracing
 from quantized_runtime.errors import Reason, ServiceError
+
+UPSTREAM_SPAN = "upstream generate"
 
 
 class Dispatcher:
@@ -23,10 +26,25 @@ class Dispatcher:
                                field="provider")
         self._admission.check(request)
         deadline = RequestDeadline(grpc_time_remaining, self._settings.upstream_timeout_seconds)
-        return await with_retry(lambda: adapter.generate(request, deadline), provider=request.provider,
+        return await with_retry(lambda: _upstream_call(adapter, request, deadline), provider=request.provider,
                                 deadline=deadline, retries=self._settings.upstream_retries,
                                 backoff_seconds=self._settings.retry_backoff_seconds)
 
     async def close(self) -> None:
         for adapter in self._adapters.values():
             await adapter.close()
+
+
+async def _upstream_call(adapter: Adapter, request: ImageRequest, deadline: RequestDeadline) -> GenerationResult:
+    """One attempt, in a client span of its own when tracing is on. Its attributes
+    name the upstream and the outcome (OK, or the error's reason); never the
+    prompt (user content) or a credential."""
+    with tracing.client_span(UPSTREAM_SPAN) as span:
+        if span is not None:
+            span.set_attributes({
+                "quantized.provider": request.provider, "quantized.upstream.family": str(request.family or ""),
+                "quantized.upstream.model": request.upstream_model_id})
+        result = await adapter.generate(request, deadline)
+        if span is not None:
+            span.set_attribute(tracing.OUTCOME, tracing.OK)
+        return result

@@ -24,6 +24,7 @@ from provider_svc.sizes import SizeRange
 from provider_svc.upstream_errors import timed_out
 from quantized.common.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2, provider_pb2_grpc
+from quantized_runtime import tracing
 from quantized_runtime.call_stream import CallStreamServer
 from quantized_runtime.enum_names import enum_word
 from quantized_runtime.errors import Reason, ServiceError, to_call_error
@@ -176,9 +177,15 @@ class _GenerateStream:
 
     def _start(self, message: provider_pb2.GenerateStreamRequest) -> None:
         call_id = message.call_id
-        call = _StreamedCall(self._stream.start, lambda started: self._answer(message, started))
+        answer = self._traced_answer if tracing.enabled() else self._answer
+        call = _StreamedCall(self._stream.start, lambda started: answer(message, started))
         self._calls[call_id] = call
         call.task.add_done_callback(lambda _: self._calls.pop(call_id, None))
+
+    async def _traced_answer(self, message: provider_pb2.GenerateStreamRequest, call: _StreamedCall) -> None:
+        """The call inside its server span, a child of the span its traceparent names."""
+        with tracing.server_span(STREAM_METHOD.lstrip("/"), message.traceparent, tracing.GRPC_ATTRIBUTES):
+            await self._answer(message, call)
 
     async def _answer(self, message: provider_pb2.GenerateStreamRequest, call: _StreamedCall) -> None:
         # The task runs in a copy of the stream's context: this id is its own.
@@ -209,6 +216,8 @@ class _GenerateStream:
             if call.stopped:
                 outcome = "CANCELLED"
         finally:
+            if outcome != "OK":
+                tracing.failed(tracing.current_span(), outcome)
             rpc_log.info("rpc", extra={"fields": {
                 "method": STREAM_METHOD, "call_id": message.call_id, "outcome": outcome,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})

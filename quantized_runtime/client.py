@@ -1,4 +1,5 @@
-"""Calling a peer: deadline on every call, request id forwarded, typed errors back."""
+"""Calling a peer: deadline on every call, request id and trace context forwarded,
+typed errors back."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 
 import grpc
 
+from quantized_runtime import tracing
 from quantized_runtime.grpc_errors import from_rpc_error
 from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id
-
 
 async def call(method: Any, request: Any, *, timeout: float,
                metadata: Sequence[tuple[str, str]] = (), wait_for_ready: bool = False) -> Any:
@@ -17,7 +18,17 @@ async def call(method: Any, request: Any, *, timeout: float,
     With `wait_for_ready` the call waits (within `timeout`) for a connection to
     the peer instead of failing at once while none is up."""
     full_metadata = (*metadata, (REQUEST_ID_METADATA_KEY, current_request_id.get()))
-    try:
-        return await method(request, timeout=timeout, metadata=full_metadata, wait_for_ready=wait_for_ready)
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc) from None
+    with tracing.client_span(method_name(method).lstrip("/"), tracing.GRPC_ATTRIBUTES):
+        traceparent = tracing.traceparent()
+        if traceparent:
+            full_metadata = (*full_metadata, (tracing.TRACEPARENT, traceparent))
+        try:
+            return await method(request, timeout=timeout, metadata=full_metadata, wait_for_ready=wait_for_ready)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+
+def method_name(method: Any) -> str:
+    """A stub method's full name, such as /quantized.catalog.v1.CatalogService/ResolveRoute."""
+    name = getattr(method, "_method", b"")
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)

@@ -1,4 +1,5 @@
-"""Server interceptor: request id, one log line per call, exceptions to google.rpc.Status."""
+"""Server interceptor: request id, one log line per call, exceptions to google.rpc.Status,
+and the call's server span when tracing is on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from quantized_runtime import tracing
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.grpc_errors import to_rpc_status
 from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id, new_request_id
@@ -69,20 +71,42 @@ def _guard(method: str, handler: grpc.RpcMethodHandler, mint_request_ids: bool) 
             await context.abort_with_status(to_rpc_status(
                 ServiceError(Reason.INTERNAL, f"internal error (request id {request_id})")))
         finally:
+            if outcome != "OK":
+                tracing.failed(tracing.current_span(), outcome)
             log.info("rpc", extra={"fields": {
                 "method": method, "outcome": outcome,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
             current_request_id.reset(token)
 
     return grpc.unary_unary_rpc_method_handler(
-        guarded,
+        _traced(method, guarded, mint_request_ids) if tracing.enabled() else guarded,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
 
 
+def _traced(method: str, guarded: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+            public: bool) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """`guarded` inside the call's server span, a child of the caller's span. A
+    public server starts a new trace: its callers' trace context is not trusted
+    (a caller could make every call sampled), as their request ids are not."""
+    name = method.lstrip("/")
+
+    async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        traceparent = None if public else _metadata_value(context.invocation_metadata(), tracing.TRACEPARENT)
+        with tracing.server_span(name, traceparent, tracing.GRPC_ATTRIBUTES):
+            return await guarded(request, context)
+
+    return traced
+
+
 def _request_id(metadata: Any) -> str:
+    request_id = _metadata_value(metadata, REQUEST_ID_METADATA_KEY)
+    return "-" if request_id is None else request_id
+
+
+def _metadata_value(metadata: Any, wanted: str) -> str | None:
     for key, value in metadata or ():
-        if key == REQUEST_ID_METADATA_KEY:
+        if key == wanted:
             return str(value)
-    return "-"
+    return None

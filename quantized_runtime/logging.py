@@ -1,4 +1,5 @@
-"""One JSON object per log line, stamped with the current request id and UTC time."""
+"""One JSON object per log line, stamped with the current request id, the trace id
+(when a span is current) and UTC time."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 from quantized_runtime.request_context import current_request_id
+from quantized_runtime.tracing import current_trace_id
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,8 +19,11 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "request_id": current_request_id.get(),
-            "message": record.getMessage(),
         }
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            entry["trace_id"] = trace_id
+        entry["message"] = record.getMessage()
         fields = getattr(record, "fields", None)
         if fields:
             entry.update(fields)

@@ -26,6 +26,11 @@ class ServiceSettings(BaseSettings):
     tls_cert_file: Path | None = Field(default=None, validation_alias=TLS_VARIABLES[0])
     tls_key_file: Path | None = Field(default=None, validation_alias=TLS_VARIABLES[1])
     tls_ca_file: Path | None = Field(default=None, validation_alias=TLS_VARIABLES[2])
+    # OpenTelemetry tracing (quantized_runtime/tracing.py), the same names in every
+    # service: off unless asked for; the OTLP exporter reads the standard OTEL_* variables.
+    tracing: bool = Field(default=False, validation_alias="QUANTIZED_TRACING")
+    # The share of new traces kept (the edge starts them; the other services follow their caller).
+    tracing_sample_ratio: float = Field(default=1.0, ge=0, le=1, validation_alias="QUANTIZED_TRACING_SAMPLE_RATIO")
 
     @model_validator(mode="after")
     def _tls_files_usable(self) -> Self:

@@ -391,6 +391,8 @@ async def test_a_batch_that_loses_a_deadlock_is_run_again(
     lock, and so closes a circle: PostgreSQL aborts the batch's transaction,
     which is rolled back and run again once the other one has committed."""
     caplog.set_level(logging.INFO, logger="quantized.billing.postgres")
+    # The error's name is a field of the log line, which only the JSON lines show.
+    caplog.handler.setFormatter(JsonFormatter())
     account_id = (await client.create_account(credits=2 * PRICE)).account.account_id
     stream = LedgerStream(client)
     [held] = await stream.batch(reserve(account_id, PRICE, "req-1"))

@@ -215,7 +215,7 @@ class ReturnLeaseResponse(_message.Message):
     def __init__(self, returned_micro_credits: _Optional[int] = ..., spendable_micro_credits: _Optional[int] = ...) -> None: ...
 
 class LedgerOperation(_message.Message):
-    __slots__ = ("reserve", "settle", "release", "acquire_lease", "extend_lease", "charge", "return_lease")
+    __slots__ = ("reserve", "settle", "release", "acquire_lease", "extend_lease", "charge", "return_lease", "traceparent")
     RESERVE_FIELD_NUMBER: _ClassVar[int]
     SETTLE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +223,7 @@ class LedgerOperation(_message.Message):
     EXTEND_LEASE_FIELD_NUMBER: _ClassVar[int]
     CHARGE_FIELD_NUMBER: _ClassVar[int]
     RETURN_LEASE_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     reserve: ReserveRequest
     settle: SettleRequest
     release: ReleaseRequest
@@ -230,7 +231,8 @@ class LedgerOperation(_message.Message):
     extend_lease: ExtendLeaseRequest
     charge: ChargeRequest
     return_lease: ReturnLeaseRequest
-    def __init__(self, reserve: _Optional[_Union[ReserveRequest, _Mapping]] = ..., settle: _Optional[_Union[SettleRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., acquire_lease: _Optional[_Union[AcquireLeaseRequest, _Mapping]] = ..., extend_lease: _Optional[_Union[ExtendLeaseRequest, _Mapping]] = ..., charge: _Optional[_Union[ChargeRequest, _Mapping]] = ..., return_lease: _Optional[_Union[ReturnLeaseRequest, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, reserve: _Optional[_Union[ReserveRequest, _Mapping]] = ..., settle: _Optional[_Union[SettleRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., acquire_lease: _Optional[_Union[AcquireLeaseRequest, _Mapping]] = ..., extend_lease: _Optional[_Union[ExtendLeaseRequest, _Mapping]] = ..., charge: _Optional[_Union[ChargeRequest, _Mapping]] = ..., return_lease: _Optional[_Union[ReturnLeaseRequest, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class LedgerRequest(_message.Message):
     __slots__ = ("batch_id", "operations")

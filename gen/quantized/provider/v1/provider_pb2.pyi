@@ -41,16 +41,18 @@ class GenerateResponse(_message.Message):
     def __init__(self, created: _Optional[int] = ..., images: _Optional[_Iterable[_Union[_images_pb2.GeneratedImage, _Mapping]]] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ...) -> None: ...
 
 class GenerateStreamRequest(_message.Message):
-    __slots__ = ("call_id", "request", "timeout_seconds", "cancel")
+    __slots__ = ("call_id", "request", "timeout_seconds", "cancel", "traceparent")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     request: GenerateRequest
     timeout_seconds: float
     cancel: bool
-    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[GenerateRequest, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., cancel: _Optional[bool] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[GenerateRequest, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., cancel: _Optional[bool] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class ImageChunk(_message.Message):
     __slots__ = ("image_index", "data")
