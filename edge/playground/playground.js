@@ -331,7 +331,7 @@
       blocked.className = "flagged-note";
       blocked.textContent = "Flagged: the provider's content moderation blocked this image. "
         + "There is no image, and it was not charged.";
-      figure.append(blocked);
+      caption.append(blocked);
     } else {
       const image = document.createElement("img");
       image.src = `data:${imageType(entry.b64_json)};base64,${entry.b64_json}`;

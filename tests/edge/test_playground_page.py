@@ -49,7 +49,10 @@ async def test_the_page_needs_no_key_and_nothing_outside_this_origin(stack: Stac
     assert "name=" not in key_input[0]
 
 
-async def test_the_playground_paths_take_get_only(stack: Stack) -> None:
+async def test_the_playground_paths_take_get_and_head_only(stack: Stack) -> None:
+    head = await stack.http.head("/playground")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
     response = await stack.http.post("/playground")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
