@@ -92,10 +92,10 @@
   }
 
   async function loadFieldSchemas() {
-    const document_ = await apiCall(OPENAPI_PATH, {});
-    const request = document_.paths[GENERATIONS_PATH].post.requestBody.content["application/json"].schema;
+    const openapi = await apiCall(OPENAPI_PATH, {});
+    const request = openapi.paths[GENERATIONS_PATH].post.requestBody.content["application/json"].schema;
     const schema = request.$ref
-      ? document_.components.schemas[request.$ref.split("/").pop()]
+      ? openapi.components.schemas[request.$ref.split("/").pop()]
       : request;
     return schema.properties;
   }
