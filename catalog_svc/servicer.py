@@ -39,6 +39,7 @@ def _json_value(value: Any) -> Any:
 def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> images_pb2.Model:
     cost = struct_pb2.Struct()
     cost.update(_json_value(model.cost.model_dump(exclude_none=True)))
+    options, output_formats = snapshot.request_options(model.id)
     return images_pb2.Model(
         id=model.id,
         created=model.created,
@@ -51,6 +52,8 @@ def model_message(snapshot: CatalogSnapshot, model: ModelInfo) -> images_pb2.Mod
         constraints=constraints_message(model.constraints),
         providers=sorted({row.provider for row in snapshot.rows_for(model.id)}),
         active=snapshot.is_active(model.id),
+        options=options,
+        output_formats=output_formats,
     )
 
 

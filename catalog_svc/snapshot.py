@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.features import IMAGE_GENERATION
+from quantized_runtime.request_options import FORWARDED_FIELDS, OUTPUT_FORMATS
 
 from catalog_svc.catalog_file import Constraints, Cost
 
@@ -95,12 +96,24 @@ class CatalogSnapshot:
     def is_active(self, model_id: str) -> bool:
         return any(row.is_active for row in self.rows_for(model_id))
 
-    def default_provider(self, model_id: str) -> str:
-        """The slug of the route a caller gets without pinning (the best one, active first)."""
+    def default_route(self, model_id: str) -> RouteRow | None:
+        """The route a caller gets without pinning (the best one, active first)."""
         rows = self.rows_for(model_id)
         active = [row for row in rows if row.is_active]
         best = (active or list(rows))[:1]
-        return best[0].provider if best else ""
+        return best[0] if best else None
+
+    def default_provider(self, model_id: str) -> str:
+        route = self.default_route(model_id)
+        return route.provider if route else ""
+
+    def request_options(self, model_id: str) -> tuple[list[str], list[str]]:
+        """The optional request fields the default route's family forwards, and the
+        output formats it can produce (both empty for a model without a route)."""
+        route = self.default_route(model_id)
+        family = route.adapter if route else ""
+        return (sorted(FORWARDED_FIELDS.get(family, frozenset())),
+                sorted(OUTPUT_FORMATS.get(family, frozenset())))
 
     def split_provider_prefix(self, requested: str) -> tuple[str | None, str]:
         """`<provider>/<model>` pins a provider only when the prefix is a known slug."""

@@ -38,6 +38,7 @@ from quantized_runtime.request_context import current_request_id, new_request_id
 from edge.errors import HttpReason, HttpRejection, error_response, internal_error, service_error_response
 from edge.flow import ImagesFlow
 from edge.openapi import openapi_document
+from edge.playground_page import playground_routes
 from edge.rate_limits import RateLimiter
 from edge.readiness import LIVE_BODY, readiness_answer
 from edge.render import Base64Text, BodyPart, generation_json
@@ -344,6 +345,7 @@ class EdgeHttpApp:
             Route("/openapi.json", _endpoint(openapi), methods=["GET"]),
             Route("/healthz", liveness, methods=["GET"]),
             Route("/readyz", readiness, methods=["GET"]),
+            *playground_routes(),
             *(Route(path, _endpoint(not_in_release), methods=ALL_METHODS) for path in NOT_IN_RELEASE),
         ]
         # Keyed by the status Starlette's router raises; the status answered comes from the table.

@@ -184,6 +184,8 @@ def _model_json(model: common_pb2.Model) -> dict[str, Any]:
         },
         "providers": list(model.providers),
         "active": model.active,
+        "options": list(model.options),
+        "output_formats": list(model.output_formats),
     }
 
 

@@ -1,32 +1,19 @@
 """Request policy: which fields each family's body carries, and how a requested
 quality maps onto the quality words the catalog lists for the model.
 
-Everything a family does not accept is dropped here, before any body is built,
-so nothing unsupported can reach an upstream. Adapters rename what survives.
+Everything a family does not accept (`quantized_runtime.request_options`, shared
+with discovery) is dropped here, before any body is built, so nothing unsupported
+can reach an upstream. Adapters rename what survives.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from quantized_runtime.request_options import FORWARDED_FIELDS, OUTPUT_FORMATS
+
 from provider_svc.domain import ImageRequest
 from provider_svc.families import Family
-
-# Optional request fields forwarded per family (prompt, n and size are always
-# handled by the adapter). `user` is forwarded to OpenAI only; every provider
-# keeps it in the usage record at the edge.
-ACCEPTED_FIELDS: dict[Family, frozenset[str]] = {
-    Family.GPT_IMAGE: frozenset({"quality", "background", "output_format", "output_compression",
-                                 "moderation", "user"}),
-    Family.DALL_E_3: frozenset({"quality", "style", "user"}),
-    Family.DALL_E_2: frozenset({"user"}),
-    Family.TITAN: frozenset({"quality", "seed", "negative_prompt"}),
-    Family.NOVA: frozenset({"quality", "seed", "negative_prompt"}),
-    Family.STABILITY: frozenset({"seed", "negative_prompt", "output_format"}),
-    Family.FLASH_IMAGE: frozenset(),
-    Family.IMAGEN: frozenset(),
-    Family.SANDBOX: frozenset({"seed", "output_format"}),
-}
 
 # How quality words rank, public and upstream alike: a requested quality the
 # model does not list goes to the listed word of the nearest rank ("hd" is
@@ -45,17 +32,10 @@ def upstream_quality(wanted: str, listed: tuple[str, ...]) -> str | None:
         return None
     return min(ranked, key=lambda word: abs(QUALITY_RANKS[word] - rank))
 
-# Output formats a family can produce, when it has the knob at all.
-OUTPUT_FORMATS: dict[Family, frozenset[str]] = {
-    Family.GPT_IMAGE: frozenset({"png", "jpeg", "webp"}),
-    Family.STABILITY: frozenset({"png", "jpeg"}),
-    Family.SANDBOX: frozenset({"png", "jpeg", "webp"}),
-}
-
 
 def forwardable(request: ImageRequest, family: Family) -> dict[str, Any]:
     """The optional fields this family accepts, set by the caller, quality mapped."""
-    accepted = ACCEPTED_FIELDS[family]
+    accepted = FORWARDED_FIELDS[family]
     fields: dict[str, Any] = {}
     for name in sorted(accepted):
         value = getattr(request, name)

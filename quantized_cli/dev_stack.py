@@ -284,6 +284,7 @@ class DevStack:
         ))
         print(f"QUANTIZED_BASE_URL={base_url}")
         print(f"QUANTIZED_API_KEY={api_key}")
+        print(f"# playground: http://127.0.0.1:{self.http_port}/playground (paste the API key there)")
         print(f"# logs: {self.data_dir / 'logs'}; admin state: {state_path()}; Ctrl-C stops the stack",
               flush=True)
         try:

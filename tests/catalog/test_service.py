@@ -213,6 +213,25 @@ async def test_list_models_exposes_discovery_fields(catalog_server):
         "gpt-image-1", "gpt-4o-mini", "text-embedding-3-small", "sandbox-image-1"]
 
 
+async def test_list_models_names_the_options_each_model_accepts(catalog_server):
+    """What provider_svc forwards for the default route's family, so a client offers only those."""
+    reply = await call(catalog_server.catalog.ListModels, catalog_pb2.ListModelsRequest(), timeout=TIMEOUT)
+    models = {m.id: m for m in reply.models}
+    options = {model_id: (list(models[model_id].options), list(models[model_id].output_formats))
+               for model_id in ("gpt-image-1", "dall-e-3", "stability.sd3-5-large-v1:0", "imagen-4.0-generate-001",
+                                "sandbox-image-1", "gpt-4o-mini")}
+    assert options == {
+        "gpt-image-1": (["background", "moderation", "output_compression", "output_format", "quality", "user"],
+                        ["jpeg", "png", "webp"]),
+        "dall-e-3": (["quality", "style", "user"], []),
+        "stability.sd3-5-large-v1:0": (["negative_prompt", "output_format", "seed"], ["jpeg", "png"]),
+        "imagen-4.0-generate-001": ([], []),
+        "sandbox-image-1": (["output_format", "seed"], ["jpeg", "png", "webp"]),
+        # A chat model's route names no image family.
+        "gpt-4o-mini": ([], []),
+    }
+
+
 async def test_list_catalog_lists_rows_and_version(catalog_server):
     reply = await call(catalog_server.admin.ListCatalog, catalog_pb2.ListCatalogRequest(),
                        timeout=TIMEOUT, metadata=ADMIN_METADATA)

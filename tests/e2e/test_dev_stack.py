@@ -50,6 +50,9 @@ def stack(tmp_path_factory):
 def test_prints_base_url_and_key(stack):
     assert stack.base_url.startswith("http://127.0.0.1:") and stack.base_url.endswith("/v1")
     assert stack.api_key.startswith("sk-quantized-")
+    playground = f"{stack.base_url.removesuffix('/v1')}/playground"
+    assert f"# playground: {playground} (paste the API key there)" in stack.stdout_lines
+    assert "<title>Quantized playground</title>" in httpx.get(playground, timeout=30).text
 
 
 def test_openai_sdk_generates_a_sandbox_image_of_the_requested_size(stack):

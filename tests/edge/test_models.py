@@ -30,9 +30,11 @@ async def test_models_are_listed_with_discovery_fields(stack: Stack) -> None:
         "cost": {"per_token": {"input": 0.000005, "output": 0.00004}},
         "constraints": {"max_n": 1, "sizes": [], "quality_values": ["low", "high"], "notes": None},
         "providers": ["openai"], "active": True,
+        "options": ["background", "output_format", "quality"], "output_formats": ["jpeg", "png"],
     }
     assert chat_model["output_modality"] == {"text": True, "image": False}
     assert chat_model["cost"] is None
+    assert (chat_model["options"], chat_model["output_formats"]) == ([], [])
 
 
 async def test_the_model_list_is_cached(stack: Stack) -> None:

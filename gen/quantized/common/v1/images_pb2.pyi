@@ -165,7 +165,7 @@ class SizeRange(_message.Message):
     def __init__(self, min_side: _Optional[int] = ..., max_side: _Optional[int] = ..., step: _Optional[int] = ..., max_ratio: _Optional[float] = ..., max_pixels: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "created", "owned_by", "supported_features", "input_modalities", "output_modalities", "watermark", "cost", "constraints", "providers", "active")
+    __slots__ = ("id", "created", "owned_by", "supported_features", "input_modalities", "output_modalities", "watermark", "cost", "constraints", "providers", "active", "options", "output_formats")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     OWNED_BY_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +177,8 @@ class Model(_message.Message):
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMATS_FIELD_NUMBER: _ClassVar[int]
     id: str
     created: int
     owned_by: str
@@ -188,4 +190,6 @@ class Model(_message.Message):
     constraints: ModelConstraints
     providers: _containers.RepeatedScalarFieldContainer[str]
     active: bool
-    def __init__(self, id: _Optional[str] = ..., created: _Optional[int] = ..., owned_by: _Optional[str] = ..., supported_features: _Optional[_Iterable[str]] = ..., input_modalities: _Optional[_Iterable[str]] = ..., output_modalities: _Optional[_Iterable[str]] = ..., watermark: _Optional[_Union[Watermark, str]] = ..., cost: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., constraints: _Optional[_Union[ModelConstraints, _Mapping]] = ..., providers: _Optional[_Iterable[str]] = ..., active: _Optional[bool] = ...) -> None: ...
+    options: _containers.RepeatedScalarFieldContainer[str]
+    output_formats: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., created: _Optional[int] = ..., owned_by: _Optional[str] = ..., supported_features: _Optional[_Iterable[str]] = ..., input_modalities: _Optional[_Iterable[str]] = ..., output_modalities: _Optional[_Iterable[str]] = ..., watermark: _Optional[_Union[Watermark, str]] = ..., cost: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., constraints: _Optional[_Union[ModelConstraints, _Mapping]] = ..., providers: _Optional[_Iterable[str]] = ..., active: _Optional[bool] = ..., options: _Optional[_Iterable[str]] = ..., output_formats: _Optional[_Iterable[str]] = ...) -> None: ...
