@@ -49,7 +49,7 @@ def stored_cap(value: int | None) -> int | None:
     return value or None
 
 
-def key_refusal(key_id: str, account_id: str, state: KeyState | None) -> ServiceError | None:
+def _key_refusal(key_id: str, account_id: str, state: KeyState | None) -> ServiceError | None:
     """A Reserve naming a key that is not the account's own."""
     if state is None or state.account_id != account_id:
         return ServiceError(Reason.INVALID_REQUEST,
@@ -58,7 +58,17 @@ def key_refusal(key_id: str, account_id: str, state: KeyState | None) -> Service
     return None
 
 
-def cap_refusal(key_id: str, state: KeyState, amount: int, today: date) -> ServiceError | None:
+def reserve_refusal(key_id: str, account_id: str, state: KeyState | None, amount: int,
+                    today: date) -> ServiceError | None:
+    """Why a Reserve of `amount` naming `key_id` may not be made (another
+    account's key, or over one of its caps); None when it may."""
+    refusal = _key_refusal(key_id, account_id, state)
+    if refusal is not None or state is None:
+        return refusal
+    return _cap_refusal(key_id, state, amount, today)
+
+
+def _cap_refusal(key_id: str, state: KeyState, amount: int, today: date) -> ServiceError | None:
     """INSUFFICIENT_CREDITS naming the key's cap when `amount` more would take the
     key past it, the tighter cap when both would; None when it fits."""
     spend = state.spend(today)

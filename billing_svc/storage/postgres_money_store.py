@@ -52,7 +52,7 @@ from billing_svc.domain import (
     new_id,
 )
 from billing_svc.storage.engine import Database
-from billing_svc.storage.key_caps import KeyState, cap_refusal, key_refusal
+from billing_svc.storage.key_caps import KeyState, reserve_refusal
 from billing_svc.storage.leases import (
     LEASE,
     REQUEST,
@@ -278,11 +278,8 @@ async def _key_state(conn: asyncpg.Connection, key_id: str) -> KeyState | None:
 
 async def _check_key(conn: asyncpg.Connection, op: ReserveOp, now: datetime) -> None:
     """Refuse a Reserve its key may not make (another account's, or over a cap)."""
-    state = await _key_state(conn, op.key_id)
-    refusal = key_refusal(op.key_id, op.account_id, state)
-    if refusal is None:
-        assert state is not None
-        refusal = cap_refusal(op.key_id, state, op.amount, now.date())
+    refusal = reserve_refusal(op.key_id, op.account_id, await _key_state(conn, op.key_id), op.amount,
+                              now.date())
     if refusal is not None:
         raise refusal
 

@@ -44,7 +44,7 @@ from billing_svc.domain import (
     lease_size,
     new_id,
 )
-from billing_svc.storage.key_caps import KeyState, cap_refusal, key_refusal
+from billing_svc.storage.key_caps import KeyState, reserve_refusal
 from billing_svc.storage.leases import (
     LEASE,
     REQUEST,
@@ -163,11 +163,7 @@ def _key_state(cursor: sqlite3.Cursor, key_id: str) -> KeyState | None:
 
 def _check_key(cursor: sqlite3.Cursor, op: ReserveOp, now: datetime) -> None:
     """Refuse a Reserve its key may not make (another account's, or over a cap)."""
-    state = _key_state(cursor, op.key_id)
-    refusal = key_refusal(op.key_id, op.account_id, state)
-    if refusal is None:
-        assert state is not None
-        refusal = cap_refusal(op.key_id, state, op.amount, now.date())
+    refusal = reserve_refusal(op.key_id, op.account_id, _key_state(cursor, op.key_id), op.amount, now.date())
     if refusal is not None:
         raise refusal
 
