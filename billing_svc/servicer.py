@@ -38,13 +38,14 @@ from billing_svc.domain import (
     Usage,
     UsageEntry,
 )
+from billing_svc.metrics import ledger_operation_answered
 from billing_svc.service import Billing
 from quantized.billing.v1 import billing_pb2, billing_pb2_grpc
 from quantized.common.v1 import images_pb2
 from quantized_runtime.admin_auth import require_admin
 from quantized_runtime.call_stream import CallStreamServer
 from quantized_runtime.database_health import DatabaseGuard
-from quantized_runtime.errors import Reason, ServiceError, to_call_error
+from quantized_runtime.errors import Reason, ServiceError, call_error_reason, to_call_error
 from quantized_runtime.request_context import current_request_id, new_request_id
 from quantized_runtime.server import Registrar
 from quantized_runtime.stream_drain import StreamDrain
@@ -265,6 +266,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             failure = billing_pb2.LedgerResult(error=to_call_error(ServiceError(
                 Reason.INTERNAL, f"internal error (request id {request_id})")))
             results = [failure] * len(decoded)
+        for message, result in zip(request.operations, results, strict=True):
+            ledger_operation_answered(message.WhichOneof("operation") or "none",
+                                      call_error_reason(result.error) if result.HasField("error") else "OK")
         if log.isEnabledFor(logging.DEBUG):
             log.debug("ledger batch", extra={"fields": {
                 "batch_id": request.batch_id, "operations": len(results),

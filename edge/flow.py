@@ -44,6 +44,7 @@ from edge.auth_guard import AuthFailureGuard
 from edge.cache import MISSING, TtlCache
 from edge.errors import CALLER_FACING_REASONS, internal_error, service_unavailable
 from edge.leases import AdmissionKind, CreditLeases
+from edge.metrics import CacheMetrics, RequestRecord
 from edge.peers import Peers
 from edge.rate_limits import Limit
 from edge.render import Outcome, RenderedModels, rendered_models
@@ -122,15 +123,16 @@ class ImagesFlow:
         self._settings = settings
         self._rpc_cap = settings.internal_rpc_timeout_seconds
         catalog_ttl = settings.catalog_cache_ttl_seconds
-        self._auth_cache: TtlCache[Caller] = TtlCache(settings.auth_cache_ttl_seconds, settings.cache_max_entries)
+        self._auth_cache: TtlCache[Caller] = TtlCache(settings.auth_cache_ttl_seconds, settings.cache_max_entries,
+                                                      CacheMetrics("auth"))
         self._auth_guard = AuthFailureGuard(settings.auth_failure_cache_ttl_seconds,
                                             settings.auth_failures_per_minute_per_address,
                                             settings.cache_max_entries)
         self._route_cache: TtlCache[catalog_pb2.ResolveRouteResponse | ServiceError] = TtlCache(
-            catalog_ttl, settings.cache_max_entries)
+            catalog_ttl, settings.cache_max_entries, CacheMetrics("route"))
         self._quote_cache: TtlCache[catalog_pb2.QuotePriceResponse] = TtlCache(
-            catalog_ttl, settings.cache_max_entries)
-        self._models_cache: TtlCache[RenderedModels] = TtlCache(catalog_ttl, 1)
+            catalog_ttl, settings.cache_max_entries, CacheMetrics("quote"))
+        self._models_cache: TtlCache[RenderedModels] = TtlCache(catalog_ttl, 1, CacheMetrics("models"))
 
     def budget(self, caller_seconds: float | None = None) -> RequestBudget:
         """A new request's budget; a caller's own deadline shortens it."""
@@ -170,9 +172,11 @@ class ImagesFlow:
         return rendered
 
     async def generate(self, caller: Caller, request: images_pb2.GenerateRequest, provider_override: str,
-                       budget: RequestBudget) -> Outcome:
-        """Generate for an authenticated caller and a request that passed validation."""
+                       budget: RequestBudget, record: RequestRecord) -> Outcome:
+        """Generate for an authenticated caller and a request that passed validation;
+        `record` learns the model, provider, upstream time, images and credits."""
         resolved = await self._resolve(request.model, provider_override.strip(), budget)
+        record.model = resolved.model_id
         params = generation_params(request)
         quote = await self._quote(resolved.model_id, params, budget)
         request_id = current_request_id.get()
@@ -181,7 +185,8 @@ class ImagesFlow:
                                                         quote.max_micro_credits, request_id, timeout),
             budget, retry_unavailable=True)
         try:
-            route, answer = await self._dispatch(resolved, params, budget)
+            route, answer = await self._dispatch(resolved, params, budget, record)
+            record.upstream_seconds = answer.upstream_seconds
             generated = sum(1 for image in answer.images if not image.flagged)
             price = price_generation(quote, generated, answer.usage)
             usage = billing_pb2.UsageRecord(model_id=resolved.model_id, provider=route.provider,
@@ -196,6 +201,9 @@ class ImagesFlow:
         except Exception:
             await self._leases.cancel(admission, self._rpc_cap)
             raise
+        record.images = generated
+        record.flagged = len(answer.images) - generated
+        record.credits = charged.credits_used
         return Outcome(
             created=answer.created,
             model=request.model,
@@ -237,11 +245,14 @@ class ImagesFlow:
         return quote
 
     async def _dispatch(self, resolved: catalog_pb2.ResolveRouteResponse, params: common_pb2.GenerationParams,
-                        budget: RequestBudget) -> tuple[catalog_pb2.Route, provider_pb2.GenerateResponse]:
+                        budget: RequestBudget, record: RequestRecord,
+                        ) -> tuple[catalog_pb2.Route, provider_pb2.GenerateResponse]:
         """Generate on the first route that answers, in priority order, over
-        provider_svc's GenerateStream; the upstream gets all that is left of the budget."""
+        provider_svc's GenerateStream; the upstream gets all that is left of the
+        budget. `record` names the provider of the route tried last."""
         routes = resolved.routes
         for index, route in enumerate(routes):
+            record.provider = route.provider
             request = provider_pb2.GenerateRequest(
                 provider=route.provider, model_id=resolved.model_id,
                 upstream_model_id=route.upstream_model_id, region=route.region,

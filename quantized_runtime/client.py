@@ -1,13 +1,16 @@
-"""Calling a peer: deadline on every call, request id forwarded, typed errors back."""
+"""Calling a peer: deadline on every call, request id forwarded, typed errors
+back, each call counted and timed by method and code (quantized_runtime.metrics)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
 from quantized_runtime.grpc_errors import from_rpc_error
+from quantized_runtime.metrics import client_rpc_metrics, method_path, status_code
 from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id
 
 
@@ -17,7 +20,12 @@ async def call(method: Any, request: Any, *, timeout: float,
     With `wait_for_ready` the call waits (within `timeout`) for a connection to
     the peer instead of failing at once while none is up."""
     full_metadata = (*metadata, (REQUEST_ID_METADATA_KEY, current_request_id.get()))
+    metrics = client_rpc_metrics(method_path(method))
+    started = time.perf_counter()
     try:
-        return await method(request, timeout=timeout, metadata=full_metadata, wait_for_ready=wait_for_ready)
+        answer = await method(request, timeout=timeout, metadata=full_metadata, wait_for_ready=wait_for_ready)
     except grpc.RpcError as exc:
+        metrics.observe(status_code(exc.code()), started)
         raise from_rpc_error(exc) from None
+    metrics.observe(grpc.StatusCode.OK, started)
+    return answer
