@@ -18,8 +18,11 @@ dev` and production do; run with and without it alternately to measure its cost.
 `--limiter` sets the bench key's and account's rate limits: `off` (none, so the
 edge skips the limiter), `local` (limits far above the load, counted in the edge's
 memory) or `redis` (the same, counted in a redis-server the run starts).
+`--metrics off` starts the services without their Prometheus metrics servers
+(on by default, as in production); run `on` and `off` alternately to measure
+the metrics' cost per request.
 
-Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls] [--limiter local]
+Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls] [--limiter local] [--metrics on]
 """
 
 from __future__ import annotations
@@ -258,6 +261,8 @@ def main() -> None:
                         help="no credit leases: an exact hold at billing for every request")
     parser.add_argument("--unlimited", action="store_true",
                         help="an unlimited account (no lease, no hold; charges only)")
+    parser.add_argument("--metrics", choices=("on", "off"), default="on",
+                        help="each service's Prometheus metrics (on: served on a free port; off: none)")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "zero_latency_openai.py"),
@@ -272,6 +277,8 @@ def main() -> None:
         certificates = issue_dev_certificates(Path(tmp) / "tls") if args.mtls else None
         redis_server = None
         extra_env = {"QUANTIZED_EDGE_CREDIT_LEASES": "false"} if args.exact_holds else {}
+        extra_env.update({f"QUANTIZED_{name.upper()}_METRICS_LISTEN": "127.0.0.1:0" if args.metrics == "on" else ""
+                          for name in SERVICES})
         if args.limiter == "redis":
             redis_port = free_port()
             redis_server = subprocess.Popen(
@@ -304,6 +311,7 @@ def main() -> None:
     report["account"] = "unlimited" if args.unlimited else "limited"
     report["mtls"] = args.mtls
     report["limiter"] = args.limiter
+    report["metrics"] = args.metrics
     print(json.dumps(report, indent=2))
 
 
