@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from quantized_runtime.metrics import LATENCY_BUCKETS
+from quantized_runtime.request_context import current_request_id
 
 if TYPE_CHECKING:
     from edge.leases import CreditLeases
@@ -158,7 +159,7 @@ class RequestRecord:
                 exemplar["key_id"] = self.key_id
             _charged(model).inc(self.credits, exemplar=exemplar)
         log.info("request", extra={"fields": {
-            **fields, "route": route, "status": status, "account_id": self.account_id,
+            **fields, "request_id": current_request_id.get(), "route": route, "status": status, "account_id": self.account_id,
             "key_id": self.key_id, "model": model, "provider": provider, "images": self.images,
             "credits": self.credits,
             "upstream_ms": None if upstream is None else round(upstream * 1000, 3),
