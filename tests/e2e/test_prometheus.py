@@ -8,8 +8,6 @@ installs it); without them these tests skip outside CI and fail in CI.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -21,6 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e.dev_stack import DevStack, start_dev_stack
+from tests.external_tools import required_tool
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +28,6 @@ REQUESTS = 5
 SCRAPE_WAIT_SECONDS = 60
 # Planted where a careless line could leak it: an upstream credential in provider_svc's environment.
 PLANTED_UPSTREAM_KEY = "sk-planted-upstream-credential-5b1f0c"
-
-
-def required_tool(name: str) -> str:
-    """The tool's path; a missing one skips outside CI and fails in CI (as PostgreSQL does)."""
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if path is None:
-        message = f"{name} is not installed (Debian package `prometheus`; .ci/run installs it)"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def free_port() -> int:
@@ -77,7 +65,7 @@ class Observed:
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
-    prometheus = required_tool("prometheus")
+    prometheus = required_tool("prometheus", "prometheus")
     root = tmp_path_factory.mktemp("observed")
     stack = start_dev_stack(root, settings={"OPENAI_API_KEY": PLANTED_UPSTREAM_KEY})
     process = None
@@ -139,7 +127,7 @@ def test_prometheus_counts_each_request_and_sees_every_service_up(observed: Obse
 
 
 def test_every_service_exposes_metrics_that_promtool_accepts(observed: Observed, tmp_path: Path) -> None:
-    promtool = required_tool("promtool")
+    promtool = required_tool("promtool", "prometheus")
     for name in SERVICES:
         exposition = observed.scrape(name)
         assert "process_cpu_seconds_total" in exposition
