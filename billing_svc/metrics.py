@@ -34,8 +34,14 @@ LATE_CHARGES = Counter(
     "Charges applied to the balance because their lease could no longer take them.")
 
 
+_ledger_operations: dict[tuple[str, str], Counter] = {}
+
+
 def ledger_operation_answered(operation: str, outcome: str) -> None:
-    LEDGER_OPERATIONS.labels(operation, outcome).inc()
+    child = _ledger_operations.get((operation, outcome))
+    if child is None:
+        child = _ledger_operations[(operation, outcome)] = LEDGER_OPERATIONS.labels(operation, outcome)
+    child.inc()
 
 
 def holds_open(counts: dict[str, int]) -> None:

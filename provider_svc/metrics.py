@@ -42,25 +42,50 @@ GENERATE_CALL_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS)
 
 
-class UpstreamMetrics:
-    """One provider and family's upstream metrics, bound once per attempt sequence."""
+class _UpstreamChildren:
+    """One provider and family's labelled children, bound once and kept."""
 
-    __slots__ = ("_provider", "_family", "_seconds", "_attempts")
+    __slots__ = ("provider", "family", "seconds", "retries", "received", "by_status")
 
     def __init__(self, provider: str, family: str) -> None:
-        self._provider = provider
-        self._family = family
-        self._seconds = UPSTREAM_SECONDS.labels(provider, family)
+        self.provider = provider
+        self.family = family
+        self.seconds = UPSTREAM_SECONDS.labels(provider, family)
+        self.retries = UPSTREAM_RETRIES.labels(provider, family)
+        self.received = UPSTREAM_RECEIVED_BYTES.labels(provider, family)
+        self.by_status: dict[str, Counter] = {}
+
+    def requests(self, status: str) -> Counter:
+        child = self.by_status.get(status)
+        if child is None:
+            child = self.by_status[status] = UPSTREAM_REQUESTS.labels(self.provider, self.family, status)
+        return child
+
+
+_upstreams: dict[tuple[str, str], _UpstreamChildren] = {}
+_generate_calls: dict[str, Counter] = {}
+
+
+class UpstreamMetrics:
+    """The upstream attempts of one generation, for one provider and family."""
+
+    __slots__ = ("_children", "_attempts")
+
+    def __init__(self, provider: str, family: str) -> None:
+        children = _upstreams.get((provider, family))
+        if children is None:
+            children = _upstreams[(provider, family)] = _UpstreamChildren(provider, family)
+        self._children = children
         self._attempts = 0
 
     def attempt_started(self) -> float:
         self._attempts += 1
         if self._attempts > 1:
-            UPSTREAM_RETRIES.labels(self._provider, self._family).inc()
+            self._children.retries.inc()
         return time.perf_counter()
 
     def attempt_ended(self, started: float, error: BaseException | None) -> None:
-        self._seconds.observe(time.perf_counter() - started)
+        self._children.seconds.observe(time.perf_counter() - started)
         if error is None:
             status = "OK"
         elif isinstance(error, asyncio.CancelledError):
@@ -69,13 +94,15 @@ class UpstreamMetrics:
             status = error.reason.value
         else:
             status = Reason.INTERNAL.value
-        UPSTREAM_REQUESTS.labels(self._provider, self._family, status).inc()
+        self._children.requests(status).inc()
 
     def received(self, result: GenerationResult) -> None:
-        UPSTREAM_RECEIVED_BYTES.labels(self._provider, self._family).inc(
-            sum(len(image.data) for image in result.images))
+        self._children.received.inc(sum(len(image.data) for image in result.images))
 
 
 def generate_call_ended(outcome: str, seconds: float) -> None:
-    GENERATE_CALLS.labels(outcome).inc()
+    child = _generate_calls.get(outcome)
+    if child is None:
+        child = _generate_calls[outcome] = GENERATE_CALLS.labels(outcome)
+    child.inc()
     GENERATE_CALL_SECONDS.observe(seconds)
