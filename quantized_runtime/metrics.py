@@ -69,6 +69,12 @@ STREAM_CLIENT_CALL_SECONDS = Histogram(
     "Time from sending a call on a long-lived stream to its last answer.",
     ("grpc_service", "grpc_method"), buckets=LATENCY_BUCKETS)
 
+AUTHORIZATION_REFUSED = Counter(
+    "quantized_authorization_refused_calls",
+    "Calls the mutual-TLS authorization refused before any work, by method and code "
+    "(UNAUTHENTICATED: no service identity; PERMISSION_DENIED: a role the method does not allow).",
+    ("grpc_service", "grpc_method", "grpc_code"))
+
 UNARY = "unary"
 BIDI_STREAM = "bidi_stream"
 
