@@ -8,7 +8,12 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from quantized_runtime.admin_auth import admin_token_problem
-from quantized_runtime.defaults import CATALOG_ADDR, CATALOG_METRICS_ADDR, database_url_or_embedded, default_data_dir
+from quantized_runtime.defaults import (
+    CATALOG_ADDR,
+    CATALOG_METRICS_ADDR,
+    database_url_or_embedded,
+    default_data_dir,
+)
 from quantized_runtime.settings import InternalServiceSettings
 
 from catalog_svc.pricing import DEFAULT_CREDITS_PER_USD

@@ -34,7 +34,7 @@ from quantized.catalog.v1 import catalog_pb2
 from quantized.common.v1 import images_pb2 as common_pb2
 from quantized.images.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
-from quantized_runtime.client import call
+from quantized_runtime.client import call, method_path
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.features import IMAGE_GENERATION
 from quantized_runtime.pricing import price_generation
@@ -279,7 +279,7 @@ class ImagesFlow:
         unavailable goes once more, waiting up to RECONNECT_WAIT_SECONDS for the
         channel to reconnect (to the restarted service or another replica)
         before the caller is told."""
-        name = _method_name(method)
+        name = method_path(method)
         try:
             return await self._checked(call(method, request, timeout=budget.timeout(self._rpc_cap)),
                                        name, budget, upstream=False)
@@ -338,8 +338,3 @@ def _service_of(method_name: str) -> str:
     /quantized.catalog.v1.CatalogService/ResolveRoute or BillingService.Ledger.reserve."""
     lowered = method_name.lower()
     return next((service for service in ("catalog", "billing", "provider") if service in lowered), "internal")
-
-
-def _method_name(method: Any) -> str:
-    name = getattr(method, "_method", b"")
-    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)

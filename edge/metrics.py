@@ -159,9 +159,9 @@ class RequestRecord:
                 exemplar["key_id"] = self.key_id
             _charged(model).inc(self.credits, exemplar=exemplar)
         log.info("request", extra={"fields": {
-            **fields, "request_id": current_request_id.get(), "route": route, "status": status, "account_id": self.account_id,
-            "key_id": self.key_id, "model": model, "provider": provider, "images": self.images,
-            "credits": self.credits,
+            **fields, "request_id": current_request_id.get(), "route": route, "status": status,
+            "account_id": self.account_id, "key_id": self.key_id, "model": model, "provider": provider,
+            "images": self.images, "credits": self.credits,
             "upstream_ms": None if upstream is None else round(upstream * 1000, 3),
             "total_ms": round(total * 1000, 3)}})
 

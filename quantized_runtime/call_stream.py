@@ -12,9 +12,10 @@ only its own messages through a few hooks:
   cancellation cancels the whole call; one reader task. Both run in a context
   of their own: they serve every request and must not log under the request id
   of the one that opened the stream. Each call is counted and timed by how it
-  ended (quantized_runtime.metrics.StreamCallMetrics). A call may ask to hear when its message
-  has been written to the stream (handed to gRPC, not yet answered): the edge
-  sends a response only once that request's charge is on its way to billing.
+  ended (quantized_runtime.metrics.StreamCallMetrics). A call may ask to hear
+  when its message has been written to the stream (handed to gRPC, not yet
+  answered): the edge sends a response only once that request's charge is on
+  its way to billing.
   On a draining notice the stream is
   retired: new calls open a new stream (another replica, or the restarted
   service), this side of the old one is closed once what was queued for it is
@@ -45,7 +46,8 @@ import grpc
 
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.grpc_errors import from_rpc_error
-from quantized_runtime.metrics import StreamCallMetrics, method_path
+from quantized_runtime.client import method_path
+from quantized_runtime.metrics import StreamCallMetrics
 from quantized_runtime.stream_drain import StreamDrain
 
 log = logging.getLogger("quantized.call_stream")

@@ -10,8 +10,15 @@ from typing import Any
 import grpc
 
 from quantized_runtime.grpc_errors import from_rpc_error
-from quantized_runtime.metrics import client_rpc_metrics, method_path, status_code
+from quantized_runtime.metrics import client_rpc_metrics, status_code
 from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id
+
+
+def method_path(stub_method: Any) -> str:
+    """The full method path of a generated stub's multicallable
+    (`/quantized.catalog.v1.CatalogService/ResolveRoute`)."""
+    name = getattr(stub_method, "_method", b"")
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
 
 async def call(method: Any, request: Any, *, timeout: float,

@@ -85,12 +85,6 @@ def split_method(method: str) -> tuple[str, str]:
     return service or "unknown", name or "unknown"
 
 
-def method_path(stub_method: object) -> str:
-    """The full method path of a generated stub's multicallable."""
-    name = getattr(stub_method, "_method", b"")
-    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
-
-
 class RpcMetrics:
     """One method's calls by code and their durations, each child bound once."""
 

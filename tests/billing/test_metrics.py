@@ -29,7 +29,8 @@ def ledger_counts() -> dict[str, float]:
     }
 
 
-async def test_a_batch_counts_its_size_its_commit_and_each_operation_by_outcome(start_billing: StartBilling) -> None:
+async def test_a_batch_counts_its_size_its_commit_and_each_operation_by_outcome(
+        start_billing: StartBilling) -> None:
     client = await start_billing()
     account_id = (await client.create_account(credits=1_000)).account.account_id
     before = ledger_counts()
