@@ -116,6 +116,8 @@ def test_prometheus_counts_each_request_and_sees_every_service_up(observed: Obse
     counted = observed.wait_for(
         'sum(quantized_edge_requests_total{route="/v1/images/generations"})', REQUESTS)
     assert [float(series["value"][1]) for series in counted] == [REQUESTS]
+    # Each job's first scrape may come up to a scrape interval after another's.
+    observed.wait_for("count(up == 1)", len(SERVICES))
     up = {series["metric"]["job"]: series["value"][1] for series in observed.query("up")}
     assert up == {name: "1" for name in SERVICES}
     # The generations also reached each service's own metrics.
