@@ -8,6 +8,7 @@ import logging
 import grpc
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from quantized.images.v1 import images_pb2
 from quantized.provider.v1 import provider_pb2
@@ -117,6 +118,17 @@ async def test_a_generation_counts_the_request_its_images_credits_and_added_late
     assert sample("quantized_edge_overhead_duration_seconds_count", route=GENERATIONS) - before["overhead"] == 2
     assert sample("quantized_edge_upstream_duration_seconds_sum", provider="openai") - before["upstream"] == \
         pytest.approx(0.5)
+
+
+async def test_spend_per_account_and_key_is_an_exemplar_not_a_label(stack: Stack) -> None:
+    response = await stack.http.post(GENERATIONS, headers=AUTH, json={"model": "dall-e-3", "prompt": "a fox"})
+    assert response.status_code == 200, response.text
+    exposition = openmetrics_latest(REGISTRY).decode()
+    (charged,) = [line for line in exposition.splitlines()
+                  if line.startswith('quantized_edge_charged_microcredits_total{model="dall-e-3"}')]
+    assert f'# {{account_id="acct_valid",key_id="{KEY_ID}"}} {float(DALL_E_3_PRICE)}' in charged
+    labels = {name for metric in REGISTRY.collect() for sample_ in metric.samples for name in sample_.labels}
+    assert not labels & {"account_id", "key_id"}
 
 
 async def test_an_unknown_model_is_never_a_label(stack: Stack) -> None:
