@@ -81,7 +81,7 @@ def free_port() -> int:
 async def start_server(database_url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}",
-           "QUANTIZED_BILLING_LISTEN": f"127.0.0.1:{port}",
+           "QUANTIZED_BILLING_LISTEN": f"127.0.0.1:{port}", "QUANTIZED_BILLING_METRICS_LISTEN": "127.0.0.1:0",
            "QUANTIZED_BILLING_DATABASE_URL": database_url, "QUANTIZED_DATA_DIR": data_dir,
            "QUANTIZED_ADMIN_TOKEN": ADMIN_TOKEN, "QUANTIZED_JWT_SECRET": JWT_SECRET,
            "QUANTIZED_JWT_ISSUER": JWT_ISSUER, "QUANTIZED_JWT_AUDIENCE": JWT_AUDIENCE,

@@ -18,13 +18,16 @@ dev` and production do; run with and without it alternately to measure its cost.
 `--limiter` sets the bench key's and account's rate limits: `off` (none, so the
 edge skips the limiter), `local` (limits far above the load, counted in the edge's
 memory) or `redis` (the same, counted in a redis-server the run starts).
+`--metrics off` starts the services without their Prometheus metrics servers
+(on by default, as in production); run `on` and `off` alternately to measure
+the metrics' cost per request.
 
 With --tracing every service traces every request (--tracing RATIO: that share
 of them, QUANTIZED_TRACING_SAMPLE_RATIO) and exports its spans over OTLP/HTTP to a
 sink that discards them (bench/otlp_sink.py); run with and without it alternately
 to measure its cost.
 
-Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls] [--limiter local] [--tracing [RATIO]]
+Run: .venv/bin/python bench/overhead.py [--requests 3000] [--big-mb 30] [--mtls] [--limiter local] [--tracing [RATIO]] [--metrics on|off]
 """
 
 from __future__ import annotations
@@ -273,6 +276,8 @@ def main() -> None:
                         help="the bench key has a spending cap (never reached): an exact hold per request")
     parser.add_argument("--tracing", type=float, nargs="?", const=1.0, default=None, metavar="RATIO",
                         help="tracing on at this sample ratio (default 1.0), exporting to a discarding OTLP sink")
+    parser.add_argument("--metrics", choices=("on", "off"), default="on",
+                        help="each service's Prometheus metrics (on: served on a free port; off: none)")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "zero_latency_openai.py"),
@@ -287,6 +292,8 @@ def main() -> None:
         certificates = issue_dev_certificates(Path(tmp) / "tls") if args.mtls else None
         redis_server = None
         extra_env = {"QUANTIZED_EDGE_CREDIT_LEASES": "false"} if args.exact_holds else {}
+        extra_env.update({f"QUANTIZED_{name.upper()}_METRICS_LISTEN": "127.0.0.1:0" if args.metrics == "on" else ""
+                          for name in SERVICES})
         if args.limiter == "redis":
             redis_port = free_port()
             redis_server = subprocess.Popen(
@@ -332,6 +339,7 @@ def main() -> None:
     report["mtls"] = args.mtls
     report["limiter"] = args.limiter
     report["tracing_sample_ratio"] = args.tracing
+    report["metrics"] = args.metrics
     print(json.dumps(report, indent=2))
 
 

@@ -141,6 +141,7 @@ def _free_port() -> int:
 def start_provider(upstream_port: int) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}", "QUANTIZED_PROVIDER_LISTEN": f"127.0.0.1:{port}",
+           "QUANTIZED_PROVIDER_METRICS_LISTEN": "127.0.0.1:0",
            "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
            "QUANTIZED_PROVIDER_LOG_LEVEL": "WARNING"}
     process = subprocess.Popen([sys.executable, "-m", "provider_svc.main"], env=env, cwd=ROOT)

@@ -42,6 +42,9 @@ def start(data_dir: Path, upstream_port: int, edges: int) -> tuple[dict[str, sub
         "QUANTIZED_DATA_DIR": str(data_dir), "QUANTIZED_ADMIN_TOKEN": admin_token,
         **{f"QUANTIZED_{name.upper()}_LISTEN": f"127.0.0.1:{port}" for name, port in ports.items()},
         **{f"QUANTIZED_{name.upper()}_ADDR": f"127.0.0.1:{port}" for name, port in ports.items()},
+        # Each process (every edge too) serves its metrics on a free port of its own.
+        **{f"QUANTIZED_{name}_METRICS_LISTEN": "127.0.0.1:0"
+           for name in ("EDGE", "CATALOG", "BILLING", "PROVIDER")},
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
         "OPENAI_API_KEY": "sk-bench-not-a-real-key",
     })

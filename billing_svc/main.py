@@ -24,6 +24,7 @@ from billing_svc.storage.migrate import upgrade_to_head
 from quantized_runtime.database_health import DatabaseHealth
 from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
+from quantized_runtime.metrics import metrics_served
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import SettingsError, load_settings
 from quantized_runtime.tracing import tracing_session
@@ -114,9 +115,10 @@ async def start(settings: BillingSettings) -> RunningBilling:
 
 
 async def _serve(settings: BillingSettings) -> None:
-    running = await start(settings)
-    await serve_until_signal(running.server, settings.shutdown_grace_seconds,
-                             on_stop=running.stop_background, name="billing")
+    with metrics_served(settings.metrics_listen, "billing"):
+        running = await start(settings)
+        await serve_until_signal(running.server, settings.shutdown_grace_seconds,
+                                 on_stop=running.stop_background, name="billing")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 
 from billing_svc.idempotency import IdempotencyKeys
+from billing_svc.metrics import holds_open
 from billing_svc.service import Billing
 
 log = logging.getLogger("quantized.billing.reaper")
@@ -16,7 +17,12 @@ BATCH_SIZE = 500
 
 
 async def reap_forever(billing: Billing, idempotency: IdempotencyKeys, interval_seconds: float) -> None:
+    """Each round also counts the open holds, for the metrics."""
     while True:
+        try:
+            holds_open(await billing.open_holds())
+        except Exception:
+            log.exception("counting open holds failed")
         await asyncio.sleep(interval_seconds)
         try:
             await reap_all_due(billing)

@@ -41,6 +41,7 @@ from billing_svc.domain import (
     new_id,
 )
 from billing_svc.jwt_verifier import JwtVerifier
+from billing_svc.metrics import HOLDS_EXPIRED, LATE_CHARGES, LEDGER_BATCH_OPERATIONS, LEDGER_COMMIT_SECONDS
 from billing_svc.storage.admin_store import AdminStore
 from billing_svc.storage.money_store import MoneyStore
 from billing_svc.storage.schema import ID_LENGTH
@@ -254,10 +255,12 @@ class Billing:
                 accepted.append((index, _checked(op)))
             except ServiceError as refusal:
                 outcomes[index] = refusal
+        LEDGER_BATCH_OPERATIONS.observe(len(operations))
         if accepted:
             now = self._clock()
-            stored = await self._money.apply_batch([op for _, op in accepted], now,
-                                                  now + self._hold_ttl)
+            with LEDGER_COMMIT_SECONDS.time():
+                stored = await self._money.apply_batch([op for _, op in accepted], now,
+                                                      now + self._hold_ttl)
             for (index, op), outcome in zip(accepted, stored, strict=True):
                 if isinstance(op, ReserveOp) and isinstance(outcome, Hold):
                     outcome = _amount_conflict(op, outcome) or outcome
@@ -272,6 +275,7 @@ class Billing:
         if not charged.late or charged.repeated:
             return
         self.late_charges += 1
+        LATE_CHARGES.inc()
         log.warning("late charge applied to the balance", extra={"fields": {
             "account_id": op.account_id, "lease_id": op.lease_id,
             "charge_request_id": op.request_id, "micro_credits": charged.amount,
@@ -279,7 +283,13 @@ class Billing:
             "late_charges_total": self.late_charges}})
 
     async def expire_due_holds(self, batch_size: int) -> int:
-        return await self._admin.expire_due_holds(self._clock(), batch_size)
+        expired = await self._admin.expire_due_holds(self._clock(), batch_size)
+        HOLDS_EXPIRED.inc(expired)
+        return expired
+
+    async def open_holds(self) -> dict[str, int]:
+        """Open holds by kind (`request`, `lease`)."""
+        return await self._admin.count_open_holds()
 
     # Administration
 

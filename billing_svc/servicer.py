@@ -42,6 +42,7 @@ from billing_svc.domain import (
     UsageEntry,
 )
 from billing_svc.idempotency import IdempotencyKeys
+from billing_svc.metrics import ledger_operation_answered
 from billing_svc.service import Billing
 from billing_svc.storage.idempotency_store import (
     COMPLETED,
@@ -56,7 +57,7 @@ from quantized_runtime import tracing
 from quantized_runtime.admin_auth import require_admin
 from quantized_runtime.call_stream import CallStreamServer
 from quantized_runtime.database_health import DatabaseGuard
-from quantized_runtime.errors import Reason, ServiceError, from_call_error, to_call_error
+from quantized_runtime.errors import Reason, ServiceError, call_error_reason, to_call_error
 from quantized_runtime.request_context import current_request_id, new_request_id
 from quantized_runtime.server import Registrar
 from quantized_runtime.stream_drain import StreamDrain
@@ -287,7 +288,7 @@ def _operation_spans(request: billing_pb2.LedgerRequest) -> list[Span | None]:
 
 def _finish_operation_spans(spans: list[Span | None], results: list[billing_pb2.LedgerResult]) -> None:
     for span, result in zip(spans, results, strict=True):
-        tracing.finish(span, from_call_error(result.error).reason.value if result.HasField("error") else tracing.OK)
+        tracing.finish(span, call_error_reason(result.error) if result.HasField("error") else tracing.OK)
 
 
 _DRAINING = billing_pb2.LedgerResponse(draining=True)
@@ -409,6 +410,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             failure = billing_pb2.LedgerResult(error=to_call_error(ServiceError(
                 Reason.INTERNAL, f"internal error (request id {request_id})")))
             results = [failure] * len(decoded)
+        for message, result in zip(request.operations, results, strict=True):
+            ledger_operation_answered(message.WhichOneof("operation") or "none",
+                                      call_error_reason(result.error) if result.HasField("error") else "OK")
         if log.isEnabledFor(logging.DEBUG):
             log.debug("ledger batch", extra={"fields": {
                 "batch_id": request.batch_id, "operations": len(results),

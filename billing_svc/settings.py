@@ -29,6 +29,7 @@ class BillingSettings(InternalServiceSettings):
                                       extra="ignore")
 
     listen: str = defaults.BILLING_ADDR
+    metrics_listen: str = defaults.BILLING_METRICS_ADDR
     data_dir: Path = Field(default_factory=defaults.default_data_dir,
                            validation_alias="QUANTIZED_DATA_DIR")
     # Unset: an SQLite file `billing.db` in the data directory. Otherwise a SQLite

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from quantized_runtime.database_health import DatabaseHealth
 from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
+from quantized_runtime.metrics import metrics_served
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import load_settings
 from quantized_runtime.tracing import tracing_session
@@ -75,9 +76,10 @@ async def start(settings: CatalogSettings) -> RunningCatalog:
 
 
 async def _serve(settings: CatalogSettings) -> None:
-    running = await start(settings)
-    await serve_until_signal(running.server, settings.shutdown_grace_seconds,
-                             on_stop=running.release, name="catalog")
+    with metrics_served(settings.metrics_listen, "catalog"):
+        running = await start(settings)
+        await serve_until_signal(running.server, settings.shutdown_grace_seconds,
+                                 on_stop=running.release, name="catalog")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from quantized.catalog.v1 import catalog_pb2
 from quantized_runtime.errors import Reason, ServiceError
 
 from catalog_svc.catalog_file import CatalogFileError, load_catalog_file
+from catalog_svc.metrics import FAILED, REBUILT, RESOLVED, SNAPSHOT_REVISION, UNCHANGED, resolution_refused
 from catalog_svc.pricing import Pricer
 from catalog_svc.snapshot import (
     CatalogSnapshot,
@@ -78,10 +79,13 @@ class CatalogCore:
         """Rebuild the snapshot when the stored revision moved (or when forced)."""
         async with self._refresh_lock:
             if not force and await self._repository.revision() == self._snapshot.revision:
+                UNCHANGED.inc()
                 return False
             stored = await self._repository.load()
             if stored.revision >= self._snapshot.revision or force:
                 self._snapshot = self._build(stored)
+                SNAPSHOT_REVISION.set(self._snapshot.revision)
+            REBUILT.inc()
             return True
 
     async def _poll_forever(self) -> None:
@@ -94,6 +98,7 @@ class CatalogCore:
                     log.info("catalog snapshot refreshed",
                              extra={"fields": {"revision": self._snapshot.revision}})
             except Exception:
+                FAILED.inc()
                 log.exception("catalog refresh failed; serving the previous snapshot")
 
     def _build(self, stored: StoredCatalog) -> CatalogSnapshot:
@@ -114,7 +119,13 @@ class CatalogCore:
     # ---- request path -------------------------------------------------------
 
     def resolve(self, model: str, provider_override: str, feature: str) -> Resolution:
-        return self._snapshot.resolve(model, provider_override, feature)
+        try:
+            resolution = self._snapshot.resolve(model, provider_override, feature)
+        except ServiceError as refusal:
+            resolution_refused(refusal.reason.value)
+            raise
+        RESOLVED.inc()
+        return resolution
 
     def quote(self, model_id: str, size: str, quality: str | None, n: int) -> catalog_pb2.QuotePriceResponse:
         model = self._priced_image_model(model_id)

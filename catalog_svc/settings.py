@@ -8,7 +8,12 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from quantized_runtime.admin_auth import admin_token_problem
-from quantized_runtime.defaults import CATALOG_ADDR, database_url_or_embedded, default_data_dir
+from quantized_runtime.defaults import (
+    CATALOG_ADDR,
+    CATALOG_METRICS_ADDR,
+    database_url_or_embedded,
+    default_data_dir,
+)
 from quantized_runtime.settings import InternalServiceSettings
 
 from catalog_svc.pricing import DEFAULT_CREDITS_PER_USD
@@ -21,6 +26,7 @@ class CatalogSettings(InternalServiceSettings):
                                       populate_by_name=True)
 
     listen: str = CATALOG_ADDR
+    metrics_listen: str = CATALOG_METRICS_ADDR
     # Empty: SQLite file catalog.db in the data directory.
     database_url: str = ""
     file: Path = BUNDLED_CATALOG_FILE

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, Generic, Hashable, TypeVar
 
+from edge.metrics import CacheMetrics
+
 ValueT = TypeVar("ValueT")
 
 MISSING: Any = object()
@@ -14,15 +16,23 @@ class TtlCache(Generic[ValueT]):
     """Entries expire `ttl_seconds` after they were stored; the oldest go first when full.
 
     A ttl of 0 disables caching. Single event loop only (no locking needed).
+    With `metrics`, each lookup counts as a hit or a miss.
     """
 
-    def __init__(self, ttl_seconds: float, max_entries: int) -> None:
+    def __init__(self, ttl_seconds: float, max_entries: int, metrics: CacheMetrics | None = None) -> None:
         self._ttl = ttl_seconds
         self._max_entries = max_entries
         self._entries: dict[Hashable, tuple[float, ValueT]] = {}
+        self._metrics = metrics
 
     def get(self, key: Hashable) -> ValueT:
         """The live value for key, or MISSING."""
+        value = self._lookup(key)
+        if self._metrics is not None:
+            (self._metrics.miss if value is MISSING else self._metrics.hit).inc()
+        return value
+
+    def _lookup(self, key: Hashable) -> ValueT:
         entry = self._entries.get(key)
         if entry is None:
             return MISSING

@@ -48,6 +48,7 @@ from edge.cache import MISSING, TtlCache
 from edge.errors import CALLER_FACING_REASONS, internal_error, service_unavailable
 from edge.idempotency import Idempotency, Progress
 from edge.leases import AdmissionKind, CreditLeases
+from edge.metrics import CacheMetrics, RequestRecord
 from edge.peers import Peers
 from edge.rate_limits import Limit
 from edge.render import Outcome, RenderedModels, rendered_models
@@ -130,15 +131,16 @@ class ImagesFlow:
         self._settings = settings
         self._rpc_cap = settings.internal_rpc_timeout_seconds
         catalog_ttl = settings.catalog_cache_ttl_seconds
-        self._auth_cache: TtlCache[Caller] = TtlCache(settings.auth_cache_ttl_seconds, settings.cache_max_entries)
+        self._auth_cache: TtlCache[Caller] = TtlCache(settings.auth_cache_ttl_seconds, settings.cache_max_entries,
+                                                      CacheMetrics("auth"))
         self._auth_guard = AuthFailureGuard(settings.auth_failure_cache_ttl_seconds,
                                             settings.auth_failures_per_minute_per_address,
                                             settings.cache_max_entries)
         self._route_cache: TtlCache[catalog_pb2.ResolveRouteResponse | ServiceError] = TtlCache(
-            catalog_ttl, settings.cache_max_entries)
+            catalog_ttl, settings.cache_max_entries, CacheMetrics("route"))
         self._quote_cache: TtlCache[catalog_pb2.QuotePriceResponse] = TtlCache(
-            catalog_ttl, settings.cache_max_entries)
-        self._models_cache: TtlCache[RenderedModels] = TtlCache(catalog_ttl, 1)
+            catalog_ttl, settings.cache_max_entries, CacheMetrics("quote"))
+        self._models_cache: TtlCache[RenderedModels] = TtlCache(catalog_ttl, 1, CacheMetrics("models"))
 
     def budget(self, caller_seconds: float | None = None) -> RequestBudget:
         """A new request's budget; a caller's own deadline shortens it."""
@@ -188,19 +190,21 @@ class ImagesFlow:
         return answer.report
 
     async def generate(self, caller: Caller, request: images_pb2.GenerateRequest, provider_override: str,
-                       budget: RequestBudget) -> Outcome:
+                       budget: RequestBudget, record: RequestRecord) -> Outcome:
         """Generate for an authenticated caller and a request that passed validation;
-        a request with an Idempotency-Key goes through edge/idempotency.py."""
+        `record` learns the model, provider, upstream time, images and credits. A
+        request with an Idempotency-Key goes through edge/idempotency.py."""
         provider_override = provider_override.strip()
         if not request.idempotency_key:
-            return await self._generate(caller, request, provider_override, budget, None)
+            return await self._generate(caller, request, provider_override, budget, record, None)
         return await self._idempotency.run(
             caller.account_id, request, provider_override, budget,
-            lambda progress: self._generate(caller, request, provider_override, budget, progress))
+            lambda progress: self._generate(caller, request, provider_override, budget, record, progress))
 
     async def _generate(self, caller: Caller, request: images_pb2.GenerateRequest, provider_override: str,
-                        budget: RequestBudget, progress: Progress | None) -> Outcome:
+                        budget: RequestBudget, record: RequestRecord, progress: Progress | None) -> Outcome:
         resolved = await self._resolve(request.model, provider_override, budget)
+        record.model = resolved.model_id
         params = generation_params(request)
         quote = await self._quote(resolved.model_id, params, budget)
         request_id = current_request_id.get()
@@ -210,7 +214,8 @@ class ImagesFlow:
                                                         key_id=caller.key_id, capped=caller.capped),
             budget, retry_unavailable=True)
         try:
-            route, answer = await self._dispatch(resolved, params, budget)
+            route, answer = await self._dispatch(resolved, params, budget, record)
+            record.upstream_seconds = answer.upstream_seconds
             if progress is not None and answer.images:
                 progress.images_produced = True
             generated = sum(1 for image in answer.images if not image.flagged)
@@ -227,6 +232,9 @@ class ImagesFlow:
         except Exception:
             await self._leases.cancel(admission, self._rpc_cap)
             raise
+        record.images = generated
+        record.flagged = len(answer.images) - generated
+        record.credits = charged.credits_used
         return Outcome(
             created=answer.created,
             model=request.model,
@@ -268,11 +276,14 @@ class ImagesFlow:
         return quote
 
     async def _dispatch(self, resolved: catalog_pb2.ResolveRouteResponse, params: common_pb2.GenerationParams,
-                        budget: RequestBudget) -> tuple[catalog_pb2.Route, provider_pb2.GenerateResponse]:
+                        budget: RequestBudget, record: RequestRecord,
+                        ) -> tuple[catalog_pb2.Route, provider_pb2.GenerateResponse]:
         """Generate on the first route that answers, in priority order, over
-        provider_svc's GenerateStream; the upstream gets all that is left of the budget."""
+        provider_svc's GenerateStream; the upstream gets all that is left of the
+        budget. `record` names the provider of the route tried last."""
         routes = resolved.routes
         for index, route in enumerate(routes):
+            record.provider = route.provider
             request = provider_pb2.GenerateRequest(
                 provider=route.provider, model_id=resolved.model_id,
                 upstream_model_id=route.upstream_model_id, region=route.region,

@@ -1,6 +1,8 @@
 """The OpenAI-compatible HTTP API (Starlette, with a direct path for generations).
 
-Every response carries `x-request-id`; every error uses the OpenAI error shape.
+Every response carries `x-request-id`; every error uses the OpenAI error shape;
+every request on an API route gets one log line and its metrics (edge/metrics.py).
+`/metrics` is not among the routes: it is served on the metrics address only.
 The generation route authenticates the caller before it reads the body, then
 parses and validates the body and hands the flow the typed request, as the gRPC
 ImagesService does with its message. The Idempotency-Key header is the request's
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -37,6 +38,7 @@ from quantized_runtime.request_context import current_request_id, new_request_id
 
 from edge.errors import HttpReason, HttpRejection, error_response, internal_error, service_error_response
 from edge.flow import ImagesFlow
+from edge.metrics import RequestRecord, status_class
 from edge.openapi import openapi_document
 from edge.playground_page import playground_routes
 from edge.rate_limits import RateLimiter
@@ -148,11 +150,12 @@ class JsonResponse(Response):
 Answer = tuple[int, Body, str, list[tuple[bytes, bytes]]]
 
 
-async def _answer(handler: Callable[[], Awaitable[Body | WithHeaders]], method: str, path: str) -> Answer:
+async def _answer(handler: Callable[[RequestRecord], Awaitable[Body | WithHeaders]], method: str,
+                  route: str) -> Answer:
     """The request's server span, the root of its trace, when tracing is on: the
     edge starts every trace (a client's traceparent header is not trusted)."""
-    with tracing.server_span(f"{method} {path}", None, {"http.request.method": method, "url.path": path}) as span:
-        answer = await _answer_untraced(handler, method, path)
+    with tracing.server_span(f"{method} {route}", None, {"http.request.method": method, "url.path": route}) as span:
+        answer = await _answer_untraced(handler, method, route)
         if span is not None:
             span.set_attributes({"http.response.status_code": answer[0], "quantized.request_id": answer[2]})
             if answer[0] >= 500:
@@ -160,16 +163,18 @@ async def _answer(handler: Callable[[], Awaitable[Body | WithHeaders]], method: 
         return answer
 
 
-async def _answer_untraced(handler: Callable[[], Awaitable[Body | WithHeaders]], method: str, path: str) -> Answer:
-    """Request id, one log line, and every failure turned into an OpenAI error body
-    (with its extra headers, such as Retry-After)."""
+async def _answer_untraced(handler: Callable[[RequestRecord], Awaitable[Body | WithHeaders]], method: str,
+                           route: str) -> Answer:
+    """Request id, one log line and the metrics (the handler fills in the
+    record), and every failure turned into an OpenAI error body (with its extra
+    headers, such as Retry-After)."""
     request_id = new_request_id()
     token = current_request_id.set(request_id)
-    started = time.perf_counter()
+    record = RequestRecord(route)
     headers: list[tuple[bytes, bytes]] = []
     try:
         try:
-            status, body = 200, await handler()
+            status, body = 200, await handler(record)
             if isinstance(body, WithHeaders):
                 body, headers = body.body, body.headers
         except ServiceError as error:
@@ -177,23 +182,22 @@ async def _answer_untraced(handler: Callable[[], Awaitable[Body | WithHeaders]],
         except HttpRejection as rejection:
             status, body = error_response(rejection.reason, rejection.message, rejection.param)
         except Exception:
-            log.exception("unhandled error", extra={"fields": {"path": path}})
+            log.exception("unhandled error", extra={"fields": {"route": route}})
             status, body, headers = service_error_response(internal_error(request_id))
-        log.info("request", extra={"fields": {
-            "method": method, "path": path, "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
+        record.finish(status, status_class(status), method=method)
         return status, body, request_id, headers
     finally:
         current_request_id.reset(token)
 
 
-Handler = Callable[[Request], Awaitable[Body | WithHeaders]]
+Handler = Callable[[Request, RequestRecord], Awaitable[Body | WithHeaders]]
 
 
-def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(route: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """`route` is the route's path as declared, the request's `route` label."""
     async def endpoint(request: Request) -> Response:
-        status, body, request_id, headers = await _answer(lambda: handler(request), request.method,
-                                                          request.url.path)
+        status, body, request_id, headers = await _answer(lambda record: handler(request, record),
+                                                          request.method, route)
         return JsonResponse(status, body, request_id, headers)
 
     return endpoint
@@ -265,19 +269,22 @@ class EdgeHttpApp:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == GENERATIONS_PATH:
             header = _scope_header(scope)
             status, body, request_id, headers = await _answer(
-                lambda: self._generate(header, receive, _client_address(scope)), "POST", GENERATIONS_PATH)
+                lambda record: self._generate(header, receive, _client_address(scope), record),
+                "POST", GENERATIONS_PATH)
             await _send_json(send, status, body, request_id, headers)
             return
         await self.starlette(scope, receive, send)
 
-    async def _generate(self, header: HeaderLookup, receive: Receive,
-                        client_address: str) -> list[BodyPart] | WithHeaders:
+    async def _generate(self, header: HeaderLookup, receive: Receive, client_address: str,
+                        record: RequestRecord) -> list[BodyPart] | WithHeaders:
         budget = self._flow.budget()
         caller = await self._flow.authenticate(header(AUTHORIZATION_HEADER), budget, client_address)
+        record.account_id, record.key_id = caller.account_id, caller.key_id
         async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit, caller.account_limit):
             request = self._validator.from_json(await _read_json(header, receive, self._max_body_bytes), header)
-            outcome = await self._flow.generate(caller, request, header(PROVIDER_HEADER) or "", budget)
+            outcome = await self._flow.generate(caller, request, header(PROVIDER_HEADER) or "", budget, record)
         if outcome.replay_of:
+            record.replayed = True
             return WithHeaders(generation_json(outcome), [REPLAYED_HEADER])
         return generation_json(outcome)
 
@@ -285,19 +292,22 @@ class EdgeHttpApp:
         flow = self._flow
         openapi_body = json.dumps(openapi_document(self._validator)).encode()
 
-        async def generate_images(request: Request) -> list[BodyPart] | WithHeaders:
-            return await self._generate(request.headers.get, request.receive, _client_address(request.scope))
+        async def generate_images(request: Request, record: RequestRecord) -> list[BodyPart] | WithHeaders:
+            return await self._generate(request.headers.get, request.receive, _client_address(request.scope),
+                                        record)
 
-        async def list_models(request: Request) -> bytes:
-            budget = flow.budget()
-            await flow.authenticate(request.headers.get(AUTHORIZATION_HEADER), budget,
-                                    _client_address(request.scope))
-            return (await flow.list_models(budget)).json
-
-        async def usage(request: Request) -> bytes:
+        async def list_models(request: Request, record: RequestRecord) -> bytes:
             budget = flow.budget()
             caller = await flow.authenticate(request.headers.get(AUTHORIZATION_HEADER), budget,
                                              _client_address(request.scope))
+            record.account_id, record.key_id = caller.account_id, caller.key_id
+            return (await flow.list_models(budget)).json
+
+        async def usage(request: Request, record: RequestRecord) -> bytes:
+            budget = flow.budget()
+            caller = await flow.authenticate(request.headers.get(AUTHORIZATION_HEADER), budget,
+                                             _client_address(request.scope))
+            record.account_id, record.key_id = caller.account_id, caller.key_id
             async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit,
                                            caller.account_limit):
                 try:
@@ -306,7 +316,7 @@ class EdgeHttpApp:
                     raise usage_query_rejection(error) from None
             return usage_json(report)
 
-        async def openapi(request: Request) -> bytes:
+        async def openapi(request: Request, record: RequestRecord) -> bytes:
             return openapi_body
 
         # Probes for load balancers and orchestrators: no authentication, no log line
@@ -318,7 +328,7 @@ class EdgeHttpApp:
             status, body = readiness_answer(self._readiness)
             return JsonResponse(status, body, new_request_id())
 
-        async def not_in_release(request: Request) -> bytes:
+        async def not_in_release(request: Request, record: RequestRecord) -> bytes:
             raise HttpRejection(HttpReason.NOT_AVAILABLE_IN_THIS_RELEASE, NOT_IN_RELEASE[request.url.path])
 
         def router_error(exc: Exception, reason: Reason | HttpReason, message: str) -> Response:
@@ -339,14 +349,14 @@ class EdgeHttpApp:
         # The generations route also lives here: it answers the other methods with 405,
         # and serves POST when the scope path does not match exactly (a root_path).
         routes = [
-            Route(GENERATIONS_PATH, _endpoint(generate_images), methods=["POST"]),
-            Route("/v1/models", _endpoint(list_models), methods=["GET"]),
-            Route(USAGE_PATH, _endpoint(usage), methods=["GET"]),
-            Route("/openapi.json", _endpoint(openapi), methods=["GET"]),
+            Route(GENERATIONS_PATH, _endpoint(GENERATIONS_PATH, generate_images), methods=["POST"]),
+            Route("/v1/models", _endpoint("/v1/models", list_models), methods=["GET"]),
+            Route(USAGE_PATH, _endpoint(USAGE_PATH, usage), methods=["GET"]),
+            Route("/openapi.json", _endpoint("/openapi.json", openapi), methods=["GET"]),
             Route("/healthz", liveness, methods=["GET"]),
             Route("/readyz", readiness, methods=["GET"]),
             *playground_routes(),
-            *(Route(path, _endpoint(not_in_release), methods=ALL_METHODS) for path in NOT_IN_RELEASE),
+            *(Route(path, _endpoint(path, not_in_release), methods=ALL_METHODS) for path in NOT_IN_RELEASE),
         ]
         # Keyed by the status Starlette's router raises; the status answered comes from the table.
         app = Starlette(routes=routes, exception_handlers={

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from prometheus_client import REGISTRY
 
 from quantized_runtime.event_loop import run_service
 from quantized_runtime.health import DependencyWatch, serve_health_by_dependencies
 from quantized_runtime.logging import configure_logging
+from quantized_runtime.metrics import metrics_served
 from quantized_runtime.server import RunningServer, create_server, wait_for_shutdown_signal
 from quantized_runtime.settings import load_settings
 from quantized_runtime.tracing import tracing_session
@@ -23,6 +25,7 @@ from edge.http_app import create_app
 from edge.idempotency import REPLAY_RETENTION_SECONDS, Idempotency
 from edge.idempotency_stores import BillingIdempotencyStore, RedisIdempotencyStore
 from edge.leases import CreditLeases, LeaseSettings
+from edge.metrics import LeaseAdmissionCollector
 from edge.peers import Peers
 from edge.rate_limits import RateLimiter, open_rate_limiter, redis_client
 from edge.readiness import PEERS_THE_EDGE_NEEDS, peer_watch
@@ -49,7 +52,7 @@ class RunningEdge:
     _http_task: asyncio.Task[None]
     _grpc: RunningServer
     _peers: Peers
-    _leases: CreditLeases
+    leases: CreditLeases
     _readiness: DependencyWatch
     limiter: RateLimiter
     _idempotency: Idempotency
@@ -61,7 +64,7 @@ class RunningEdge:
         self._http.should_exit = True
         await asyncio.gather(self._grpc.stop(grace_seconds), self._wait_http(grace_seconds))
         await self._idempotency.close()
-        await self._leases.close(grace_seconds)
+        await self.leases.close(grace_seconds)
         await self._peers.close()
         await self.limiter.close()
 
@@ -149,6 +152,8 @@ async def start(settings: EdgeSettings) -> RunningEdge:
             public=True,
             max_receive_message_bytes=settings.max_body_bytes,
             reflection_enabled=settings.reflection,
+            # ImagesServicer writes the edge's one line per request (edge/metrics.py).
+            log_calls=False,
         )
     except BaseException:
         http.should_exit = True
@@ -166,14 +171,16 @@ async def start(settings: EdgeSettings) -> RunningEdge:
 
 
 async def _serve(settings: EdgeSettings) -> None:
-    running = await start(settings)
-    log.info("edge listening", extra={"fields": {
-        "http_port": running.http_port, "grpc_port": running.grpc_port,
-        "event_loop": type(asyncio.get_running_loop()).__module__.split(".", 1)[0]}})
-    await wait_for_shutdown_signal()
-    log.info("edge stopping", extra={"fields": {"grace_seconds": settings.shutdown_grace_seconds}})
-    await running.stop(settings.shutdown_grace_seconds)
-    log.info("edge stopped")
+    with metrics_served(settings.metrics_listen, "edge"):
+        running = await start(settings)
+        REGISTRY.register(LeaseAdmissionCollector(running.leases))
+        log.info("edge listening", extra={"fields": {
+            "http_port": running.http_port, "grpc_port": running.grpc_port,
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".", 1)[0]}})
+        await wait_for_shutdown_signal()
+        log.info("edge stopping", extra={"fields": {"grace_seconds": settings.shutdown_grace_seconds}})
+        await running.stop(settings.shutdown_grace_seconds)
+        log.info("edge stopped")
 
 
 def main() -> None:

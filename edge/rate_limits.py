@@ -35,6 +35,7 @@ from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.request_context import current_request_id
 
 from edge.errors import RETRY_AFTER_METADATA_KEY, service_unavailable
+from edge.metrics import rate_limit_refused
 
 log = logging.getLogger("quantized.edge.rate_limits")
 
@@ -67,6 +68,8 @@ class LimitedScope:
 
 
 def rate_limited(scope: LimitedScope, what: str, retry_after_seconds: int) -> ServiceError:
+    """The refusal, counted in the edge's metrics."""
+    rate_limit_refused(scope.kind, what)
     return ServiceError(
         Reason.RATE_LIMITED,
         f"rate limit reached: the {scope.kind} is over its {what}; nothing was charged, "

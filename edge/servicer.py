@@ -5,6 +5,8 @@ The bearer token travels in `authorization` metadata, a pinned provider in
 the request id is sent back in the initial metadata, and a replayed answer says
 so in the trailing metadata (`idempotent-replayed: true`).
 `registrars` and `SERVICE_NAMES` are what `main.start` hands the runtime's server.
+Each call writes the edge's one log line per request and its metrics
+(edge/metrics.py), in place of the runtime interceptor's line.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import TypeVar
 import grpc
 
 from quantized.images.v1 import images_pb2, images_pb2_grpc
-from quantized_runtime.errors import ServiceError
+from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_request_id
 from quantized_runtime.server import Registrar
 
-from edge.errors import internal_error
+from edge.errors import HTTP_ERROR_BY_REASON, internal_error
+from edge.metrics import RequestRecord, status_class
 from edge.flow import ImagesFlow
 from edge.rate_limits import RateLimiter
 from edge.render import generation_proto
@@ -37,6 +40,9 @@ PROVIDER_METADATA_KEY = "x-quantized-provider"
 REPLAYED_METADATA = ("idempotent-replayed", "true")
 
 SERVICE_NAMES = (images_pb2.DESCRIPTOR.services_by_name["ImagesService"].full_name,)
+GENERATE_ROUTE = f"/{SERVICE_NAMES[0]}/Generate"
+LIST_MODELS_ROUTE = f"/{SERVICE_NAMES[0]}/ListModels"
+USAGE_ROUTE = f"/{SERVICE_NAMES[0]}/GetUsage"
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -60,57 +66,71 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
 
     async def Generate(self, request: images_pb2.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> images_pb2.GenerateResponse:
-        async def run(metadata: dict[str, str], request_id: str) -> images_pb2.GenerateResponse:
+        async def run(metadata: dict[str, str], request_id: str,
+                      record: RequestRecord) -> images_pb2.GenerateResponse:
             budget = self._flow.budget(context.time_remaining())
             caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
                                                    peer_address(context.peer()))
+            record.account_id, record.key_id = caller.account_id, caller.key_id
             async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit,
                                            caller.account_limit):
                 outcome = await self._flow.generate(caller, self._validator.from_proto(request),
-                                                    metadata.get(PROVIDER_METADATA_KEY, ""), budget)
+                                                    metadata.get(PROVIDER_METADATA_KEY, ""), budget, record)
             if outcome.replay_of:
+                record.replayed = True
                 context.set_trailing_metadata((REPLAYED_METADATA,))
             return generation_proto(outcome, outcome.replay_of or request_id)
 
-        return await self._guarded(context, run)
+        return await self._guarded(context, GENERATE_ROUTE, run)
 
     async def ListModels(self, request: images_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> images_pb2.ListModelsResponse:
-        async def run(metadata: dict[str, str], request_id: str) -> images_pb2.ListModelsResponse:
-            budget = self._flow.budget(context.time_remaining())
-            await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
-                                          peer_address(context.peer()))
-            return (await self._flow.list_models(budget)).proto
-
-        return await self._guarded(context, run)
-
-    async def GetUsage(self, request: images_pb2.GetUsageRequest,
-                       context: grpc.aio.ServicerContext) -> images_pb2.GetUsageResponse:
-        async def run(metadata: dict[str, str], request_id: str) -> images_pb2.GetUsageResponse:
+        async def run(metadata: dict[str, str], request_id: str,
+                      record: RequestRecord) -> images_pb2.ListModelsResponse:
             budget = self._flow.budget(context.time_remaining())
             caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
                                                    peer_address(context.peer()))
+            record.account_id, record.key_id = caller.account_id, caller.key_id
+            return (await self._flow.list_models(budget)).proto
+
+        return await self._guarded(context, LIST_MODELS_ROUTE, run)
+
+    async def GetUsage(self, request: images_pb2.GetUsageRequest,
+                       context: grpc.aio.ServicerContext) -> images_pb2.GetUsageResponse:
+        async def run(metadata: dict[str, str], request_id: str,
+                      record: RequestRecord) -> images_pb2.GetUsageResponse:
+            budget = self._flow.budget(context.time_remaining())
+            caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
+                                                   peer_address(context.peer()))
+            record.account_id, record.key_id = caller.account_id, caller.key_id
             async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit,
                                            caller.account_limit):
                 report = await self._flow.usage(caller, request.query, budget)
             return images_pb2.GetUsageResponse(report=report, request_id=request_id)
 
-        return await self._guarded(context, run)
+        return await self._guarded(context, USAGE_ROUTE, run)
 
-    async def _guarded(self, context: grpc.aio.ServicerContext,
-                       run: Callable[[dict[str, str], str], Awaitable[ResponseT]]) -> ResponseT:
-        """No unexplained failure; the request id was minted for this call by the
-        server's interceptor (a caller's own x-request-id is never reused: it keys
-        billing's idempotent credit hold)."""
+    async def _guarded(self, context: grpc.aio.ServicerContext, route: str,
+                       run: Callable[[dict[str, str], str, RequestRecord], Awaitable[ResponseT]]) -> ResponseT:
+        """No unexplained failure, and one log line with the metrics; the request
+        id was minted for this call by the server's interceptor (a caller's own
+        x-request-id is never reused: it keys billing's idempotent credit hold).
+        The line's status is the error reason (`OK` for none); the status class
+        is that of the HTTP status the reason maps to, as on HTTP."""
         request_id = current_request_id.get()
+        record = RequestRecord(route)
         await context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
         try:
-            return await run(_metadata(context), request_id)
-        except ServiceError:
+            answer = await run(_metadata(context), request_id, record)
+        except ServiceError as error:
+            record.finish(error.reason.value, status_class(HTTP_ERROR_BY_REASON[error.reason].status))
             raise
         except Exception:
             log.exception("unhandled error")
+            record.finish(Reason.INTERNAL.value, status_class(HTTP_ERROR_BY_REASON[Reason.INTERNAL].status))
             raise internal_error(request_id) from None
+        record.finish("OK", status_class(200))
+        return answer
 
 
 def registrars(flow: ImagesFlow, validator: RequestValidator, limiter: RateLimiter) -> list[Registrar]:

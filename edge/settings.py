@@ -19,6 +19,7 @@ class EdgeSettings(ServiceSettings):
     port: int = Field(default=defaults.EDGE_HTTP_PORT, ge=0, le=65535)
     # The public gRPC ImagesService address.
     listen: str = Field(default=defaults.EDGE_GRPC_ADDR, validation_alias="QUANTIZED_EDGE_GRPC_LISTEN")
+    metrics_listen: str = defaults.EDGE_METRICS_ADDR
 
     catalog_addr: str = Field(default=defaults.CATALOG_ADDR, validation_alias="QUANTIZED_CATALOG_ADDR")
     billing_addr: str = Field(default=defaults.BILLING_ADDR, validation_alias="QUANTIZED_BILLING_ADDR")

@@ -69,6 +69,8 @@ class GenerationResult:
     created: int = 0
     images: list[Image] = field(default_factory=list)
     usage: UpstreamUsage = field(default_factory=UpstreamUsage)
+    # Time spent on the upstream, every attempt included (set by the Dispatcher).
+    upstream_seconds: float = 0.0
 
 
 def flagged_images(count: int, reason: str) -> list[Image]:

@@ -11,6 +11,7 @@ from provider_svc.servicer import SERVICE_NAMES, registrars
 from provider_svc.settings import ProviderSettings
 from quantized_runtime.event_loop import run_service
 from quantized_runtime.logging import configure_logging
+from quantized_runtime.metrics import metrics_served
 from quantized_runtime.server import RunningServer, create_server, serve_until_signal
 from quantized_runtime.settings import load_settings
 from quantized_runtime.tracing import tracing_session
@@ -53,9 +54,10 @@ async def start(settings: ProviderSettings) -> RunningProvider:
 
 
 async def _serve(settings: ProviderSettings) -> None:
-    running = await start(settings)
-    await serve_until_signal(running.server, settings.shutdown_grace_seconds,
-                             on_stop=running.dispatcher.close, name="provider_svc")
+    with metrics_served(settings.metrics_listen, "provider_svc"):
+        running = await start(settings)
+        await serve_until_signal(running.server, settings.shutdown_grace_seconds,
+                                 on_stop=running.dispatcher.close, name="provider_svc")
 
 
 # Client libraries that log every upstream request at INFO; the service logs one line per RPC.

@@ -1,9 +1,13 @@
-"""Dispatch: pick the adapter by provider slug and run it under the retry policy."""
+"""Dispatch: pick the adapter by provider slug and run it under the retry policy,
+timing the upstream (each attempt for the metrics, the whole for the caller)."""
 
 from __future__ import annotations
 
+import time
+
 from provider_svc.admission import RequestAdmission
 from provider_svc.domain import Adapter, GenerationResult, ImageRequest
+from provider_svc.metrics import UpstreamMetrics
 from provider_svc.retry import RequestDeadline, with_retry
 from provider_svc.settings import ProviderSettings
 from quantized_runtime import tracing
@@ -26,9 +30,25 @@ class Dispatcher:
                                field="provider")
         self._admission.check(request)
         deadline = RequestDeadline(grpc_time_remaining, self._settings.upstream_timeout_seconds)
-        return await with_retry(lambda: _upstream_call(adapter, request, deadline), provider=request.provider,
-                                deadline=deadline, retries=self._settings.upstream_retries,
-                                backoff_seconds=self._settings.retry_backoff_seconds)
+        metrics = UpstreamMetrics(request.provider, request.family.value if request.family else "unknown")
+
+        async def attempt() -> GenerationResult:
+            started = metrics.attempt_started()
+            try:
+                result = await _upstream_call(adapter, request, deadline)
+            except BaseException as error:
+                metrics.attempt_ended(started, error)
+                raise
+            metrics.attempt_ended(started, None)
+            return result
+
+        started = time.perf_counter()
+        result = await with_retry(attempt, provider=request.provider, deadline=deadline,
+                                  retries=self._settings.upstream_retries,
+                                  backoff_seconds=self._settings.retry_backoff_seconds)
+        result.upstream_seconds = time.perf_counter() - started
+        metrics.received(result)
+        return result
 
     async def close(self) -> None:
         for adapter in self._adapters.values():

@@ -20,6 +20,7 @@ import grpc
 from provider_svc.service import Dispatcher
 from provider_svc.domain import GenerationResult, Image, ImageRequest
 from provider_svc.families import family_named
+from provider_svc.metrics import generate_call_ended
 from provider_svc.sizes import SizeRange
 from provider_svc.upstream_errors import timed_out
 from quantized.common.v1 import images_pb2
@@ -98,7 +99,8 @@ def _response_without_images(result: GenerationResult) -> provider_pb2.GenerateR
     usage = result.usage
     return provider_pb2.GenerateResponse(created=result.created, usage=images_pb2.UpstreamUsage(
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        total_tokens=usage.total_tokens, megapixels=usage.megapixels))
+        total_tokens=usage.total_tokens, megapixels=usage.megapixels),
+        upstream_seconds=result.upstream_seconds)
 
 
 def is_chunked(image_data: bytes) -> bool:
@@ -218,9 +220,11 @@ class _GenerateStream:
         finally:
             if outcome != "OK":
                 tracing.failed(tracing.current_span(), outcome)
+            duration = time.perf_counter() - started
+            generate_call_ended(outcome, duration)
             rpc_log.info("rpc", extra={"fields": {
                 "method": STREAM_METHOD, "call_id": message.call_id, "outcome": outcome,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3)}})
+                "duration_ms": round(duration * 1000, 3)}})
 
     async def _generate(self, message: provider_pb2.GenerateStreamRequest) -> GenerationResult:
         """The dispatch, bounded by the caller's time left (none when 0)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from quantized_runtime.defaults import PROVIDER_ADDR
+from quantized_runtime.defaults import PROVIDER_ADDR, PROVIDER_METRICS_ADDR
 from quantized_runtime.settings import InternalServiceSettings
 
 
@@ -18,6 +18,7 @@ class ProviderSettings(InternalServiceSettings):
                                       validate_by_name=True, validate_by_alias=True)
 
     listen: str = PROVIDER_ADDR
+    metrics_listen: str = PROVIDER_METRICS_ADDR
     # Cap on one upstream attempt; the caller's gRPC deadline caps the whole call.
     upstream_timeout_seconds: float = Field(default=120.0, gt=0)
     # Extra attempts after a 429/5xx, with exponential backoff (full jitter).

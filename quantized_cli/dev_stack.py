@@ -2,9 +2,10 @@
 
 Each child runs `python -m quantized_cli serve NAME`, the same command a container
 runs. Logs go to DATA_DIR/logs/NAME.log. Once all are healthy, a development
-account is created and the base URL and its API key are printed; the addresses,
-the admin token and the operator's certificate are recorded in the per-user state
-file for `quantized admin`.
+account is created and the base URL and its API key are printed, with each
+service's Prometheus /metrics address (on loopback, its default port when free);
+the addresses, the admin token and the operator's certificate are recorded in
+the per-user state file for `quantized admin`.
 
 The internal plane runs mutual TLS as in production: each start makes a new
 throwaway CA and one certificate per service and for the operator, in
@@ -100,6 +101,7 @@ class CrashPolicy:
 class Child:
     name: str
     address: str
+    metrics_address: str
     log_path: Path
     process: asyncio.subprocess.Process | None = None
     healthy_since: float | None = None  # event-loop time of the last time it became healthy
@@ -177,12 +179,13 @@ class DevStack:
         self.certificates: dict[str, TlsFiles] = {}
         logs = data_dir / "logs"
         self.children = {
-            name: Child(name, f"127.0.0.1:{_port_or_free(_default_port(addr))}", logs / f"{name}.log")
-            for name, addr in (
-                ("catalog", defaults.CATALOG_ADDR),
-                ("billing", defaults.BILLING_ADDR),
-                ("provider", defaults.PROVIDER_ADDR),
-                ("edge", defaults.EDGE_GRPC_ADDR),
+            name: Child(name, f"127.0.0.1:{_port_or_free(_default_port(addr))}",
+                        f"127.0.0.1:{_port_or_free(_default_port(metrics_addr))}", logs / f"{name}.log")
+            for name, addr, metrics_addr in (
+                ("catalog", defaults.CATALOG_ADDR, defaults.CATALOG_METRICS_ADDR),
+                ("billing", defaults.BILLING_ADDR, defaults.BILLING_METRICS_ADDR),
+                ("provider", defaults.PROVIDER_ADDR, defaults.PROVIDER_METRICS_ADDR),
+                ("edge", defaults.EDGE_GRPC_ADDR, defaults.EDGE_METRICS_ADDR),
             )
         }
 
@@ -204,8 +207,9 @@ class DevStack:
             "QUANTIZED_PROVIDER_ADDR": self.children["provider"].address,
             PARENT_PID_ENV: str(os.getpid()),
         })
-        for name in self.children:
+        for name, child in self.children.items():
             env[f"QUANTIZED_{name.upper()}_REFLECTION"] = "true"
+            env[f"QUANTIZED_{name.upper()}_METRICS_LISTEN"] = child.metrics_address
         return env
 
     def _child_environment(self, child: Child, shared: dict[str, str]) -> dict[str, str]:
@@ -281,10 +285,13 @@ class DevStack:
             operator_cert_file=str(self.certificates["operator"].cert_file),
             operator_key_file=str(self.certificates["operator"].key_file),
             ca_file=str(self.certificates["operator"].ca_file),
+            metrics_addrs={name: child.metrics_address for name, child in self.children.items()},
         ))
         print(f"QUANTIZED_BASE_URL={base_url}")
         print(f"QUANTIZED_API_KEY={api_key}")
         print(f"# playground: http://127.0.0.1:{self.http_port}/playground (paste the API key there)")
+        print("# metrics: " + ", ".join(f"{name} http://{child.metrics_address}/metrics"
+                                        for name, child in self.children.items()))
         print(f"# logs: {self.data_dir / 'logs'}; admin state: {state_path()}; Ctrl-C stops the stack",
               flush=True)
         try:

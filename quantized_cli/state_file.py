@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from quantized_runtime.tls import TlsFiles
@@ -29,6 +29,8 @@ class DevStackState:
     operator_cert_file: str
     operator_key_file: str
     ca_file: str
+    # Each service's Prometheus /metrics address (host:port), by service name.
+    metrics_addrs: dict[str, str] = field(default_factory=dict)
 
     def operator_tls(self) -> TlsFiles:
         return TlsFiles(Path(self.operator_cert_file), Path(self.operator_key_file), Path(self.ca_file))

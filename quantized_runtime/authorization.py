@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from quantized.billing.v1 import billing_pb2
 from quantized.catalog.v1 import catalog_pb2
 from quantized.provider.v1 import provider_pb2
+from quantized_runtime.metrics import AUTHORIZATION_REFUSED, split_method
 from quantized_runtime.tls import caller_identity
 
 log = logging.getLogger("quantized.authorization")
@@ -68,7 +69,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
     """Refuses a call before its handler runs: UNAUTHENTICATED without an identity,
     PERMISSION_DENIED when the identity's role may not call the method. Each refusal
     is logged (method, peer, identity) and counted in `refused_calls`, keyed by
-    (method, identity or "-")."""
+    (method, identity or "-"), and in the metric `quantized_authorization_refused_calls_total`."""
 
     def __init__(self) -> None:
         self.refused_calls: Counter[tuple[str, str]] = Counter()
@@ -99,6 +100,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
                 return
             code = grpc.StatusCode.UNAUTHENTICATED if identity is None else grpc.StatusCode.PERMISSION_DENIED
             self.refused_calls[(method, identity or "-")] += 1
+            AUTHORIZATION_REFUSED.labels(*split_method(method), code.name).inc()
             log.warning("call refused", extra={"fields": {
                 "method": method, "peer": context.peer(), "identity": identity or "-",
                 "code": code.name}})

@@ -11,9 +11,11 @@ only its own messages through a few hooks:
   grpc.aio allows one write at a time and a write interrupted by its caller's
   cancellation cancels the whole call; one reader task. Both run in a context
   of their own: they serve every request and must not log under the request id
-  of the one that opened the stream. A call may ask to hear when its message
-  has been written to the stream (handed to gRPC, not yet answered): the edge
-  sends a response only once that request's charge is on its way to billing.
+  of the one that opened the stream. Each call is counted and timed by how it
+  ended (quantized_runtime.metrics.StreamCallMetrics). A call may ask to hear
+  when its message has been written to the stream (handed to gRPC, not yet
+  answered): the edge sends a response only once that request's charge is on
+  its way to billing.
   On a draining notice the stream is
   retired: new calls open a new stream (another replica, or the restarted
   service), this side of the old one is closed once what was queued for it is
@@ -36,6 +38,7 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -43,6 +46,8 @@ import grpc
 
 from quantized_runtime.errors import Reason, ServiceError
 from quantized_runtime.grpc_errors import from_rpc_error
+from quantized_runtime.client import method_name
+from quantized_runtime.metrics import StreamCallMetrics
 from quantized_runtime.stream_drain import StreamDrain
 
 log = logging.getLogger("quantized.call_stream")
@@ -103,11 +108,12 @@ class _Stream(Generic[RequestT]):
 
 
 class _InFlight(Generic[CallT]):
-    __slots__ = ("stream", "call")
+    __slots__ = ("stream", "call", "started")
 
     def __init__(self, stream: _Stream[Any], call: CallT) -> None:
         self.stream = stream
         self.call = call
+        self.started = time.perf_counter()
 
 
 class CallStreamClient(Generic[RequestT, AnswerT, CallT]):
@@ -123,6 +129,7 @@ class CallStreamClient(Generic[RequestT, AnswerT, CallT]):
         self._closed_by_peer = f"{peer} closed the {stream}"
         self._peer = peer
         self._log = logger
+        self._metrics = StreamCallMetrics(method_name(open_call))
         self._stream: _Stream[RequestT] | None = None
         # Every stream not yet ended: the current one and any being drained.
         self._streams: set[_Stream[RequestT]] = set()
@@ -167,7 +174,10 @@ class CallStreamClient(Generic[RequestT, AnswerT, CallT]):
     def _abandon(self, call_id: int, notice: RequestT | None = None) -> None:
         """The caller gave up: forget the call, and send `notice` for it while its stream is written to."""
         in_flight = self._in_flight.pop(call_id, None)
-        if in_flight is not None and notice is not None and in_flight.stream is self._stream:
+        if in_flight is None:
+            return
+        self._metrics.abandoned()
+        if notice is not None and in_flight.stream is self._stream:
             in_flight.stream.outbox.put_nowait((notice, None))
 
     @property
@@ -200,6 +210,7 @@ class CallStreamClient(Generic[RequestT, AnswerT, CallT]):
         in_flight = list(self._in_flight.values())
         self._in_flight.clear()
         for lost in in_flight:
+            self._metrics.broken()
             self._failed(lost.call, closing)
 
     # The lifecycle.
@@ -259,6 +270,7 @@ class CallStreamClient(Generic[RequestT, AnswerT, CallT]):
             self._unmatched(answer)
         elif self._answered(in_flight.call, answer):
             self._in_flight.pop(call_id, None)
+            self._metrics.answered(in_flight.started)
 
     def _ended(self, stream: _Stream[RequestT], failure: StreamBroken | None) -> None:
         """Calls still unanswered fail: after an error they may have been carried
@@ -274,6 +286,7 @@ class CallStreamClient(Generic[RequestT, AnswerT, CallT]):
             self._log.warning("%s ended with calls unanswered", self._name,
                               extra={"fields": {"calls": len(lost), "detail": failure.message}})
         for call_id in lost:
+            self._metrics.broken()
             self._failed(self._in_flight.pop(call_id).call, failure)
 
 

@@ -11,6 +11,11 @@ EDGE_GRPC_ADDR = "127.0.0.1:50050"
 CATALOG_ADDR = "127.0.0.1:50051"
 BILLING_ADDR = "127.0.0.1:50052"
 PROVIDER_ADDR = "127.0.0.1:50053"
+# Each service's Prometheus /metrics, on loopback unless configured otherwise.
+EDGE_METRICS_ADDR = "127.0.0.1:9460"
+CATALOG_METRICS_ADDR = "127.0.0.1:9461"
+BILLING_METRICS_ADDR = "127.0.0.1:9462"
+PROVIDER_METRICS_ADDR = "127.0.0.1:9463"
 
 
 def default_data_dir() -> Path:

@@ -54,9 +54,13 @@ def to_call_error(error: ServiceError) -> errors_pb2.CallError:
         message=error.message, field=error.field or "", metadata=error.metadata)
 
 
+def call_error_reason(message: errors_pb2.CallError) -> str:
+    """The reason a batch entry carries, as a word (`INSUFFICIENT_CREDITS`); unknown: INTERNAL."""
+    name = _REASON_NAMES.get(message.reason, "")
+    return name if name in Reason.__members__ else Reason.INTERNAL.value
+
+
 def from_call_error(message: errors_pb2.CallError) -> ServiceError:
     """The ServiceError a batch entry carries; an unknown reason reads as INTERNAL."""
-    name = _REASON_NAMES.get(message.reason, "")
-    reason = name if name in Reason.__members__ else Reason.INTERNAL
-    return ServiceError(reason, message.message, field=message.field or None,
+    return ServiceError(call_error_reason(message), message.message, field=message.field or None,
                         metadata=dict(message.metadata))

@@ -68,6 +68,7 @@ async def create_server(
     reflection_enabled: bool = False,
     max_receive_message_bytes: int | None = None,
     health_address: str | None = None,
+    log_calls: bool = True,
 ) -> RunningServer:
     """Build, bind and start a server; health turns SERVING only once it has started.
     `drainers` end the server's long-lived streams when it stops.
@@ -80,9 +81,10 @@ async def create_server(
     `max_receive_message_bytes` caps what callers may send (default: `max_message_bytes`).
     `health_address` adds a plaintext port for probes that cannot present a
     certificate: on it every call but a health check is refused for want of an
-    identity (quantized_runtime.authorization)."""
+    identity (quantized_runtime.authorization). Without `log_calls` the
+    handlers write their own log line per call (the edge's ImagesService)."""
     authorization = AuthorizationInterceptor() if tls is not None else None
-    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorAndLoggingInterceptor(mint_request_ids)]
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorAndLoggingInterceptor(mint_request_ids, log_calls)]
     if authorization is not None:
         # First in the chain: a refused call reaches no other interceptor and no handler.
         interceptors.insert(0, authorization)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from quantized_runtime.channels import DEFAULT_MAX_MESSAGE_BYTES
+from quantized_runtime.metrics import parse_listen_address
 from quantized_runtime.tls import TLS_VARIABLES, TlsFiles, check_material
 
 
@@ -31,6 +32,17 @@ class ServiceSettings(BaseSettings):
     tracing: bool = Field(default=False, validation_alias="QUANTIZED_TRACING")
     # The share of new traces kept (the edge starts them; the other services follow their caller).
     tracing_sample_ratio: float = Field(default=1.0, ge=0, le=1, validation_alias="QUANTIZED_TRACING_SAMPLE_RATIO")
+
+    # Where Prometheus scrapes this service's /metrics (host:port); empty: no metrics
+    # server. Each service sets its own default (quantized_runtime.defaults).
+    metrics_listen: str = ""
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_address(cls, value: str) -> str:
+        if value:
+            parse_listen_address(value)
+        return value
 
     @model_validator(mode="after")
     def _tls_files_usable(self) -> Self:

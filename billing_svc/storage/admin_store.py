@@ -224,6 +224,13 @@ class AdminStore:
 
     # Reaping
 
+    async def count_open_holds(self) -> dict[str, int]:
+        """Open holds by kind (`request`, `lease`)."""
+        async with self._db.read() as conn:
+            rows = (await conn.execute(select(holds.c.kind, func.count())
+                                       .where(holds.c.status == OPEN).group_by(holds.c.kind))).all()
+        return {row[0]: row[1] for row in rows}
+
     async def expire_due_holds(self, now: datetime, batch_size: int) -> int:
         """Close up to batch_size expired open holds and leases, returning what
         they hold unspent (a request hold: all of it; a lease: amount - charged)."""

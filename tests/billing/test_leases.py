@@ -13,6 +13,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -226,6 +227,7 @@ async def test_a_charge_the_lease_cannot_cover_is_taken_from_the_balance(
     account_id = (await client.create_account(credits=1_000_000)).account.account_id
     [placed] = await stream.batch(acquire(account_id, "lease-1", minimum=PRICE, want=PRICE))
     lease_id = placed.acquire_lease.lease_id
+    late_before = REGISTRY.get_sample_value("quantized_billing_late_charges_total") or 0
 
     covered, short = await stream.batch(charge(account_id, "req-1", lease_id, PRICE // 2),
                                         charge(account_id, "req-2", lease_id, PRICE))
@@ -238,6 +240,7 @@ async def test_a_charge_the_lease_cannot_cover_is_taken_from_the_balance(
     assert await usage_of(database_url, account_id) == [
         ("req-1", lease_id, PRICE // 2, False), ("req-2", None, PRICE, True)]
     assert client.running.billing.late_charges == 1
+    assert REGISTRY.get_sample_value("quantized_billing_late_charges_total") - late_before == 1
 
 
 async def test_late_charges_after_return_and_expiry_are_applied_below_zero_then_402(

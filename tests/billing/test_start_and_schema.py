@@ -44,7 +44,8 @@ def test_the_service_process_refuses_to_start_without_admin_token(tmp_path) -> N
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("QUANTIZED_")}
     env.update(PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]),
-               QUANTIZED_DATA_DIR=str(tmp_path), QUANTIZED_BILLING_LISTEN="127.0.0.1:0")
+               QUANTIZED_DATA_DIR=str(tmp_path), QUANTIZED_BILLING_LISTEN="127.0.0.1:0",
+               QUANTIZED_BILLING_METRICS_LISTEN="")
     finished = subprocess.run([sys.executable, "-m", "billing_svc.main"], env=env,
                               capture_output=True, text=True, timeout=60)
     assert finished.returncode != 0

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -218,3 +219,27 @@ async def test_replicas_starting_together_migrate_and_seed_once(database_url, ca
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_resolutions_and_refreshes_are_counted(engine, catalog_file):
+    def counted(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    core = make_core(engine, catalog_file)
+    await core.initialise()
+    before = {"resolved": counted("quantized_catalog_route_resolutions_total", outcome="OK"),
+              "unknown": counted("quantized_catalog_route_resolutions_total", outcome="MODEL_NOT_FOUND"),
+              "unchanged": counted("quantized_catalog_snapshot_refreshes_total", result="unchanged"),
+              "rebuilt": counted("quantized_catalog_snapshot_refreshes_total", result="rebuilt")}
+    core.resolve("gpt-image-1", "", "")
+    with pytest.raises(ServiceError):
+        core.resolve("no-such-model", "", "")
+    assert await core.refresh() is False
+    await core.set_active("bedrock", "amazon.titan-image-generator-v2:0", True, "alice")
+    after = {"resolved": counted("quantized_catalog_route_resolutions_total", outcome="OK"),
+             "unknown": counted("quantized_catalog_route_resolutions_total", outcome="MODEL_NOT_FOUND"),
+             "unchanged": counted("quantized_catalog_snapshot_refreshes_total", result="unchanged"),
+             "rebuilt": counted("quantized_catalog_snapshot_refreshes_total", result="rebuilt")}
+    assert {name: after[name] - before[name] for name in before} == {
+        "resolved": 1, "unknown": 1, "unchanged": 1, "rebuilt": 1}
+    assert REGISTRY.get_sample_value("quantized_catalog_snapshot_revision") == core.snapshot.revision

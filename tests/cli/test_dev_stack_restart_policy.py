@@ -15,7 +15,7 @@ from quantized_cli.dev_stack import (
 
 
 def _child() -> Child:
-    return Child("provider", "127.0.0.1:50053", Path("provider.log"))
+    return Child("provider", "127.0.0.1:50053", "127.0.0.1:9463", Path("provider.log"))
 
 
 def test_the_delay_doubles_up_to_its_cap():

@@ -345,3 +345,19 @@ def test_the_edge_http_port_is_open_to_clients_and_nothing_else_of_it_is(overlay
     assert _allowed(overlay, OTHER_NAMESPACE, edge, GRPC_PORTS["edge"])
     assert not _allowed(overlay, OUTSIDE, edge, GRPC_PORTS["edge"])
     assert not _allowed(overlay, OUTSIDE, edge, POSTGRES_PORT)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_serves_metrics_to_in_cluster_scrapers_only(overlay, service):
+    """Its metrics address is the port its pod declares and annotates for
+    Prometheus; a scraper in the cluster reaches it, a client outside does not."""
+    address = _environment(overlay, _container(overlay, service))[f"QUANTIZED_{service.upper()}_METRICS_LISTEN"]
+    port = int(address.rsplit(":", 1)[1])
+    assert address.startswith("0.0.0.0:")
+    assert {"name": "metrics", "containerPort": port} in _container(overlay, service)["ports"]
+    annotations = _of_kind(overlay, "Deployment")[service]["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", str(port))
+    pod = _pods(overlay)[service]
+    assert _allowed(overlay, OTHER_NAMESPACE, pod, port)
+    assert not _allowed(overlay, OUTSIDE, pod, port)

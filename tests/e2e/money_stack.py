@@ -128,6 +128,9 @@ class MoneyStack:
             "QUANTIZED_CATALOG_ADDR": self.addresses["catalog"],
             "QUANTIZED_BILLING_ADDR": self.addresses["billing"],
             "QUANTIZED_PROVIDER_ADDR": self.addresses["provider"],
+            # Each process (each replica too) serves its metrics on a free port of its own.
+            **{f"QUANTIZED_{name}_METRICS_LISTEN": "127.0.0.1:0"
+               for name in ("EDGE", "CATALOG", "BILLING", "PROVIDER")},
             "QUANTIZED_BILLING_DATABASE_URL": self.billing_database_url,
             "QUANTIZED_BILLING_HOLD_TTL_SECONDS": str(self.hold_ttl_seconds),
             "QUANTIZED_BILLING_LEASE_TTL_SECONDS": str(self.lease_ttl_seconds),

@@ -72,7 +72,7 @@ async def test_renewal_happens_in_the_background_so_steady_traffic_never_waits(
         assert (await generate(stack)).status_code == 200
     # Every billing answer now takes 100 ms: a request that waited for one would show it.
     billing.ledger_delay_seconds = 0.1
-    leases = stack.edge._leases
+    leases = stack.edge.leases
     admitted, local = leases.admitted, leases.admitted_locally
     slowest, requests = 0.0, 100
     for _ in range(requests):
@@ -131,7 +131,7 @@ async def test_a_lease_serves_only_its_own_edge_and_account(peers: Peers, edges)
         for operation in batch.operations:
             if operation.WhichOneof("operation") == "acquire_lease":
                 acquisitions[operation.acquire_lease.account_id, operation.acquire_lease.holder] = operation
-    holders = {edge._leases.holder for edge, _ in edges}
+    holders = {edge.leases.holder for edge, _ in edges}
     assert len(holders) == 2 and {holder for _, holder in acquisitions} == holders
     lease_owner = {lease_id: (lease.account.account_id,) for lease_id, lease in peers.billing.leases.items()}
     for charge in peers.billing.requests("Charge"):

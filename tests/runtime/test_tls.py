@@ -8,6 +8,7 @@ import shutil
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from billing_svc.settings import BillingSettings
 from catalog_svc.settings import CatalogSettings
@@ -122,6 +123,8 @@ async def test_the_plaintext_health_port_answers_health_checks_and_refuses_every
         "127.0.0.1:0", [lambda server: billing_pb2_grpc.add_BillingServiceServicer_to_server(
             billing_pb2_grpc.BillingServiceServicer(), server)],
         [billing], 4 * 1024 * 1024, tls=served, health_address="127.0.0.1:0")
+    refused_metric = {"grpc_service": billing, "grpc_method": "Authenticate", "grpc_code": "UNAUTHENTICATED"}
+    refused_before = REGISTRY.get_sample_value("quantized_authorization_refused_calls_total", refused_metric) or 0
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.health_port}") as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
@@ -133,6 +136,8 @@ async def test_the_plaintext_health_port_answers_health_checks_and_refuses_every
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert running.authorization.refused_calls[
             (f"/{billing}/Authenticate", "-")] == 1
+        assert REGISTRY.get_sample_value("quantized_authorization_refused_calls_total",
+                                         refused_metric) - refused_before == 1
         # The service port still takes no caller without a certificate.
         assert await _healthy(running.port, pki.files["edge"]) == grpc.StatusCode.OK
     finally:

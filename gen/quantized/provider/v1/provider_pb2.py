@@ -26,7 +26,7 @@ from quantized.common.v1 import errors_pb2 as quantized_dot_common_dot_v1_dot_er
 from quantized.common.v1 import images_pb2 as quantized_dot_common_dot_v1_dot_images__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$quantized/provider/v1/provider.proto\x12\x15quantized.provider.v1\x1a quantized/common/v1/errors.proto\x1a quantized/common/v1/images.proto\"\xab\x02\n\x0fGenerateRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x19\n\x11upstream_model_id\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x35\n\x06params\x18\x05 \x01(\x0b\x32%.quantized.common.v1.GenerationParams\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x31\n\twatermark\x18\x07 \x01(\x0e\x32\x1e.quantized.common.v1.Watermark\x12\x0f\n\x07\x61\x64\x61pter\x18\x08 \x01(\t\x12:\n\x0b\x63onstraints\x18\t \x01(\x0b\x32%.quantized.common.v1.ModelConstraints\"\x8b\x01\n\x10GenerateResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x03\x12\x33\n\x06images\x18\x02 \x03(\x0b\x32#.quantized.common.v1.GeneratedImage\x12\x31\n\x05usage\x18\x03 \x01(\x0b\x32\".quantized.common.v1.UpstreamUsage\"\x9f\x01\n\x15GenerateStreamRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x37\n\x07request\x18\x02 \x01(\x0b\x32&.quantized.provider.v1.GenerateRequest\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06\x63\x61ncel\x18\x04 \x01(\x08\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"/\n\nImageChunk\x12\x13\n\x0bimage_index\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xe7\x01\n\x16GenerateStreamResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x32\n\x05\x63hunk\x18\x02 \x01(\x0b\x32!.quantized.provider.v1.ImageChunkH\x00\x12;\n\x08response\x18\x03 \x01(\x0b\x32\'.quantized.provider.v1.GenerateResponseH\x00\x12/\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1e.quantized.common.v1.CallErrorH\x00\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\x42\x08\n\x06\x61nswer2\x84\x01\n\x0fProviderService\x12q\n\x0eGenerateStream\x12,.quantized.provider.v1.GenerateStreamRequest\x1a-.quantized.provider.v1.GenerateStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$quantized/provider/v1/provider.proto\x12\x15quantized.provider.v1\x1a quantized/common/v1/errors.proto\x1a quantized/common/v1/images.proto\"\xab\x02\n\x0fGenerateRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x19\n\x11upstream_model_id\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x35\n\x06params\x18\x05 \x01(\x0b\x32%.quantized.common.v1.GenerationParams\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x31\n\twatermark\x18\x07 \x01(\x0e\x32\x1e.quantized.common.v1.Watermark\x12\x0f\n\x07\x61\x64\x61pter\x18\x08 \x01(\t\x12:\n\x0b\x63onstraints\x18\t \x01(\x0b\x32%.quantized.common.v1.ModelConstraints\"\xa5\x01\n\x10GenerateResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x03\x12\x33\n\x06images\x18\x02 \x03(\x0b\x32#.quantized.common.v1.GeneratedImage\x12\x31\n\x05usage\x18\x03 \x01(\x0b\x32\".quantized.common.v1.UpstreamUsage\x12\x18\n\x10upstream_seconds\x18\x04 \x01(\x01\"\x9f\x01\n\x15GenerateStreamRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x37\n\x07request\x18\x02 \x01(\x0b\x32&.quantized.provider.v1.GenerateRequest\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06\x63\x61ncel\x18\x04 \x01(\x08\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"/\n\nImageChunk\x12\x13\n\x0bimage_index\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xe7\x01\n\x16GenerateStreamResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x32\n\x05\x63hunk\x18\x02 \x01(\x0b\x32!.quantized.provider.v1.ImageChunkH\x00\x12;\n\x08response\x18\x03 \x01(\x0b\x32\'.quantized.provider.v1.GenerateResponseH\x00\x12/\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1e.quantized.common.v1.CallErrorH\x00\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\x42\x08\n\x06\x61nswer2\x84\x01\n\x0fProviderService\x12q\n\x0eGenerateStream\x12,.quantized.provider.v1.GenerateStreamRequest\x1a-.quantized.provider.v1.GenerateStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,13 +36,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST']._serialized_start=132
   _globals['_GENERATEREQUEST']._serialized_end=431
   _globals['_GENERATERESPONSE']._serialized_start=434
-  _globals['_GENERATERESPONSE']._serialized_end=573
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=576
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=735
-  _globals['_IMAGECHUNK']._serialized_start=737
-  _globals['_IMAGECHUNK']._serialized_end=784
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=787
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1018
-  _globals['_PROVIDERSERVICE']._serialized_start=1021
-  _globals['_PROVIDERSERVICE']._serialized_end=1153
+  _globals['_GENERATERESPONSE']._serialized_end=599
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=602
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=761
+  _globals['_IMAGECHUNK']._serialized_start=763
+  _globals['_IMAGECHUNK']._serialized_end=810
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=813
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1044
+  _globals['_PROVIDERSERVICE']._serialized_start=1047
+  _globals['_PROVIDERSERVICE']._serialized_end=1179
 # @@protoc_insertion_point(module_scope)

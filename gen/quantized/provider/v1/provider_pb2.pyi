@@ -31,14 +31,16 @@ class GenerateRequest(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., model_id: _Optional[str] = ..., upstream_model_id: _Optional[str] = ..., region: _Optional[str] = ..., params: _Optional[_Union[_images_pb2.GenerationParams, _Mapping]] = ..., request_id: _Optional[str] = ..., watermark: _Optional[_Union[_images_pb2.Watermark, str]] = ..., adapter: _Optional[str] = ..., constraints: _Optional[_Union[_images_pb2.ModelConstraints, _Mapping]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("created", "images", "usage")
+    __slots__ = ("created", "images", "usage", "upstream_seconds")
     CREATED_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_SECONDS_FIELD_NUMBER: _ClassVar[int]
     created: int
     images: _containers.RepeatedCompositeFieldContainer[_images_pb2.GeneratedImage]
     usage: _images_pb2.UpstreamUsage
-    def __init__(self, created: _Optional[int] = ..., images: _Optional[_Iterable[_Union[_images_pb2.GeneratedImage, _Mapping]]] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ...) -> None: ...
+    upstream_seconds: float
+    def __init__(self, created: _Optional[int] = ..., images: _Optional[_Iterable[_Union[_images_pb2.GeneratedImage, _Mapping]]] = ..., usage: _Optional[_Union[_images_pb2.UpstreamUsage, _Mapping]] = ..., upstream_seconds: _Optional[float] = ...) -> None: ...
 
 class GenerateStreamRequest(_message.Message):
     __slots__ = ("call_id", "request", "timeout_seconds", "cancel", "traceparent")
