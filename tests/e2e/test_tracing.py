@@ -140,7 +140,7 @@ def test_log_lines_of_the_request_carry_its_trace_id_next_to_its_request_id(trac
     (root,) = [span for span in traced.spans if span.name == HTTP_ROOT]
     entries = [json.loads(line) for line in traced.log_lines if traced.request_id in line]
     # The edge's request line, and the rpc lines of catalog, billing and provider_svc.
-    assert {entry["logger"] for entry in entries} >= {"quantized.edge.http", "quantized.rpc"}
+    assert {entry["logger"] for entry in entries} >= {"quantized.edge.request", "quantized.rpc"}
     assert len(entries) >= 5
     for entry in entries:
         assert entry["trace_id"] == root.trace_id, entry

@@ -2,10 +2,11 @@
 that can refuse a charge (exact holds, so the edge waits for its Settle): a request that failed after its images were
 generated keeps its key (a retry is refused rather than run and paid again),
 and while the key store is down a request with a key is refused before any
-work, while requests without one go on."""
+work, while requests without one go on; a replay's log line says it is one."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -58,4 +59,18 @@ async def test_while_the_key_store_is_down_keyed_requests_are_refused_and_others
     assert stack.peers.provider.calls == []
     served = await _generate(stack, None)
     assert served.status_code == 200
+    assert len(stack.peers.provider.calls) == 1
+
+
+async def test_a_replay_is_logged_as_one_with_nothing_generated_or_charged(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    first = await _generate(stack, "logged")
+    replay = await _generate(stack, "logged")
+    assert (first.status_code, replay.status_code) == (200, 200)
+    assert replay.headers["idempotent-replayed"] == "true"
+    lines = [record.fields for record in caplog.records  # type: ignore[attr-defined]
+             if record.name == "quantized.edge.request"]
+    assert [(line["replayed"], line["images"] > 0, line["credits"] > 0) for line in lines] == [
+        (False, True, True), (True, False, False)]
     assert len(stack.peers.provider.calls) == 1
