@@ -23,8 +23,8 @@ from quantized_runtime.request_context import REQUEST_ID_METADATA_KEY, current_r
 from quantized_runtime.server import Registrar
 
 from edge.errors import HTTP_ERROR_BY_REASON, internal_error
+from edge.flow import Caller, ImagesFlow, RequestBudget
 from edge.metrics import RequestRecord, status_class
-from edge.flow import ImagesFlow
 from edge.rate_limits import RateLimiter
 from edge.render import generation_proto
 from edge.validation import RequestValidator
@@ -69,9 +69,7 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
         async def run(metadata: dict[str, str], request_id: str,
                       record: RequestRecord) -> images_pb2.GenerateResponse:
             budget = self._flow.budget(context.time_remaining())
-            caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
-                                                   peer_address(context.peer()))
-            record.account_id, record.key_id = caller.account_id, caller.key_id
+            caller = await self._authenticated(context, metadata, budget, record)
             async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit,
                                            caller.account_limit):
                 outcome = await self._flow.generate(caller, self._validator.from_proto(request),
@@ -88,9 +86,7 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
         async def run(metadata: dict[str, str], request_id: str,
                       record: RequestRecord) -> images_pb2.ListModelsResponse:
             budget = self._flow.budget(context.time_remaining())
-            caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
-                                                   peer_address(context.peer()))
-            record.account_id, record.key_id = caller.account_id, caller.key_id
+            await self._authenticated(context, metadata, budget, record)
             return (await self._flow.list_models(budget)).proto
 
         return await self._guarded(context, LIST_MODELS_ROUTE, run)
@@ -100,15 +96,20 @@ class ImagesServicer(images_pb2_grpc.ImagesServiceServicer):
         async def run(metadata: dict[str, str], request_id: str,
                       record: RequestRecord) -> images_pb2.GetUsageResponse:
             budget = self._flow.budget(context.time_remaining())
-            caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
-                                                   peer_address(context.peer()))
-            record.account_id, record.key_id = caller.account_id, caller.key_id
+            caller = await self._authenticated(context, metadata, budget, record)
             async with self._limiter.admit(caller.key_id, caller.account_id, caller.key_limit,
                                            caller.account_limit):
                 report = await self._flow.usage(caller, request.query, budget)
             return images_pb2.GetUsageResponse(report=report, request_id=request_id)
 
         return await self._guarded(context, USAGE_ROUTE, run)
+
+    async def _authenticated(self, context: grpc.aio.ServicerContext, metadata: dict[str, str],
+                             budget: RequestBudget, record: RequestRecord) -> Caller:
+        caller = await self._flow.authenticate(metadata.get(AUTHORIZATION_METADATA_KEY), budget,
+                                               peer_address(context.peer()))
+        record.account_id, record.key_id = caller.account_id, caller.key_id
+        return caller
 
     async def _guarded(self, context: grpc.aio.ServicerContext, route: str,
                        run: Callable[[dict[str, str], str, RequestRecord], Awaitable[ResponseT]]) -> ResponseT:
